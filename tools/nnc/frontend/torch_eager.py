@@ -1,0 +1,384 @@
+"""Importer for eager-mode quantized PyTorch models (engine qnnpack) -> integer graph IR.
+
+Topology comes from torch.fx; shapes, quantization parameters and constant arguments come
+from running the traced graph once on an example input, node by node, so that whatever torch
+computes (e.g. `x.reshape(x.shape[0], -1)`) is resolved to concrete values. Weights, scales
+and zero points are read straight from the quantized modules.
+
+Activations in torch are quint8; the IR is int8: values and zero points are shifted by -128,
+which changes no arithmetic (every formula uses q - zero_point).
+"""
+from __future__ import annotations
+
+import operator
+import warnings
+
+import numpy as np
+
+from ..errors import NncError
+from ..ir import INT8_MAX, INT8_MIN, Graph, Op, QParams, Tensor
+
+# What the importer accepts, listed in every "unsupported" error.
+SUPPORTED = (
+    "QuantStub/DeQuantStub, quantized Conv2d/ConvReLU2d, Linear/LinearReLU, ReLU, MaxPool2d, "
+    "AvgPool2d, AdaptiveAvgPool2d, Flatten/flatten/reshape/view, Dropout/Identity (no-ops), "
+    "FloatFunctional/QFunctional add, add_relu, cat; after the DeQuantStub only "
+    "softmax/log_softmax (left to the caller, they do not change the arg-max)"
+)
+
+
+def _torch():
+    import torch  # deferred: importing torch costs seconds, only this frontend needs it
+    return torch
+
+
+class _Recorder:
+    """Runs the fx graph node by node, keeping every node's concrete value."""
+
+    def __init__(self, gm):
+        import torch.fx
+        self.gm = gm
+        self.values = {}
+        self.interp = torch.fx.Interpreter(gm)
+
+    def run(self, example):
+        it = iter([example])
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                self.values[node] = next(it)
+            elif node.op == "output":
+                break
+            else:
+                args = self._load(node.args)
+                kwargs = self._load(node.kwargs)
+                self.values[node] = getattr(self.interp, node.op)(node.target, args, kwargs)
+        return self.values
+
+    def _load(self, a):
+        import torch.fx
+        return torch.fx.node.map_arg(a, lambda n: self.values[n])
+
+
+def _where(node, module=None) -> str:
+    kind = f"module {type(module).__module__}.{type(module).__name__}" if module is not None \
+        else f"{node.op} {getattr(node.target, '__name__', node.target)}"
+    where = f"fx node '{node.name}' ({kind})"
+    trace = (node.stack_trace or "").strip().splitlines()
+    # The last 'File ..., line N' of the recorded stack is the user's forward() line.
+    files = [ln.strip() for ln in trace if ln.strip().startswith("File ")]
+    if files:
+        where += f", at {files[-1]}"
+    return where
+
+
+def _unsupported(node, what, module=None):
+    return NncError(f"unsupported operation: {what}", _where(node, module),
+                    f"supported are: {SUPPORTED}. Rewrite the model with these, or quantize the "
+                    "module (a float module left in a quantized model means convert() missed it)")
+
+
+class TorchEagerImporter:
+    """Frontend interface: `import_model(model, example_input, name) -> Graph`."""
+
+    def import_model(self, model, example_input, name: str) -> Graph:
+        torch = _torch()
+        torch.backends.quantized.engine = "qnnpack"
+        model = model.eval()
+        tracer = torch.fx.Tracer()
+        tracer.record_stack_traces = True
+        try:
+            fx_graph = tracer.trace(model)
+        except Exception as exc:  # fx cannot trace data-dependent control flow etc.
+            raise NncError(f"torch.fx cannot trace the model: {exc}", f"model {type(model).__name__}",
+                           "remove data-dependent control flow from forward()") from None
+        gm = torch.fx.GraphModule(tracer.root, fx_graph)
+        with torch.no_grad():
+            values = _Recorder(gm).run(example_input)
+        return _GraphBuilder(gm, values, name).build()
+
+
+class _GraphBuilder:
+    def __init__(self, gm, values, name):
+        self.gm, self.values, self.name = gm, values, name
+        self.torch = _torch()
+        self.tensors = {}     # fx node -> IR tensor
+        self.ops, self.inputs, self.outputs = [], [], []
+        self.dequantized = set()   # float nodes after a DeQuantStub
+        self.notes = []
+
+    # -- helpers -----------------------------------------------------------------------------
+    def qparams_of(self, value):
+        offset = 128 if value.dtype == self.torch.quint8 else 0
+        return QParams.make(value.q_scale(), int(value.q_zero_point()) - offset)
+
+    def new_tensor(self, node, value=None):
+        value = self.values[node] if value is None else value
+        t = Tensor(node.name, tuple(value.shape), "int8", self.qparams_of(value))
+        self.tensors[node] = t
+        return t
+
+    def input_of(self, node, arg):
+        if not hasattr(arg, "op") or arg not in self.tensors:
+            raise _unsupported(node, f"an input that is not a quantized tensor ({arg})")
+        return self.tensors[arg]
+
+    def add_op(self, kind, node, inputs, attrs=None, params=None):
+        out = self.new_tensor(node)
+        op = Op(kind, node.name, inputs, [out], attrs or {}, params or {})
+        self.ops.append(op)
+        return op
+
+    def clamp_of(self, node, relu: bool):
+        zp = self.qparams_of(self.values[node]).zero_point
+        return (max(zp, INT8_MIN) if relu else INT8_MIN, INT8_MAX)
+
+    # -- build ---------------------------------------------------------------------------------
+    def build(self) -> Graph:
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                continue
+            if node.op == "output":
+                self.finish_output(node)
+                continue
+            if any(isinstance(a, type(node)) and a in self.dequantized for a in node.all_input_nodes):
+                self.float_epilogue(node)
+                continue
+            if node.op == "call_module":
+                self.call_module(node, self.gm.get_submodule(node.target))
+            elif node.op == "call_function":
+                self.call_function(node)
+            elif node.op == "call_method":
+                self.call_method(node)
+            elif node.op == "get_attr":
+                raise _unsupported(node, f"reading the attribute {node.target} as a tensor")
+        if not self.inputs:
+            raise NncError("the model has no QuantStub: nothing is quantized", f"model {self.name}",
+                           "add torch.ao.quantization.QuantStub at the start of forward() and run "
+                           "prepare()/convert() (or prepare_qat()/convert())")
+        if not self.outputs:
+            raise NncError("the model has no DeQuantStub: its output is not quantized",
+                           f"model {self.name}", "end forward() with a DeQuantStub")
+        g = Graph(self.name, self.inputs, self.outputs, self.ops, {"notes": self.notes})
+        g.validate()
+        return g
+
+    def finish_output(self, node):
+        pass  # outputs are the DeQuantStub inputs, recorded as they are met
+
+    def float_epilogue(self, node):
+        fn = node.target if node.op != "call_module" else type(self.gm.get_submodule(node.target))
+        name = getattr(fn, "__name__", str(fn))
+        if name in ("log_softmax", "softmax", "LogSoftmax", "Softmax"):
+            self.notes.append(f"{node.name}: {name} after the DeQuantStub is not compiled; "
+                              "the C model returns the int8 tensor before it")
+            self.dequantized.add(node)
+            return
+        raise _unsupported(node, f"float operation {name} after the DeQuantStub")
+
+    # -- modules -------------------------------------------------------------------------------
+    def call_module(self, node, m):
+        torch = self.torch
+        nnq = torch.ao.nn.quantized
+        nniq = torch.ao.nn.intrinsic.quantized
+        qmods = torch.ao.nn.quantized.modules
+        if isinstance(m, qmods.Quantize):
+            t = self.new_tensor(node)
+            t.name = f"input{len(self.inputs)}"
+            self.inputs.append(t)
+        elif isinstance(m, qmods.DeQuantize):
+            src = self.input_of(node, node.args[0])
+            self.outputs.append(src)
+            self.dequantized.add(node)
+        elif isinstance(m, (nniq.ConvReLU2d, nnq.Conv2d)):
+            self.conv(node, m, relu=isinstance(m, nniq.ConvReLU2d))
+        elif isinstance(m, (nniq.LinearReLU, nnq.Linear)):
+            self.linear(node, m, relu=isinstance(m, nniq.LinearReLU))
+        elif isinstance(m, (torch.nn.ReLU,)):
+            self.relu(node)
+        elif isinstance(m, torch.nn.MaxPool2d):
+            self.maxpool(node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+        elif isinstance(m, torch.nn.AvgPool2d):
+            self.avgpool(node, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                         m.count_include_pad, m.divisor_override)
+        elif isinstance(m, torch.nn.AdaptiveAvgPool2d):
+            self.adaptive_avgpool(node)
+        elif isinstance(m, (torch.nn.Flatten,)):
+            self.reshape(node)
+        elif isinstance(m, (torch.nn.Identity, torch.nn.Dropout)):
+            self.alias_same(node)
+        else:
+            raise _unsupported(node, f"module {type(m).__name__}", m)
+
+    def _weights(self, node, m):
+        torch = self.torch
+        w = m.weight()
+        wq = w.int_repr().numpy().astype(np.int8)
+        out_ch = wq.shape[0]
+        if w.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            w_scale = np.full(out_ch, w.q_scale(), dtype=np.float64)
+            w_zp = np.full(out_ch, w.q_zero_point(), dtype=np.int32)
+            scheme = "per_tensor"
+        elif w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            if w.q_per_channel_axis() != 0:
+                raise _unsupported(node, "per-channel weights quantized along an axis other than 0", m)
+            w_scale = w.q_per_channel_scales().numpy().astype(np.float64)
+            w_zp = w.q_per_channel_zero_points().numpy().astype(np.int32)
+            scheme = "per_channel"
+        else:
+            raise _unsupported(node, f"weight quantization scheme {w.qscheme()}", m)
+        in_q = self.values[node.args[0]]
+        s_in = float(in_q.q_scale())
+        s_out = float(m.scale)
+        # qnnpack: bias quantized with scale s_w * s_in (zero point 0, int32) ...
+        bias = m.bias()
+        if bias is None:
+            bq = np.zeros(out_ch, dtype=np.int32)
+        else:
+            scales = torch.tensor(w_scale * s_in, dtype=torch.float64)
+            bq = torch.quantize_per_channel(bias.detach().float(), scales,
+                                            torch.zeros(out_ch, dtype=torch.int64), 0,
+                                            torch.qint32).int_repr().numpy().astype(np.int32)
+        # ... and requantized with the float32 multiplier qnnpack computes:
+        # (f32(s_w) * f32(s_in)) * (1.f / f32(s_out)).
+        mult = (w_scale.astype(np.float32) * np.float32(s_in)) * (np.float32(1.0) / np.float32(s_out))
+        params = {"weight": wq, "weight_zp": w_zp, "bias": bq, "multiplier": mult.astype(np.float32)}
+        return params, scheme
+
+    def conv(self, node, m, relu):
+        if m.padding_mode != "zeros":
+            raise _unsupported(node, f"Conv2d padding_mode={m.padding_mode!r}", m)
+        params, scheme = self._weights(node, m)
+        x = self.input_of(node, node.args[0])
+        attrs = {"stride": tuple(m.stride), "padding": tuple(m.padding), "dilation": tuple(m.dilation),
+                 "groups": int(m.groups), "requant": "float", "weight_scheme": scheme,
+                 "relu": relu, "clamp": self.clamp_of(node, relu)}
+        self.add_op("conv2d", node, [x], attrs, params)
+
+    def linear(self, node, m, relu):
+        params, scheme = self._weights(node, m)
+        x = self.input_of(node, node.args[0])
+        if len(x.shape) != 2:
+            raise _unsupported(node, f"Linear on a {len(x.shape)}-D tensor {x.shape} (only [N, features])", m)
+        attrs = {"requant": "float", "weight_scheme": scheme, "relu": relu,
+                 "clamp": self.clamp_of(node, relu)}
+        self.add_op("dense", node, [x], attrs, params)
+
+    def relu(self, node):
+        x = self.input_of(node, node.args[0])
+        out_q = self.qparams_of(self.values[node])
+        if out_q != x.qparams:
+            raise _unsupported(node, "ReLU whose output quantization differs from its input")
+        self.add_op("relu", node, [x], {"clamp": self.clamp_of(node, True)})
+
+    def maxpool(self, node, k, s, p, d, ceil):
+        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+        x = self.input_of(node, node.args[0])
+        s = k if s is None or s == [] else s
+        self.add_op("maxpool2d", node, [x], {"kernel": pair(k), "stride": pair(s), "padding": pair(p),
+                                            "dilation": pair(d), "ceil_mode": bool(ceil)})
+
+    def avgpool(self, node, k, s, p, ceil, count_include_pad, divisor_override):
+        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+        x = self.input_of(node, node.args[0])
+        s = k if s is None or s == [] else s
+        if divisor_override:
+            raise _unsupported(node, "AvgPool2d with divisor_override")
+        self.add_op("avgpool2d", node, [x], {"kernel": pair(k), "stride": pair(s), "padding": pair(p),
+                                            "ceil_mode": bool(ceil),
+                                            "count_include_pad": bool(count_include_pad)})
+
+    def adaptive_avgpool(self, node):
+        x = self.input_of(node, node.args[0])
+        h, w = x.shape[2], x.shape[3]
+        oh, ow = self.values[node].shape[2], self.values[node].shape[3]
+        if h % oh or w % ow:
+            raise _unsupported(node, f"AdaptiveAvgPool2d from {h}x{w} to {oh}x{ow} "
+                                     "(only output sizes that divide the input)")
+        k = (h // oh, w // ow)
+        self.add_op("avgpool2d", node, [x], {"kernel": k, "stride": k, "padding": (0, 0),
+                                            "ceil_mode": False, "count_include_pad": True})
+
+    def reshape(self, node):
+        x = self.input_of(node, node.args[0])
+        out = self.new_tensor(node)
+        out.alias_of = x
+        self.ops.append(Op("reshape", node.name, [x], [out]))
+
+    def alias_same(self, node):
+        self.tensors[node] = self.input_of(node, node.args[0])
+
+    # -- functions and methods -------------------------------------------------------------------
+    def call_function(self, node):
+        import torch.nn.functional as F
+        torch = self.torch
+        fn = node.target
+        name = getattr(fn, "__name__", str(fn))
+        args = node.args
+        if fn in (getattr, operator.getitem) or name in ("getattr", "getitem", "size"):
+            if isinstance(self.values[node], torch.Tensor):
+                raise _unsupported(node, "indexing into a tensor")
+            return  # a Python value (shape, int), already computed
+        if fn is torch.ops.quantized.add or fn is torch.ops.quantized.add_relu:
+            self.add(node, relu=fn is torch.ops.quantized.add_relu)
+        elif fn is torch.ops.quantized.cat:
+            self.cat(node)
+        elif fn in (F.relu, torch.relu):
+            self.relu(node)
+        elif name == "max_pool2d" or fn is torch.max_pool2d:
+            k = args[1] if len(args) > 1 else node.kwargs["kernel_size"]
+            g = lambda i, key, d: args[i] if len(args) > i else node.kwargs.get(key, d)
+            self.maxpool(node, k, g(2, "stride", None), g(3, "padding", 0), g(4, "dilation", 1),
+                         g(5, "ceil_mode", False))
+        elif fn in (F.avg_pool2d, torch._C._nn.avg_pool2d):
+            g = lambda i, key, d: args[i] if len(args) > i else node.kwargs.get(key, d)
+            self.avgpool(node, g(1, "kernel_size", None), g(2, "stride", None), g(3, "padding", 0),
+                         g(4, "ceil_mode", False), g(5, "count_include_pad", True),
+                         g(6, "divisor_override", None))
+        elif fn in (F.adaptive_avg_pool2d,):
+            self.adaptive_avgpool(node)
+        elif fn in (torch.flatten, torch.reshape):
+            self.reshape(node)
+        elif fn in (F.dropout,):
+            self.alias_same(node)
+        else:
+            raise _unsupported(node, f"function {name}")
+
+    def call_method(self, node):
+        if node.target in ("reshape", "view", "flatten", "squeeze", "unsqueeze"):
+            self.reshape(node)
+        elif node.target in ("contiguous",):
+            self.alias_same(node)
+        elif node.target == "relu":
+            self.relu(node)
+        elif node.target == "size" or not isinstance(self.values[node], self.torch.Tensor):
+            return
+        else:
+            raise _unsupported(node, f"method .{node.target}()")
+
+    def add(self, node, relu):
+        a, b = (self.input_of(node, x) for x in node.args[:2])
+        if a.shape != b.shape:
+            raise _unsupported(node, f"add of tensors with different shapes {a.shape} and {b.shape} "
+                                     "(broadcasting)")
+        out_q = self.qparams_of(self.values[node])
+        for t in (a, b):
+            ratio = np.float32(t.qparams.scale) / np.float32(out_q.scale)
+            if not (2.0 ** -14 <= ratio < 2.0 ** 8):
+                raise NncError(f"add: input scale / output scale = {ratio:g} is outside qnnpack's "
+                               "range [2^-14, 2^8)", _where(node),
+                               "calibrate with representative data so the scales stay comparable")
+        self.add_op("add", node, [a, b], {"requant": "qnnpack_add", "relu": relu,
+                                          "clamp": self.clamp_of(node, relu)})
+
+    def cat(self, node):
+        xs = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        inputs = [self.input_of(node, x) for x in xs]
+        rank = len(inputs[0].shape)
+        self.add_op("cat", node, inputs, {"axis": dim % rank})
+
+
+def import_torch_model(model, example_input, name: str) -> Graph:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TorchEagerImporter().import_model(model, example_input, name)

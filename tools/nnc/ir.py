@@ -1,0 +1,150 @@
+"""Integer graph IR: tensors, ops and graphs. Nothing here knows about a target.
+
+Activations are int8. A quantized tensor carries one (scale, zero_point) pair; the real
+value of an element q is scale * (q - zero_point). Torch's quint8 activations map to this
+exactly by subtracting 128 from values and zero points.
+
+Each op names the arithmetic of its requantization (`attrs["requant"]`):
+  "float"  conv/dense: rintf(f32(acc + bias) * f32 multiplier) + zp, clamp  (qnnpack)
+  "shift"  conv/dense/add: (acc + bias) >> shift, clamp                      (DIANA)
+  "qnnpack_add"  add: qnnpack's integer add (22-bit multipliers, rounding shift)
+The reference interpreter and every kernel provider implement exactly these contracts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+INT8_MIN, INT8_MAX = -128, 127
+
+# Op kinds the IR knows, with the one-line meaning used in error messages and reports.
+OP_KINDS = {
+    "conv2d": "2-D convolution (any stride/padding/groups), int32 bias, requantized to int8",
+    "dense": "fully connected layer, int32 bias, requantized to int8",
+    "add": "element-wise add of two int8 tensors, requantized",
+    "relu": "clamp at the zero point",
+    "maxpool2d": "max pooling",
+    "avgpool2d": "average pooling, requantized",
+    "reshape": "shape change without data movement (flatten, view, reshape)",
+    "cat": "concatenation along one axis, each input requantized to the output",
+}
+
+
+@dataclass(frozen=True)
+class QParams:
+    scale: float          # always a float32-representable value
+    zero_point: int       # in the int8 domain
+
+    @staticmethod
+    def make(scale: float, zero_point: int) -> "QParams":
+        return QParams(float(np.float32(scale)), int(zero_point))
+
+
+@dataclass(eq=False)
+class Tensor:
+    name: str
+    shape: tuple
+    dtype: str = "int8"
+    qparams: Optional[QParams] = None
+    # For reshape outputs: the tensor whose bytes this one reuses.
+    alias_of: Optional["Tensor"] = None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+    def storage(self) -> "Tensor":
+        """The tensor that owns the bytes (follows reshape aliases)."""
+        t = self
+        while t.alias_of is not None:
+            t = t.alias_of
+        return t
+
+    def __repr__(self):
+        return f"Tensor({self.name}, {self.shape}, {self.dtype})"
+
+
+@dataclass(eq=False)
+class Op:
+    kind: str
+    name: str                 # layer name, as the user knows it (fx node / builder name)
+    inputs: list
+    outputs: list
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)   # name -> np.ndarray (weights, bias, ...)
+
+    @property
+    def output(self) -> Tensor:
+        return self.outputs[0]
+
+    def macs(self) -> int:
+        """Multiply-accumulates of one inference (0 for ops without MACs)."""
+        if self.kind == "conv2d":
+            w = self.params["weight"]
+            return int(np.prod(self.output.shape)) * int(np.prod(w.shape[1:]))
+        if self.kind == "dense":
+            return int(np.prod(self.output.shape)) * int(self.params["weight"].shape[1])
+        return 0
+
+    def __repr__(self):
+        return f"Op({self.kind} {self.name})"
+
+
+@dataclass(eq=False)
+class Graph:
+    name: str
+    inputs: list
+    outputs: list
+    ops: list                 # in execution order
+    meta: dict = field(default_factory=dict)
+
+    def tensors(self) -> list:
+        seen, out = set(), []
+        for t in self.inputs + [t for op in self.ops for t in op.inputs + op.outputs]:
+            if id(t) not in seen:
+                seen.add(id(t))
+                out.append(t)
+        return out
+
+    def consumers(self, tensor: Tensor) -> list:
+        return [op for op in self.ops if any(t is tensor for t in op.inputs)]
+
+    def producer(self, tensor: Tensor) -> Optional[Op]:
+        for op in self.ops:
+            if any(t is tensor for t in op.outputs):
+                return op
+        return None
+
+    def macs(self) -> int:
+        return sum(op.macs() for op in self.ops)
+
+    def weight_bytes(self) -> int:
+        return sum(int(p.nbytes) for op in self.ops for p in op.params.values())
+
+    def validate(self) -> None:
+        """Every op input is a graph input or produced earlier; kinds are known."""
+        defined = {id(t) for t in self.inputs}
+        for op in self.ops:
+            if op.kind not in OP_KINDS:
+                raise ValueError(f"op {op.name}: unknown kind {op.kind!r}")
+            for t in op.inputs:
+                if id(t) not in defined:
+                    raise ValueError(f"op {op.name}: input {t.name} is used before it is produced")
+            defined.update(id(t) for t in op.outputs)
+        for t in self.outputs:
+            if id(t) not in defined:
+                raise ValueError(f"graph output {t.name} is never produced")
+
+
+def c_identifier(name: str) -> str:
+    """A C identifier from a layer or model name ('layer1.0.conv1' -> 'layer1_0_conv1')."""
+    out = "".join(ch if ch.isalnum() else "_" for ch in name)
+    if not out or out[0].isdigit():
+        out = "_" + out
+    return out
