@@ -74,4 +74,6 @@ def hex_float(x) -> str:
     v = float(np.float32(x))
     if v == 0.0:
         return "0.0f"
-    return v.hex() + "f"
+    mantissa, exponent = v.hex().split("p")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}p{exponent}f"

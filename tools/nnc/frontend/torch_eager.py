@@ -382,3 +382,33 @@ def import_torch_model(model, example_input, name: str) -> Graph:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return TorchEagerImporter().import_model(model, example_input, name)
+
+
+def run_torch_int8(qmodel, inputs: list, input_qparams: list) -> list:
+    """Run the torch model on int8 inputs; return the int8 tensors that reach its DeQuantStubs.
+
+    The int8 input is dequantized to float with the QuantStub's own parameters, which torch
+    quantizes back to exactly the same integers; the outputs are captured before dequantizing.
+    """
+    torch = _torch()
+    torch.backends.quantized.engine = "qnnpack"
+    captured = []
+    hooks = []
+
+    def grab(_module, args):
+        q = args[0]
+        offset = 128 if q.dtype == torch.quint8 else 0
+        captured.append((q.int_repr().to(torch.int16) - offset).numpy().astype(np.int8))
+
+    for m in qmodel.modules():
+        if isinstance(m, torch.ao.nn.quantized.modules.DeQuantize):
+            hooks.append(m.register_forward_pre_hook(grab))
+    try:
+        floats = [torch.from_numpy((np.asarray(x, np.float32) - q.zero_point) * np.float32(q.scale))
+                  for x, q in zip(inputs, input_qparams)]
+        with torch.no_grad():
+            qmodel(*floats)
+    finally:
+        for h in hooks:
+            h.remove()
+    return captured

@@ -1,0 +1,62 @@
+"""SCons glue: where things go and how a model becomes C and a host library.
+
+Only build wiring lives here; the compiler is tools/nnc and the tools are tools/*.py.
+"""
+import os
+
+from SCons.Script import Dir, Glob
+
+ROOT = Dir("#").abspath
+
+# Flags of the host library: the generated C must be warning-free and keep float semantics.
+HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fPIC"]
+
+BOARDS = {
+    "host": "x86-64 shared libraries, tested through cffi",
+    "stm32f746g-disco": "STM32F746G-DISCO (Cortex-M7): RIOT app or bare-metal firmware, flash",
+    "mps2-an500": "the same firmware on QEMU's emulated Cortex-M7 (MPS2 AN500)",
+    "diana": "DIANA SoC: RV32IMC host + digital accelerator model, on QEMU",
+    "imx681": "Sony IMX681 vision sensor: C sources or memory images, host frame library",
+}
+
+
+def compiler_sources():
+    """Every Python file an export depends on, so that a compiler change rebuilds the C."""
+    files = []
+    for sub in ("tools/nnc", "models"):
+        for dirpath, _, names in os.walk(os.path.join(ROOT, sub)):
+            files += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(".py")]
+    return sorted(files) + [os.path.join(ROOT, "tools", "export.py")]
+
+
+def model_names():
+    import sys
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
+    from models.registry import MODELS
+    return list(MODELS)
+
+
+def model_checkpoint(name):
+    from models.registry import get
+    path = get(name).checkpoint
+    return os.path.join(ROOT, path) if path else None
+
+
+def export_model(env, name, kernels):
+    """build/gen/<kernels>/<name>/tvmgen_<name>.{h,c} + model.json, shared by every board."""
+    gen = f"#build/gen/{kernels}/{name}"
+    targets = [f"{gen}/tvmgen_{name}.h", f"{gen}/tvmgen_{name}.c", f"{gen}/model.json"]
+    deps = compiler_sources()
+    ckpt = model_checkpoint(name)
+    if ckpt and os.path.exists(ckpt):
+        deps.append(ckpt)
+    nodes = env.Command(targets, deps,
+                        f"$PYTHON tools/export.py --model {name} --kernels {kernels} "
+                        f"--out {Dir(gen).path} --quiet",
+                        chdir=False)
+    return nodes
+
+
+def host_library(env, name, gen_nodes):
+    host = env.Clone(CC="gcc", CCFLAGS=HOST_CFLAGS, CPPPATH=[gen_nodes[0].dir], LIBS=["m"])
+    return host.SharedLibrary(f"#build/host/{name}/{name}", [gen_nodes[1]])

@@ -1,0 +1,99 @@
+"""Every user mistake gets a clear message, a non-zero exit and no half-written output."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import ROOT
+
+from nnc.errors import NncError
+from nnc.frontend.torch_eager import import_torch_model
+
+torch.backends.quantized.engine = "qnnpack"
+
+
+def quantize(model, shape):
+    model.eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("qnnpack")
+    prepared = torch.ao.quantization.prepare(model)
+    prepared(torch.rand(shape))
+    return torch.ao.quantization.convert(prepared)
+
+
+class WithSigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.act = nn.Hardswish()
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.act(self.conv(self.quant(x))))
+
+
+class FloatLeftOver(nn.Module):
+    """A Conv2d that stays float: its qconfig was switched off before prepare()."""
+    def __init__(self):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.conv(self.quant(x)))
+
+
+class NoQuantStub(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_unsupported_module_names_node_op_and_supported_list():
+    q = quantize(WithSigmoid(), (4, 1, 8, 8))
+    with pytest.raises(NncError) as e:
+        import_torch_model(q, torch.rand(1, 1, 8, 8), "bad")
+    msg = e.value.format()
+    assert "fx node 'act'" in msg and "Hardswish" in msg
+    assert "supported are" in msg and "Conv2d" in msg
+    assert "test_errors.py" in msg and "line" in msg     # the user's forward() line
+
+
+def test_float_module_left_in_quantized_model():
+    m = FloatLeftOver().eval()
+    m.qconfig = torch.ao.quantization.get_default_qconfig("qnnpack")
+    m.conv.qconfig = None
+    p = torch.ao.quantization.prepare(m)
+    p(torch.rand(2, 1, 8, 8))
+    q = torch.ao.quantization.convert(p)
+    with pytest.raises(NncError, match="fx node 'conv'"):
+        import_torch_model(q, torch.rand(1, 1, 8, 8), "bad")
+
+
+def test_model_without_quantstub():
+    with pytest.raises(NncError):
+        import_torch_model(NoQuantStub().eval(), torch.rand(1, 1, 8, 8), "bad")
+
+
+def test_export_cli_unknown_model_fails_cleanly(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), "--model", "nope",
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert "nope" in r.stderr and "lenet5" in r.stderr
+    assert not out.exists()
+
+
+def test_scons_unknown_model_fails_cleanly():
+    r = subprocess.run([sys.executable, "-m", "SCons", "-C", ROOT, "-Q", "model=nope", "host"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "unknown model 'nope'" in r.stdout + r.stderr

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Export a quantized model of the zoo to portable C (tvmgen_<name>.h/.c) plus a model.json.
+
+    python tools/export.py --model lenet5 --out build/host/lenet5/gen
+
+Nothing is written when the model cannot be compiled: the error names the layer and the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
+
+from nnc.errors import NncError  # noqa: E402
+
+
+def model_summary(compiled, target_name: str) -> dict:
+    g, plan = compiled.graph, compiled.plan
+    return {
+        "name": g.name,
+        "prefix": compiled.prefix,
+        "target": target_name,
+        "macs": g.macs(),
+        "weight_bytes": g.weight_bytes(),
+        "arena_bytes": plan.arena_size,
+        "arena_lower_bound": plan.lower_bound,
+        "alignment": plan.alignment,
+        "inputs": [{"name": f"input{i}", "shape": list(t.shape), "dtype": "int8",
+                    "scale": t.qparams.scale, "zero_point": t.qparams.zero_point}
+                   for i, t in enumerate(g.inputs)],
+        "outputs": [{"name": f"output{i}", "shape": list(t.shape), "dtype": "int8",
+                     "scale": t.qparams.scale, "zero_point": t.qparams.zero_point}
+                    for i, t in enumerate(g.outputs)],
+        "layers": [{"name": op.name, "kind": op.kind, "output_shape": list(op.output.shape),
+                    "macs": op.macs(),
+                    "kernel": compiled.kernels[id(op)].provider if id(op) in compiled.kernels else None,
+                    "arena_offset": plan.offset_of(op.output)}
+                   for op in g.ops],
+        "buffers": [{"tensor": b.tensor.name, "offset": b.offset, "size": b.size,
+                     "first_step": b.first, "last_step": b.last} for b in plan.buffers],
+        "notes": g.meta.get("notes", []),
+    }
+
+
+def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False) -> dict:
+    from models.registry import get as get_model
+    from nnc.compiler import compile_graph
+    from nnc.frontend.torch_eager import import_torch_model
+    from nnc.targets.cpu import CpuTarget
+
+    t0 = time.time()
+    spec = get_model(model_name)
+    qmodel = spec.load_quantized()
+    graph = import_torch_model(qmodel, spec.example_input(), model_name)
+    target = CpuTarget(kernels=kernels)
+    compiled = compile_graph(graph, target)
+    summary = model_summary(compiled, target.name)
+    compiled.write(out_dir)
+    tmp = os.path.join(out_dir, ".model.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, os.path.join(out_dir, "model.json"))
+    if not quiet:
+        for note in summary["notes"]:
+            print(f"note: {note}")
+        print(f"exported {model_name}: {len(graph.ops)} layers, {summary['macs']} MACs, "
+              f"weights {summary['weight_bytes']} B, arena {summary['arena_bytes']} B "
+              f"(lower bound {summary['arena_lower_bound']} B) in {time.time() - t0:.2f} s -> {out_dir}")
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="model name from the zoo (models/registry.py)")
+    ap.add_argument("--out", required=True, help="output directory for tvmgen_<model>.h/.c and model.json")
+    ap.add_argument("--kernels", choices=("c", "tvm"), default="c",
+                    help="kernel generator: portable C templates (default) or TVM TE/TOPI schedules")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        export(args.model, args.out, args.kernels, args.quiet)
+    except NncError as e:
+        print(e.format(), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The pipeline: IR graph -> passes -> memory plan -> kernels -> C files, for one target.
+
+Data flows one way. A target supplies its passes and kernel providers (`nnc.targets`); the
+planner and the AOT emitter are shared.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from .codegen.aot import emit_header, emit_source
+from .ir import Graph, c_identifier
+from .kernels import select_kernels
+from .planner import MemoryPlan, plan_memory
+
+
+@dataclass
+class CompiledModel:
+    graph: Graph
+    plan: MemoryPlan
+    kernels: dict
+    header: str
+    source: str
+    report: dict = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return f"tvmgen_{c_identifier(self.graph.name)}"
+
+    def write(self, out_dir: str) -> list:
+        """Write tvmgen_<name>.h/.c atomically: readers never see half-written files."""
+        os.makedirs(out_dir, exist_ok=True)
+        paths = []
+        for suffix, text in ((".h", self.header), (".c", self.source)):
+            path = os.path.join(out_dir, self.prefix + suffix)
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+            paths.append(path)
+        return paths
+
+
+def resolve_reshapes(graph: Graph) -> None:
+    """Reshapes alias their input, except where the result must land in a caller's buffer."""
+    outputs = {id(t) for t in graph.outputs}
+    for op in graph.ops:
+        if op.kind != "reshape":
+            continue
+        out = op.output
+        if id(out) in outputs and out.alias_of is not None:
+            src = out.alias_of.storage()
+            if not any(src is t for t in graph.outputs):
+                out.alias_of = None   # becomes its own storage: the kernel copies the bytes
+
+
+def compile_graph(graph: Graph, target, alignment: int = 8) -> CompiledModel:
+    for p in target.passes():
+        p(graph)
+    resolve_reshapes(graph)
+    graph.validate()
+    plan = plan_memory(graph, alignment)
+    kernels = select_kernels(graph, target.kernel_providers(), f"tvmgen_{c_identifier(graph.name)}")
+    # Aliasing reshapes move no data: no call.
+    for op in graph.ops:
+        if op.kind == "reshape" and op.output.alias_of is not None:
+            kernels.pop(id(op), None)
+    header = emit_header(graph, plan, target.extra_header_api(graph))
+    source = emit_source(graph, plan, kernels, target.extra_source(graph, plan))
+    return CompiledModel(graph, plan, kernels, header, source)

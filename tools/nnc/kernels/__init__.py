@@ -1,0 +1,59 @@
+"""The kernel interface: one op in, one C function out.
+
+A provider turns an IR op into a `Kernel`: a C function definition, the order of its
+arguments, and the constant arrays it reads (in the layout *it* wants: a DSP kernel may
+reorder weights, an accelerator kernel packs them). The AOT emitter only places the
+constants, allocates the activations and calls the function; it never looks inside.
+
+Providers are tried in order; the first that `supports(op)` wins. So a hand-written or
+accelerator kernel takes any op's place by being listed before the generic one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import NncError
+
+
+@dataclass
+class Kernel:
+    function: str                 # C function name
+    source: str                   # C definition (static)
+    # Argument list, in order: "in0", "in1", ... (activations), "out0", or "const:<name>".
+    args: list
+    consts: dict = field(default_factory=dict)     # name -> np.ndarray (int8/int32/float32)
+    provider: str = ""
+    # Extra C (helpers shared by many kernels), keyed so that each is emitted once.
+    prelude: dict = field(default_factory=dict)
+
+
+class KernelProvider:
+    name = "base"
+
+    def supports(self, op) -> bool:
+        raise NotImplementedError
+
+    def emit(self, op, function: str) -> Kernel:
+        raise NotImplementedError
+
+
+def select_kernels(graph, providers, prefix: str) -> dict:
+    """op -> Kernel, using the first provider that supports each op."""
+    from ..ir import c_identifier
+    kernels = {}
+    for op in graph.ops:
+        for p in providers:
+            if p.supports(op):
+                kernels[id(op)] = p.emit(op, f"{prefix}_{c_identifier(op.name)}")
+                break
+        else:
+            names = ", ".join(p.name for p in providers)
+            raise NncError(f"no kernel for op {op.kind} with attributes {op.attrs}",
+                           f"layer '{op.name}'", f"kernel providers tried: {names}")
+    return kernels
+
+
+C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.float32): "float",
+           np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t"}

@@ -1,0 +1,84 @@
+"""Static memory planner: every intermediate tensor gets an offset in one arena.
+
+Lifetimes come from the execution order: a buffer is live from the step that writes it to the
+last step that reads it (inclusive, so an op's inputs and outputs never share bytes). Graph
+inputs and outputs live in the caller's buffers, not in the arena. Reshape outputs reuse
+their input's bytes.
+
+Offsets: buffers are placed largest first, each at the lowest aligned offset that does not
+collide with an already placed buffer whose lifetime overlaps (greedy by size, a well-known
+near-optimal heuristic for this interval-packing problem). The plan reports its peak next to
+the lower bound: the largest total of (aligned) bytes live at any one step. No plan can be
+smaller than that bound.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .ir import Graph, Tensor
+
+
+def align_up(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
+@dataclass
+class Buffer:
+    tensor: Tensor        # the storage tensor
+    size: int             # bytes, aligned
+    first: int            # step that writes it
+    last: int             # last step that reads it
+    offset: int = -1
+
+
+@dataclass
+class MemoryPlan:
+    alignment: int
+    buffers: list = field(default_factory=list)
+    arena_size: int = 0
+    lower_bound: int = 0
+
+    def offset_of(self, tensor: Tensor):
+        """Arena offset of a tensor's storage, or None if it lives outside the arena."""
+        storage = tensor.storage()
+        for b in self.buffers:
+            if b.tensor is storage:
+                return b.offset
+        return None
+
+
+def _lifetimes(graph: Graph, alignment: int) -> list:
+    outside = {id(t.storage()) for t in graph.inputs + graph.outputs}
+    buffers = {}
+    for step, op in enumerate(graph.ops):
+        for t in op.outputs:
+            s = t.storage()
+            if id(s) in outside or op.kind == "reshape" and s is not t:
+                continue
+            buffers.setdefault(id(s), Buffer(s, align_up(s.nbytes, alignment), step, step))
+        for t in op.inputs:
+            b = buffers.get(id(t.storage()))
+            if b is not None:
+                b.last = max(b.last, step)
+    return list(buffers.values())
+
+
+def plan_memory(graph: Graph, alignment: int = 8) -> MemoryPlan:
+    buffers = _lifetimes(graph, alignment)
+    placed = []
+    for b in sorted(buffers, key=lambda b: (-b.size, b.first, b.tensor.name)):
+        overlapping = sorted((p for p in placed if p.first <= b.last and b.first <= p.last),
+                             key=lambda p: p.offset)
+        offset = 0
+        for p in overlapping:
+            if offset + b.size <= p.offset:
+                break
+            offset = max(offset, align_up(p.offset + p.size, alignment))
+        b.offset = offset
+        placed.append(b)
+    plan = MemoryPlan(alignment, sorted(buffers, key=lambda b: (b.first, b.offset)))
+    plan.arena_size = max((b.offset + b.size for b in buffers), default=0)
+    steps = range(len(graph.ops))
+    plan.lower_bound = max((sum(b.size for b in buffers if b.first <= s <= b.last) for s in steps),
+                           default=0)
+    return plan

@@ -1,0 +1,29 @@
+"""The cpu target (host x86-64 and the STM32's Cortex-M7): qnnpack arithmetic, portable C."""
+from __future__ import annotations
+
+from ..kernels.c_kernels import PortableCKernels
+
+
+class CpuTarget:
+    name = "cpu"
+    golden_reference = "torch qnnpack (eager mode), reproduced by nnc.reference"
+
+    def __init__(self, kernels: str = "c"):
+        self.kernel_choice = kernels
+
+    def passes(self):
+        return []
+
+    def kernel_providers(self):
+        providers = []
+        if self.kernel_choice == "tvm":
+            from ..kernels.tvm_kernels import TvmKernels
+            providers.append(TvmKernels())
+        providers.append(PortableCKernels())
+        return providers
+
+    def extra_header_api(self, graph) -> str:
+        return ""
+
+    def extra_source(self, graph, plan) -> str:
+        return ""
