@@ -3,13 +3,14 @@
 Only build wiring lives here; the compiler is tools/nnc and the tools are tools/*.py.
 """
 import os
+import sys
 
-from SCons.Script import Dir, Glob
+from SCons.Script import Dir
 
 ROOT = Dir("#").abspath
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-# Flags of the host library: the generated C must be warning-free and keep float semantics.
-HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fPIC"]
+from nnc.toolchains import HOST_CC, HOST_CFLAGS  # noqa: E402
 
 BOARDS = {
     "host": "x86-64 shared libraries, tested through cffi",
@@ -30,8 +31,6 @@ def compiler_sources():
 
 
 def model_names():
-    import sys
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
     from models.registry import MODELS
     return list(MODELS)
 
@@ -58,5 +57,5 @@ def export_model(env, name, kernels):
 
 
 def host_library(env, name, gen_nodes):
-    host = env.Clone(CC="gcc", CCFLAGS=HOST_CFLAGS, CPPPATH=[gen_nodes[0].dir], LIBS=["m"])
+    host = env.Clone(CC=HOST_CC, CCFLAGS=HOST_CFLAGS, CPPPATH=[gen_nodes[0].dir], LIBS=["m"])
     return host.SharedLibrary(f"#build/host/{name}/{name}", [gen_nodes[1]])

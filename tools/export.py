@@ -47,25 +47,51 @@ def model_summary(compiled, target_name: str) -> dict:
     }
 
 
-def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False) -> dict:
+def quiet_torch_warnings() -> None:
+    """torch 2.13 warns about eager-mode quantization on every call; the seeds use it on purpose."""
+    import warnings
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw"):
+    """Zoo model -> (spec, quantized torch model, graph, CompiledModel) for the cpu target."""
     from models.registry import get as get_model
     from nnc.compiler import compile_graph
     from nnc.frontend.torch_eager import import_torch_model
+    from nnc.passes import apply_input_layout
     from nnc.targets.cpu import CpuTarget
 
-    t0 = time.time()
-    spec = get_model(model_name)
-    qmodel = spec.load_quantized()
+    try:
+        spec = get_model(model_name)
+        qmodel = spec.load_quantized()
+    except (LookupError, FileNotFoundError, ValueError) as e:   # the zoo's own user errors
+        raise NncError(str(e).strip("'\""), f"model {model_name!r}",
+                       "see `python tools/train.py --help` to create a checkpoint") from None
     graph = import_torch_model(qmodel, spec.example_input(), model_name)
-    target = CpuTarget(kernels=kernels)
-    compiled = compile_graph(graph, target)
-    summary = model_summary(compiled, target.name)
-    compiled.write(out_dir)
-    tmp = os.path.join(out_dir, ".model.json.tmp")
+    apply_input_layout(graph, layout)
+    compiled = compile_graph(graph, CpuTarget(kernels=kernels))
+    return spec, qmodel, graph, compiled
+
+
+def write_json(path: str, data) -> None:
+    tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(summary, f, indent=1, sort_keys=True)
+        json.dump(data, f, indent=1, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, os.path.join(out_dir, "model.json"))
+    os.replace(tmp, path)
+
+
+def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False,
+           layout: str = "nchw") -> dict:
+    t0 = time.time()
+    _, _, graph, compiled = compile_zoo_model(model_name, kernels, layout)
+    summary = model_summary(compiled, "cpu")
+    summary["input_layout"] = layout
+    summary["kernels"] = kernels
+    compiled.write(out_dir)
+    write_json(os.path.join(out_dir, "model.json"), summary)
     if not quiet:
         for note in summary["notes"]:
             print(f"note: {note}")
@@ -81,10 +107,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output directory for tvmgen_<model>.h/.c and model.json")
     ap.add_argument("--kernels", choices=("c", "tvm"), default="c",
                     help="kernel generator: portable C templates (default) or TVM TE/TOPI schedules")
+    ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
+                    help="memory layout of 4-D model inputs (the model computes in NCHW)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    quiet_torch_warnings()
     try:
-        export(args.model, args.out, args.kernels, args.quiet)
+        export(args.model, args.out, args.kernels, args.quiet, args.layout)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2

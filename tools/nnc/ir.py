@@ -29,6 +29,7 @@ OP_KINDS = {
     "avgpool2d": "average pooling, requantized",
     "reshape": "shape change without data movement (flatten, view, reshape)",
     "cat": "concatenation along one axis, each input requantized to the output",
+    "transpose": "permutation of axes (a layout change at the model boundary)",
 }
 
 

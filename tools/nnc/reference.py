@@ -128,6 +128,8 @@ def run_op(op: Op, xs: list) -> np.ndarray:
             return arith.qnnpack_add(xs[0], xs[1], p, op.attrs["clamp"])
         acc = xs[0].astype(np.int64) + xs[1].astype(np.int64)
         return arith.requant_shift(acc, op.attrs["shift"], op.attrs["clamp"])
+    if k == "transpose":
+        return np.ascontiguousarray(np.transpose(xs[0], op.attrs["perm"]))
     if k == "cat":
         parts = [arith.requantize_tensor(x, t.qparams, op.output.qparams)
                  for x, t in zip(xs, op.inputs)]

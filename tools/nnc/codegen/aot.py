@@ -100,8 +100,11 @@ def emit_source(graph: Graph, plan: MemoryPlan, kernels: dict, extra_source: str
            f" * Layers: {len(graph.ops)}. MACs: {graph.macs()}. Arena: {plan.arena_size} bytes"
            f" (lower bound {plan.lower_bound}). */",
            "#include <stdint.h>", "#include <math.h>", "", f'#include "{prefix}.h"', "",
-           "/* Defined by a build that wants a callback after every layer (benchmarks, debugging). */",
-           "#ifndef TVMGEN_LAYER_HOOK", "#define TVMGEN_LAYER_HOOK(index) ((void)0)", "#endif", ""]
+           "/* Defined by a build that wants a callback after every layer: benchmarks count",
+           " * instructions between hooks, debug builds copy each layer's output out. */",
+           "#ifndef TVMGEN_LAYER_HOOK", "#define TVMGEN_LAYER_HOOK(index) ((void)0)", "#endif",
+           "#ifndef TVMGEN_LAYER_OUTPUT_HOOK",
+           "#define TVMGEN_LAYER_OUTPUT_HOOK(index, data, bytes) ((void)0)", "#endif", ""]
     # Arena: 64-bit words so that every offset aligned by the planner is aligned in memory.
     words = max(1, (plan.arena_size + 7) // 8)
     out += [f"/* One static arena for all intermediate tensors ({plan.arena_size} bytes). */",
@@ -149,6 +152,7 @@ def emit_source(graph: Graph, plan: MemoryPlan, kernels: dict, extra_source: str
                     args.append(f"{k.function}_{a[len('const:'):]}")
             body.append(f"    /* {op.name}: {op.kind} -> {op.output.shape} at {where} */")
             body.append(f"    {k.function}({', '.join(args)});")
+        body.append(f"    TVMGEN_LAYER_OUTPUT_HOOK({index}, {where}, {op.output.nbytes});")
         body.append(f"    TVMGEN_LAYER_HOOK({index});")
     out += [f"int32_t {prefix}_run(struct {prefix}_inputs* inputs, struct {prefix}_outputs* outputs)",
             "{"] + body + ["    return 0;", "}", ""]

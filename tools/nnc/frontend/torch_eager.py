@@ -412,3 +412,21 @@ def run_torch_int8(qmodel, inputs: list, input_qparams: list) -> list:
         for h in hooks:
             h.remove()
     return captured
+
+
+def torch_intermediates(qmodel, float_input) -> dict:
+    """{fx node name: int8 array} for every quantized tensor torch computes on one input.
+
+    IR ops are named after their fx nodes, so this lines up with the reference's capture.
+    """
+    torch = _torch()
+    torch.backends.quantized.engine = "qnnpack"
+    gm = torch.fx.symbolic_trace(qmodel.eval())
+    with torch.no_grad():
+        values = _Recorder(gm).run(float_input)
+    out = {}
+    for node, v in values.items():
+        if isinstance(v, torch.Tensor) and v.is_quantized:
+            offset = 128 if v.dtype == torch.quint8 else 0
+            out[node.name] = (v.int_repr().to(torch.int16) - offset).numpy().astype(np.int8)
+    return out

@@ -77,7 +77,8 @@ class PortableCKernels(KernelProvider):
     name = "c"
 
     def supports(self, op) -> bool:
-        return op.kind in ("conv2d", "dense", "relu", "maxpool2d", "avgpool2d", "add", "cat", "reshape")
+        return op.kind in ("conv2d", "dense", "relu", "maxpool2d", "avgpool2d", "add", "cat", "reshape",
+                           "transpose")
 
     def emit(self, op, function: str) -> Kernel:
         return getattr(self, "_" + op.kind)(op, function)
@@ -324,6 +325,29 @@ class PortableCKernels(KernelProvider):
 {{
     for (int32_t i = 0; i < {n}; ++i) {{
         output[i] = input[i];
+    }}
+}}
+"""
+        return Kernel(function, src, _args({}), {}, self.name)
+
+    def _transpose(self, op, function):
+        """4-D permutation, e.g. NHWC input -> NCHW for the rest of the model."""
+        src_shape, perm = op.inputs[0].shape, op.attrs["perm"]
+        if len(src_shape) != 4 or perm[0] != 0:
+            raise ValueError(f"{op.name}: only 4-D permutations that keep the batch axis")
+        strides = [int(np.prod(src_shape[i + 1:])) for i in range(4)]
+        d1, d2, d3 = (op.output.shape[i] for i in (1, 2, 3))
+        s1, s2, s3 = (strides[perm[i]] for i in (1, 2, 3))
+        src = f"""\
+/* {op.name}: transpose {src_shape} -> {op.output.shape} (axes {perm}). */
+{_signature(function, [])}
+{{
+    for (int32_t a = 0; a < {d1}; ++a) {{
+        for (int32_t b = 0; b < {d2}; ++b) {{
+            for (int32_t c = 0; c < {d3}; ++c) {{
+                output[(a * {d2} + b) * {d3} + c] = input[a * {s1} + b * {s2} + c * {s3}];
+            }}
+        }}
     }}
 }}
 """

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Write a deployment directory for a zoo model (the seed's MERA-style flow).
+
+    python tools/deploy.py --model resnet18 --out deploy/resnet18 [--layout nhwc]
+    build/host/inference deploy/resnet18 --runs 100
+
+The directory holds the shared library, the generated C and header, input0.bin (one real
+sample, int8, in the chosen layout), ref_result_<i>.bin (torch qnnpack's int8 outputs for it),
+metadata.json (names, shapes, dtypes, layout, quantization, reference, compiler options) and
+deploy.cfg (the same facts as KEY VALUE lines, for the C `inference` application).
+The directory appears complete or not at all.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
+
+from export import compile_zoo_model, model_summary, quiet_torch_warnings, write_json  # noqa: E402
+from nnc.errors import NncError  # noqa: E402
+from nnc.toolchains import HOST_CFLAGS, host_shared_library  # noqa: E402
+
+REFERENCE = "torch eager quantized model, engine qnnpack (int8 tensor before the DeQuantStub)"
+
+
+def sample_input(spec, graph, layout: str, seed: int) -> np.ndarray:
+    """One real sample of the model's data set, quantized as its QuantStub does."""
+    import torch
+    from nnc.frontend.torch_eager import import_torch_model  # noqa: F401  (torch set-up)
+    torch.manual_seed(seed)
+    x = spec.calibration_inputs(1).float()
+    q = graph.inputs[0].qparams
+    xi = (torch.quantize_per_tensor(x, q.scale, q.zero_point + 128, torch.quint8)
+          .int_repr().numpy().astype(np.int16) - 128).astype(np.int8)
+    return np.ascontiguousarray(xi.transpose(0, 2, 3, 1)) if layout == "nhwc" else xi
+
+
+def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed: int = 0) -> dict:
+    from nnc import reference
+    from nnc.frontend.torch_eager import run_torch_int8
+
+    t0 = time.time()
+    spec, qmodel, graph, compiled = compile_zoo_model(model, kernels, layout)
+    compile_seconds = time.time() - t0
+    x = sample_input(spec, graph, layout, seed)
+    x_nchw = x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
+    in_q = graph.inputs[0].qparams
+    refs = run_torch_int8(qmodel, [np.ascontiguousarray(x_nchw)], [in_q])
+    golden = reference.run(graph, [x])
+    for r, g in zip(refs, golden):
+        if not np.array_equal(r, g):
+            raise NncError("the numpy reference disagrees with torch on the deployment input",
+                           f"model {model}", "report this: it is a compiler bug")
+
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".deploy-", dir=parent)
+    try:
+        c_file, h_file = (os.path.basename(p) for p in reversed(compiled.write(staging)))
+        lib_name = f"lib{model}.so"
+        host_shared_library([os.path.join(staging, c_file)], os.path.join(staging, lib_name),
+                            include_dirs=[staging])
+        x.tofile(os.path.join(staging, "input0.bin"))
+        for i, r in enumerate(refs):
+            r.astype(np.int8).tofile(os.path.join(staging, f"ref_result_{i}.bin"))
+        meta = model_summary(compiled, "cpu")
+        meta.update({"input_layout": layout, "reference": REFERENCE, "library": lib_name,
+                     "header": h_file, "source": c_file,
+                     "compiler_options": {"kernels": kernels, "cflags": HOST_CFLAGS},
+                     "compile_seconds": round(compile_seconds, 2)})
+        write_json(os.path.join(staging, "metadata.json"), meta)
+        with open(os.path.join(staging, "deploy.cfg"), "w") as f:
+            f.write(f"library {lib_name}\nrun_symbol {compiled.prefix}_run\n")
+            for i, t in enumerate(graph.inputs):
+                f.write(f"input{i}_size {t.nbytes}\n")
+            for i, t in enumerate(graph.outputs):
+                f.write(f"output{i}_size {t.nbytes}\n")
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="model name from the zoo")
+    ap.add_argument("--out", required=True, help="deployment directory to (re)create")
+    ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw", help="input layout")
+    ap.add_argument("--kernels", choices=("c", "tvm"), default="c", help="kernel generator")
+    ap.add_argument("--seed", type=int, default=0, help="which data-set sample becomes input0.bin")
+    args = ap.parse_args(argv)
+    quiet_torch_warnings()
+    try:
+        meta = deploy(args.model, args.out, args.layout, args.kernels, args.seed)
+    except NncError as e:
+        print(e.format(), file=sys.stderr)
+        return 2
+    print(f"deployed {args.model} ({args.layout}) to {args.out}: compile {meta['compile_seconds']} s, "
+          f"arena {meta['arena_bytes']} B, weights {meta['weight_bytes']} B")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

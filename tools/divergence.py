@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Layer-by-layer divergence finder: torch vs the numpy reference vs the compiled C.
+
+    python tools/divergence.py --model lenet5                      # freshly generated C
+    python tools/divergence.py --model lenet5 --c-source deploy/l5  # the C of a deployment
+
+Runs the three on the same input, captures every intermediate tensor (the C through a debug
+build whose layer hook copies each output out), and prints per layer the mismatch counts and
+max differences, naming the first layer that diverges. Exit 0: no divergence; 1: divergence;
+2: usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
+
+from export import compile_zoo_model, quiet_torch_warnings  # noqa: E402
+from nnc.errors import NncError  # noqa: E402
+from nnc.toolchains import host_shared_library  # noqa: E402
+
+HOOK = "-DTVMGEN_LAYER_OUTPUT_HOOK(i,d,n)=nnc_debug_capture(i,d,n)"
+
+
+def c_intermediates(c_source: str, header_dir: str, x: np.ndarray, n_outputs: int) -> dict:
+    """{layer index: int8 array} from a debug build of the generated C."""
+    import cffi
+    import hostlib
+    hostdir = os.path.join(ROOT, "hostlib")
+    with tempfile.TemporaryDirectory() as tmp:
+        so = os.path.join(tmp, "libdebug.so")
+        host_shared_library([c_source, os.path.join(hostdir, "debug_capture.c")], so,
+                            include_dirs=[header_dir, hostdir],
+                            extra_flags=[HOOK, "-include", "debug_capture.h"])
+        header = glob.glob(os.path.join(header_dir, "tvmgen_*.h"))[0]
+        lib = hostlib.load(so, header)
+        ffi = cffi.FFI()
+        ffi.cdef("typedef void (*nnc_capture_fn)(int32_t, const void*, int32_t);"
+                 "void nnc_set_capture(nnc_capture_fn fn);")
+        cap = ffi.dlopen(so)
+        captured = {}
+
+        @ffi.callback("void(int32_t, const void*, int32_t)")
+        def on_layer(layer, data, nbytes):
+            captured[layer] = np.frombuffer(ffi.buffer(data, nbytes), dtype=np.int8).copy()
+
+        cap.nnc_set_capture(on_layer)
+        lib.run(x)
+        cap.nnc_set_capture(ffi.NULL)
+    return captured
+
+
+def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys.stdout):
+    import torch
+    from deploy import sample_input
+    from nnc import reference
+    from nnc.frontend.torch_eager import torch_intermediates
+
+    spec, qmodel, graph, compiled = compile_zoo_model(model)
+    x = sample_input(spec, graph, "nchw", seed)
+    q = graph.inputs[0].qparams
+    x_float = torch.from_numpy((x.astype(np.float32) - q.zero_point) * np.float32(q.scale))
+    t_vals = torch_intermediates(qmodel, x_float)
+    _, r_vals = reference.run(graph, [x], capture=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if c_source_dir:
+            sources = glob.glob(os.path.join(c_source_dir, f"{compiled.prefix}.c"))
+            if not sources:
+                raise NncError(f"no {compiled.prefix}.c in {c_source_dir}", "--c-source",
+                               "give the directory that holds the generated C (e.g. a deployment)")
+            src, hdr_dir = sources[0], c_source_dir
+        else:
+            src = compiled.write(tmp)[1]
+            hdr_dir = tmp
+        c_vals = c_intermediates(src, hdr_dir, x, len(graph.outputs))
+
+    rows, first = [], None
+    for index, op in enumerate(graph.ops):
+        ref = r_vals[op.output.name].reshape(-1)
+        row = {"layer": index, "name": op.name, "kind": op.kind, "elements": ref.size}
+        for label, vals, key in (("torch", t_vals, op.name), ("c", c_vals, index)):
+            v = vals.get(key)
+            if v is None:
+                row[label] = None
+                continue
+            v = v.reshape(-1)
+            diff = np.abs(v.astype(np.int32) - ref.astype(np.int32))
+            row[label] = (int(np.count_nonzero(diff)), int(diff.max()) if diff.size else 0)
+        bad = [lbl for lbl in ("torch", "c") if row[lbl] and row[lbl][0]]
+        if bad and first is None:
+            first = (op.name, bad)
+        rows.append(row)
+
+    fmt = "{:>5}  {:<28} {:<10} {:>9}  {:>18}  {:>18}"
+    print(fmt.format("layer", "name", "kind", "elements", "torch vs reference", "C vs reference"),
+          file=out)
+    for r in rows:
+        cell = lambda v: "-" if v is None else f"{v[0]} (max {v[1]})"
+        print(fmt.format(r["layer"], r["name"][:28], r["kind"], r["elements"], cell(r["torch"]),
+                         cell(r["c"])), file=out)
+    if first:
+        who = " and ".join({"torch": "torch", "c": "the C"}[b] for b in first[1])
+        print(f"first divergence: layer '{first[0]}' ({who} differs from the reference)", file=out)
+    else:
+        print("no divergence: torch, the reference and the C agree on every layer", file=out)
+    return rows, first
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="model name from the zoo")
+    ap.add_argument("--c-source", help="directory holding the tvmgen_<model>.c to check "
+                                       "(default: freshly generated)")
+    ap.add_argument("--seed", type=int, default=0, help="which data-set sample to run")
+    args = ap.parse_args(argv)
+    quiet_torch_warnings()
+    try:
+        _, first = find_divergence(args.model, args.c_source, args.seed)
+    except NncError as e:
+        print(e.format(), file=sys.stderr)
+        return 2
+    return 1 if first else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
