@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, edge_and_random_inputs, generated_dir, load_host_library
 
 from nnc import reference
+from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC, RV32_CC, RV32_FLAGS
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
 
 CORE_MODELS = ["lenet5", "residual_cnn"]
@@ -60,11 +61,7 @@ def test_edge_inputs_really_reach_the_extremes(compiled):
     assert (x[0] == -128).all() and (x[1] == 127).all()
 
 
-CROSS_COMPILERS = {
-    "arm-none-eabi-gcc": ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"],
-    "riscv64-unknown-elf-gcc": ["-march=rv32imc", "-mabi=ilp32"],
-    "gcc": [],
-}
+CROSS_COMPILERS = {CORTEX_M7_CC: CORTEX_M7_FLAGS, RV32_CC: RV32_FLAGS, HOST_CC: []}
 
 
 @pytest.mark.parametrize("compiler", sorted(CROSS_COMPILERS))

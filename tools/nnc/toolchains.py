@@ -2,19 +2,20 @@
 
 # The host library: warning-free generated C, float semantics kept (no FMA contraction).
 HOST_CC = "gcc"
-HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fPIC"]
+HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
 
 CORTEX_M7_CC = "arm-none-eabi-gcc"
 CORTEX_M7_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"]
 
 RV32_CC = "riscv64-unknown-elf-gcc"
-RV32_FLAGS = ["-march=rv32imc", "-mabi=ilp32"]
+# -misa-spec=2.2 keeps the rv32im multilib; picolibc provides the C headers and library.
+RV32_FLAGS = ["-march=rv32imc", "-misa-spec=2.2", "-mabi=ilp32", "--specs=picolibc.specs"]
 
 
 def host_shared_library(sources, output, include_dirs=(), extra_flags=()):
     """Compile C sources into a shared library with the host flags; raises on failure."""
     import subprocess
-    cmd = [HOST_CC, *HOST_CFLAGS, *extra_flags, "-shared", "-o", output, *sources, "-lm"]
+    cmd = [HOST_CC, *HOST_CFLAGS, *extra_flags, "-fPIC", "-shared", "-o", output, *sources, "-lm"]
     for d in include_dirs:
         cmd[1:1] = ["-I", d]
     r = subprocess.run(cmd, capture_output=True, text=True)

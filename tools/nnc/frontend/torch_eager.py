@@ -11,6 +11,7 @@ which changes no arithmetic (every formula uses q - zero_point).
 from __future__ import annotations
 
 import operator
+import os
 import warnings
 
 import numpy as np
@@ -51,7 +52,16 @@ class _Recorder:
             else:
                 args = self._load(node.args)
                 kwargs = self._load(node.kwargs)
-                self.values[node] = getattr(self.interp, node.op)(node.target, args, kwargs)
+                try:
+                    self.values[node] = getattr(self.interp, node.op)(node.target, args, kwargs)
+                except Exception as exc:   # e.g. a float module fed a quantized tensor
+                    module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise NncError(f"torch cannot run this node of the quantized model: {first}",
+                                   _where(node, module),
+                                   "every module between QuantStub and DeQuantStub must be quantized: "
+                                   "check its qconfig and that prepare()/convert() ran; supported are: "
+                                   + SUPPORTED) from None
         return self.values
 
     def _load(self, a):
@@ -64,10 +74,11 @@ def _where(node, module=None) -> str:
         else f"{node.op} {getattr(node.target, '__name__', node.target)}"
     where = f"fx node '{node.name}' ({kind})"
     trace = (node.stack_trace or "").strip().splitlines()
-    # The last 'File ..., line N' of the recorded stack is the user's forward() line.
-    files = [ln.strip() for ln in trace if ln.strip().startswith("File ")]
+    # The recorded stack starts at the user's forward() line; the rest is torch.fx itself.
+    files = [ln.strip() for ln in trace
+             if ln.strip().startswith("File ") and f"{os.sep}torch{os.sep}" not in ln]
     if files:
-        where += f", at {files[-1]}"
+        where += f", at {files[0]}"
     return where
 
 

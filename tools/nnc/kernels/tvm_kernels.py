@@ -107,7 +107,9 @@ class TvmKernels(KernelProvider):
         if src is None:
             src = _CACHE[key] = self._generate(op, function, list(consts))
         args = ["in0", "out0"] + [f"const:{k}" for k in consts]
-        return Kernel(function, src, args, consts, self.name, {})
+        # The emitter includes <stdint.h> and <math.h>; TVM's C may also use `bool`.
+        prelude = {"stdbool": "#include <stdbool.h>\n"} if re.search(r"\bbool\b", src) else {}
+        return Kernel(function, src, args, consts, self.name, prelude)
 
     @staticmethod
     def _signature_key(op, with_wzp: bool):

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Evaluate a zoo model on its held-out set: fp32 vs int8 torch (qnnpack), and optionally the
+compiled C library, all on the same inputs.
+
+The C comparison (--c-lib) feeds the library the int8 input torch's QuantStub produces and
+compares its int8 output element by element with the tensor torch dequantizes at the end:
+a bit-exact compile has 0 mismatching elements and the same accuracy as int8 torch.
+
+Examples:
+  python tools/evaluate.py --model lenet5
+  python tools/evaluate.py --model lenet5 --c-lib build/host/lenet5/liblenet5.so
+  python tools/evaluate.py --model ffn --n_samples 10000 --seed 42
+  python tools/evaluate.py --model resnet50 --limit 20 --c-lib build/host/resnet50/libresnet50.so
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for p in (REPO, os.path.join(REPO, "tools")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import numpy as np  # noqa: E402
+
+from models import MODELS  # noqa: E402
+from models.cli import UserError, load_splits, positive, record_metrics, run, spec_or_error  # noqa: E402
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    ap.add_argument("--data", default=None, help="'digits' (default) or 'mnist:DIR' (its t10k set)")
+    ap.add_argument("--n_samples", "--n-samples", type=positive(int), default=None, help="ffn only")
+    ap.add_argument("--seed", type=int, default=None, help="ffn only: synthetic data seed (default 42)")
+    ap.add_argument("--limit", type=positive(int), default=None,
+                    help="evaluate only the first N held-out inputs")
+    ap.add_argument("--checkpoint", default=None, help="int8 checkpoint (default: the committed one)")
+    ap.add_argument("--float-checkpoint", default=None,
+                    help="float checkpoint (default: the committed one)")
+    ap.add_argument("--c-lib", default=None, metavar="SO",
+                    help="compiled C model (shared library from `scons host model=NAME`) to compare "
+                         "against int8 torch; optional")
+    ap.add_argument("--c-header", default=None, metavar="H",
+                    help="its header (default: tvmgen_NAME.h next to the .so, else "
+                         "build/gen/c/NAME/tvmgen_NAME.h)")
+    ap.add_argument("--record", action="store_true",
+                    help="write the measured numbers to models/checkpoints/ACCURACY.md")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap.parse_args(argv)
+
+
+def _output_capture(qmodel):
+    """Forward pre-hook on the model's last DeQuantize: keeps the quantized output tensor."""
+    import torch
+    deq = [m for m in qmodel.modules() if isinstance(m, torch.ao.nn.quantized.DeQuantize)]
+    qs = [m for m in qmodel.modules() if isinstance(m, torch.ao.nn.quantized.Quantize)]
+    if len(deq) != 1 or len(qs) != 1:
+        raise UserError(f"the C comparison needs one QuantStub and one DeQuantStub; this model has "
+                        f"{len(qs)} and {len(deq)} (a stateful model runs in torch only here)")
+    box = {}
+    deq[0].register_forward_pre_hook(lambda m, inp: box.__setitem__("out", inp[0]))
+    return box, qs[0]
+
+
+def _to_int8(q):
+    """torch quantized tensor -> int8 numpy in the IR's domain (quint8 shifted by -128)."""
+    import torch
+    r = q.int_repr().numpy().astype(np.int16)
+    if q.dtype == torch.quint8:
+        r = r - 128
+    return r.astype(np.int8)
+
+
+def _load_hostlib():
+    try:
+        import hostlib  # noqa: F401  (tools/hostlib or repo-root hostlib package)
+        if not hasattr(hostlib, "load"):
+            raise ImportError("hostlib has no load()")
+        return hostlib
+    except ImportError as exc:
+        # TODO(hostlib): once hostlib.load(so_path, header_path) exists, this branch goes away.
+        raise UserError(f"--c-lib needs the hostlib package (hostlib.load(so, header)), which is "
+                        f"not available here ({exc}); run without --c-lib") from None
+
+
+def run_c(spec, qmodel, x, so_path, header, progress):
+    import torch
+    from tqdm import tqdm
+    hostlib = _load_hostlib()
+    if not os.path.isfile(so_path):
+        raise UserError(f"C library {so_path!r} does not exist; build it with `scons host model={spec.name}`")
+    if header is None:
+        d, base = os.path.split(so_path)
+        stem = os.path.splitext(base)[0]
+        stem = stem[3:] if stem.startswith("lib") else stem
+        candidates = [os.path.join(d, f"tvmgen_{spec.name}.h"), os.path.join(d, stem + ".h"),
+                      os.path.join(REPO, "build", "gen", "c", spec.name, f"tvmgen_{spec.name}.h")]
+        header = next((c for c in candidates if os.path.isfile(c)), candidates[0])
+    if not os.path.isfile(header):
+        raise UserError(f"C header {header!r} does not exist; pass --c-header")
+    try:
+        lib = hostlib.load(so_path, header)
+    except Exception as exc:   # hostlib.HostLibError: unreadable header, missing symbols
+        raise UserError(f"cannot load {so_path} with {header}: {exc}") from None
+    box, quant = _output_capture(qmodel)
+    torch_out, c_out = [], []
+    bs = 64
+    with torch.no_grad():
+        for i in tqdm(range(0, len(x), bs), desc="torch vs C", disable=not progress, leave=False):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + bs]))
+            qmodel(xb)
+            torch_out.append(_to_int8(box["out"]))
+            qin = _to_int8(quant(xb))
+            c_out.append(np.asarray(lib.run(qin)).reshape(torch_out[-1].shape).astype(np.int8))
+    t, c = np.concatenate(torch_out), np.concatenate(c_out)
+    qp = box["out"]
+    scale = qp.q_scale()
+    zp = qp.q_zero_point() - (128 if qp.dtype == torch.quint8 else 0)
+    return t, c, (c.astype(np.float32) - zp) * np.float32(scale)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    spec = spec_or_error(args.model)
+    from models import recipes
+
+    recipes.light_torch()
+    seed = args.seed if args.seed is not None else spec.data_defaults.get("seed")
+    _, held = load_splits(spec, args.data, args.n_samples, seed)
+    if args.limit:
+        held = type(held)(held.x[:args.limit], held.y[:args.limit])
+    try:
+        fmodel = spec.load_float(args.float_checkpoint)
+        qmodel = spec.load_quantized(args.checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    progress = not args.quiet
+    t0 = time.time()
+    f_out = recipes.predict(fmodel, held.x, progress=progress, desc="fp32")
+    t1 = time.time()
+    q_out = recipes.predict(qmodel, held.x, progress=progress, desc="int8")
+    t2 = time.time()
+    f32, i8 = recipes.metric(spec.task, f_out, held), recipes.metric(spec.task, q_out, held)
+    regress = spec.task == "regress"
+    fmt = (lambda v: f"{v:.6f}") if regress else (lambda v: f"{100 * v:.2f}%")
+    name = "MSE" if regress else "accuracy"
+    print(f"{spec.name}: {len(held)} held-out inputs ({args.data or ('synthetic' if regress else 'digits')})")
+    print(f"  fp32 {name:9s} {fmt(f32)}   ({t1 - t0:.2f} s)")
+    print(f"  int8 {name:9s} {fmt(i8)}   (torch qnnpack, {t2 - t1:.2f} s)")
+    if regress:
+        print(f"  int8 / fp32 MSE: {i8 / f32:.4f}")
+    else:
+        agree = float(np.mean(f_out.argmax(1) == q_out.argmax(1)))
+        print(f"  fp32/int8 top-1 agreement {100 * agree:.2f}%")
+    if spec.stateful:
+        print(f"  two-frame accuracy (state carried): fp32 {fmt(recipes.two_frame_accuracy(fmodel, held))}, "
+              f"int8 {fmt(recipes.two_frame_accuracy(qmodel, held))}")
+    entry = dict(fp32=f32, int8=i8, n_heldout=len(held), task=spec.task)
+
+    if args.c_lib:
+        t_int8, c_int8, c_deq = run_c(spec, qmodel, held.x, args.c_lib, args.c_header, progress)
+        mism = int(np.count_nonzero(t_int8 != c_int8))
+        c_metric = recipes.metric(spec.task, c_deq, held)
+        print(f"  C    {name:9s} {fmt(c_metric)}   ({args.c_lib})")
+        print(f"  C vs torch int8: {mism} mismatching elements of {t_int8.size}"
+              + ("" if mism == 0 else f", max |diff| {int(np.abs(t_int8.astype(int) - c_int8).max())}"))
+        entry.update(c_int8=c_metric, c_mismatch=f"{mism} / {t_int8.size}")
+        if mism:
+            if args.record and not args.limit:
+                record_metrics(spec.name, entry)
+            return 1
+    if args.record:
+        if args.limit or args.checkpoint or args.float_checkpoint or args.data not in (None, "digits"):
+            raise UserError("--record only records the committed checkpoints on the full default set")
+        record_metrics(spec.name, entry)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

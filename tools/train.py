@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Train a zoo model and write its checkpoints (one command per model).
+
+QAT models (lenet5) train with fake quantization from the start and are converted to int8;
+PTQ models train in float, then are calibrated and converted. Both checkpoints (float and
+int8) go to models/checkpoints/ and the measured held-out numbers to ACCURACY.md.
+
+Examples:
+  python tools/train.py --model lenet5
+  python tools/train.py --model mnist_cnn --data mnist:~/mnist --epochs 2
+  python tools/train.py --model ffn --n_samples 10000 --seed 42 --save-data data/ffn
+  python tools/train.py --model resnet18 --fp32-only
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for p in (REPO, os.path.join(REPO, "tools")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from models import MODELS  # noqa: E402
+from models.cli import (CHECKPOINT_DIR, UserError, calibration_from, load_splits, positive,  # noqa: E402
+                        record_metrics, relpath, run, spec_or_error)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    ap.add_argument("--data", default=None,
+                    help="digit models: 'digits' (default, sklearn's bundled digits resized) or "
+                         "'mnist:DIR' (MNIST IDX files you already have; nothing is downloaded)")
+    ap.add_argument("--n_samples", "--n-samples", type=positive(int), default=None,
+                    help="ffn only: number of synthetic samples (default 10000)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="random seed: initialisation, shuffling and, for ffn, the synthetic data "
+                         "(default 42 for ffn, 0 otherwise)")
+    ap.add_argument("--epochs", type=positive(int), default=None, help="default: per model")
+    ap.add_argument("--lr", type=positive(float), default=None, help="peak learning rate")
+    ap.add_argument("--batch-size", type=positive(int), default=None)
+    ap.add_argument("--calib", type=positive(int), default=512,
+                    help="PTQ calibration set size, taken from the training split (default 512)")
+    ap.add_argument("--fp32-only", action="store_true",
+                    help="train in float only (no fake quantization) and write only the float "
+                         "checkpoint; quantize later with tools/quantize.py")
+    ap.add_argument("--out-dir", default=CHECKPOINT_DIR,
+                    help="where checkpoints go (default models/checkpoints; the accuracy record is "
+                         "only updated there)")
+    ap.add_argument("--no-save", action="store_true", help="train and report, write nothing")
+    ap.add_argument("--save-data", metavar="DIR", default=None,
+                    help="ffn only: also write the synthetic train.npy/test.npy (x1, x2, y) to DIR")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    spec = spec_or_error(args.model)
+    import torch
+    from models import quant, recipes
+
+    recipes.light_torch()
+    seed = args.seed if args.seed is not None else spec.data_defaults.get("seed", 0)
+    if spec.dataset != "ffn_synthetic" and args.save_data:
+        raise UserError("--save-data only applies to the ffn model")
+    train, held = load_splits(spec, args.data, args.n_samples, seed if spec.dataset == "ffn_synthetic" else None)
+    if args.save_data:
+        from models.data import save_ffn_npy
+        n = args.n_samples or spec.data_defaults.get("n_samples", 10000)
+        for p in save_ffn_npy(n, seed, args.save_data):
+            print(f"wrote {p}")
+    cfg = dict(spec.train_defaults)
+    epochs = args.epochs or cfg["epochs"]
+    lr = args.lr or cfg["lr"]
+    bs = args.batch_size or cfg["batch_size"]
+    progress = not args.quiet
+    qat = spec.recipe == "qat" and not args.fp32_only
+    data_name = args.data or ("synthetic" if spec.dataset == "ffn_synthetic" else "digits")
+    print(f"{spec.name}: {spec.description}")
+    print(f"  data {data_name}: {len(train)} train / {len(held)} held-out; {epochs} epochs, lr {lr}, "
+          f"batch {bs}, seed {seed}, {'QAT' if qat else 'float training'}")
+
+    recipes.seed_everything(seed)
+    model = spec.new_float()
+    t0 = time.time()
+    if qat:
+        quant.prepare_qat(model, spec.scheme)
+        hook = recipes.qat_epoch_hook(cfg.get("freeze_observers_at", max(1, epochs * 2 // 3)),
+                                      cfg.get("freeze_bn_at", max(1, epochs * 2 // 3)))
+        recipes.train_classifier(model, train, epochs=epochs, lr=lr, batch_size=bs, seed=seed,
+                                 progress=progress, epoch_hook=hook, stateful=spec.stateful,
+                                 desc=f"QAT {spec.name}")
+    elif spec.task == "regress":
+        recipes.train_regressor(model, train, epochs=epochs, lr=lr, batch_size=bs, seed=seed,
+                                progress=progress, desc=f"train {spec.name}")
+    else:
+        recipes.train_classifier(model, train, epochs=epochs, lr=lr, batch_size=bs, seed=seed,
+                                 progress=progress, stateful=spec.stateful, desc=f"train {spec.name}")
+    train_seconds = time.time() - t0
+
+    # Float reference (for QAT: the same network with fake quantization off).
+    float_model = model
+    if qat:
+        float_model = quant.float_view_of_qat(copy.deepcopy(model))
+    f32 = recipes.metric(spec.task, recipes.predict(float_model, held.x), held)
+
+    int8_model = None
+    if qat:
+        int8_model = quant.convert(copy.deepcopy(model).eval())
+    elif not args.fp32_only:
+        calib = calibration_from(spec, train, args.calib)
+        t1 = time.time()
+        int8_model = recipes.ptq(copy.deepcopy(model).eval(), spec.scheme, calib,
+                                 stateful=spec.stateful, progress=progress)
+        print(f"  calibrated on {len(calib)} training inputs in {time.time() - t1:.1f} s")
+    i8 = None if int8_model is None else recipes.metric(spec.task, recipes.predict(int8_model, held.x), held)
+
+    unit = "MSE" if spec.task == "regress" else "accuracy"
+    fmt = (lambda v: f"{v:.6f}") if spec.task == "regress" else (lambda v: f"{100 * v:.2f}%")
+    print(f"  trained in {train_seconds:.1f} s")
+    print(f"  held-out {unit}: fp32 {fmt(f32)}" + ("" if i8 is None else f", int8 {fmt(i8)}"))
+    notes = None
+    if spec.stateful:
+        two = recipes.two_frame_accuracy(float_model, held)
+        two8 = None if int8_model is None else recipes.two_frame_accuracy(int8_model, held)
+        print(f"  two-frame (state carried) accuracy: fp32 {fmt(two)}"
+              + ("" if two8 is None else f", int8 {fmt(two8)}"))
+        notes = (f"single frame from a zero state; with the state carried over a second frame of the "
+                 f"same class: fp32 {fmt(two)}" + ("" if two8 is None else f", int8 {fmt(two8)}"))
+
+    if args.no_save:
+        return 0
+    out_dir = os.path.abspath(args.out_dir)
+    default_dir = out_dir == os.path.abspath(CHECKPOINT_DIR)
+    fpath = spec.path(spec.float_checkpoint) if default_dir else \
+        os.path.join(out_dir, os.path.basename(spec.float_checkpoint))
+    ipath = spec.path() if default_dir else os.path.join(out_dir, os.path.basename(spec.checkpoint))
+    extra = {"seed": seed, "data": data_name}
+    cfg_extra = getattr(model, "config", None)
+    if cfg_extra:
+        extra["resnet_config"] = cfg_extra
+    if qat:
+        recipes.save_checkpoint(fpath, spec.name, "qat", model.state_dict(), extra)
+    else:
+        recipes.save_checkpoint(fpath, spec.name, "fp32", model.state_dict(), extra, half=spec.float_half)
+    print(f"  wrote {relpath(fpath)} ({os.path.getsize(fpath) / 1024:.0f} KiB)")
+    if int8_model is not None:
+        recipes.save_checkpoint(ipath, spec.name, "int8", int8_model.state_dict(), extra)
+        print(f"  wrote {relpath(ipath)} ({os.path.getsize(ipath) / 1024:.0f} KiB)")
+    if default_dir and int8_model is not None and data_name in ("digits", "synthetic"):
+        cmd = "python tools/train.py --model " + spec.name
+        if args.epochs or args.lr or args.batch_size or args.seed is not None or args.n_samples:
+            cmd = " ".join(["python tools/train.py"] + (argv if argv is not None else sys.argv[1:]))
+        # Re-measure from the files just written: the record describes the committed checkpoints.
+        fl = spec.load_float(fpath)
+        q = spec.load_quantized(ipath)
+        f32s = recipes.metric(spec.task, recipes.predict(fl, held.x), held)
+        i8s = recipes.metric(spec.task, recipes.predict(q, held.x), held)
+        if (f32s, i8s) != (f32, i8):
+            print(f"  from the saved files: fp32 {fmt(f32s)}, int8 {fmt(i8s)}"
+                  + (" (float checkpoint stored as float16)" if spec.float_half else ""))
+        record_metrics(spec.name, dict(recipe=spec.recipe, scheme=spec.scheme, task=spec.task,
+                                       data=data_name, n_heldout=len(held), fp32=f32s, int8=i8s,
+                                       train_seconds=round(train_seconds, 1), command=cmd,
+                                       **({"notes": notes} if notes else {})))
+        print(f"  updated {relpath(os.path.join(CHECKPOINT_DIR, 'ACCURACY.md'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
