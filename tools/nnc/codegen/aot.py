@@ -106,10 +106,12 @@ def emit_source(graph: Graph, plan: MemoryPlan, kernels: dict, extra_source: str
            "#ifndef TVMGEN_LAYER_OUTPUT_HOOK",
            "#define TVMGEN_LAYER_OUTPUT_HOOK(index, data, bytes) ((void)0)", "#endif", ""]
     # Arena: 64-bit words so that every offset aligned by the planner is aligned in memory.
-    words = max(1, (plan.arena_size + 7) // 8)
-    out += [f"/* One static arena for all intermediate tensors ({plan.arena_size} bytes). */",
-            f"static uint64_t {arena}_words[{words}];",
-            f"#define {arena} ((int8_t*){arena}_words)", ""]
+    if plan.arena_size:
+        out += [f"/* One static arena for all intermediate tensors ({plan.arena_size} bytes). */",
+                f"static uint64_t {arena}_words[{(plan.arena_size + 7) // 8}];",
+                f"#define {arena} ((int8_t*){arena}_words)", ""]
+    else:
+        out += ["/* No intermediate tensors: no arena. */", ""]
     preludes = {}
     for op in graph.ops:
         k = kernels.get(id(op))
