@@ -30,9 +30,10 @@ def compiler_sources():
     return sorted(files) + [os.path.join(ROOT, "tools", "export.py")]
 
 
-def model_names():
+def model_names(stateful=False):
+    """Zoo models; stateful ones (a state tensor kept between frames) build with board=imx681."""
     from models.registry import MODELS
-    return list(MODELS)
+    return [name for name, spec in MODELS.items() if bool(spec.stateful) == stateful]
 
 
 def model_checkpoint(name):
