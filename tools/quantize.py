@@ -58,7 +58,7 @@ def parse_args(argv=None):
 
 def load_float(spec, path):
     """Float model from a zoo checkpoint (fp32 or QAT kind) or a user's plain state_dict."""
-    from models import nets, quant, recipes
+    from models import nets, recipes
     if not os.path.isfile(path):
         raise UserError(f"float checkpoint {path!r} does not exist")
     try:

@@ -62,7 +62,6 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     spec = spec_or_error(args.model)
-    import torch
     from models import quant, recipes
 
     recipes.light_torch()
@@ -165,8 +164,9 @@ def main(argv=None):
         if (f32s, i8s) != (f32, i8):
             print(f"  from the saved files: fp32 {fmt(f32s)}, int8 {fmt(i8s)}"
                   + (" (float checkpoint stored as float16)" if spec.float_half else ""))
+        shown = spec.dataset if data_name == "digits" else data_name   # digits / digits32
         record_metrics(spec.name, dict(recipe=spec.recipe, scheme=spec.scheme, task=spec.task,
-                                       data=data_name, n_heldout=len(held), fp32=f32s, int8=i8s,
+                                       data=shown, n_heldout=len(held), fp32=f32s, int8=i8s,
                                        train_seconds=round(train_seconds, 1), command=cmd,
                                        **({"notes": notes} if notes else {})))
         print(f"  updated {relpath(os.path.join(CHECKPOINT_DIR, 'ACCURACY.md'))}")
