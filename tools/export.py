@@ -105,8 +105,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="model name from the zoo (models/registry.py)")
     ap.add_argument("--out", required=True, help="output directory for tvmgen_<model>.h/.c and model.json")
-    ap.add_argument("--kernels", choices=("c", "tvm"), default="c",
-                    help="kernel generator: portable C templates (default) or TVM TE/TOPI schedules")
+    ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c",
+                    help="kernel generator: portable C templates (default), TVM TE/TOPI schedules, "
+                         "or Cortex-M7 DSP kernels (smlad; portable C intrinsics on other hosts)")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
                     help="memory layout of 4-D model inputs (the model computes in NCHW)")
     ap.add_argument("--quiet", action="store_true")

@@ -19,6 +19,9 @@ class CpuTarget:
         if self.kernel_choice == "tvm":
             from ..kernels.tvm_kernels import TvmKernels
             providers.append(TvmKernels())
+        elif self.kernel_choice == "m7":
+            from ..kernels.m7_kernels import M7Kernels
+            providers.append(M7Kernels())
         providers.append(PortableCKernels())
         return providers
 

@@ -1,0 +1,198 @@
+"""Cortex-M7 DSP kernels (kernels="m7"): bit-exact against torch qnnpack on the host.
+
+On the host the kernels run through the portable C definitions of the intrinsics (smlad,
+sxtb16); the same source is compiled for the Cortex-M7 with the real instructions, warning-free,
+with no double-precision instructions and with vrintr.f32 for the requantization.
+"""
+import copy
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import edge_and_random_inputs
+
+import hostlib
+from nnc.compiler import compile_graph
+from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
+from nnc.kernels.m7_kernels import pack_weights
+from nnc.targets.cpu import CpuTarget
+from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC, HOST_CFLAGS
+
+N_INPUTS = 1000
+GRID_SHAPE = (1, 1, 13, 11)
+STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
+
+
+def build(graph, out_dir, tag):
+    compiled = compile_graph(graph, CpuTarget(kernels="m7"))
+    out = out_dir / tag
+    header, source = compiled.write(str(out))
+    so = str(out / f"lib{tag}.so")
+    r = subprocess.run([HOST_CC, "-shared", "-fPIC", "-o", so, source, "-I", str(out), "-lm"] + HOST_CFLAGS,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    return compiled, hostlib.load(so, header), source
+
+
+def providers_of(compiled):
+    return {op.name: compiled.kernels[id(op)].provider for op in compiled.graph.ops
+            if id(op) in compiled.kernels}
+
+
+# -- the weight layout and the intrinsics' semantics -------------------------------------------
+
+def _sxtb16(word):
+    b = np.array(word, dtype=np.uint32)
+    lo = ((b & 0xFF).astype(np.uint8).view(np.int8)).astype(np.int32)
+    hi = (((b >> 16) & 0xFF).astype(np.uint8).view(np.int8)).astype(np.int32)
+    return lo, hi
+
+
+def test_packed_weights_give_the_dot_product():
+    """Emulates the kernel's inner loop on the packed layout in numpy."""
+    rng = np.random.default_rng(0)
+    for cout, k in ((1, 1), (2, 5), (3, 25), (7, 150), (4, 8)):
+        w = rng.integers(-128, 128, size=(cout, k)).astype(np.int8)
+        x = rng.integers(0, 256, size=k).astype(np.int32)
+        packed, kp = pack_weights(w)
+        assert kp % 4 == 0 and kp >= k and packed.size == cout * kp
+        col = np.zeros(kp, dtype=np.int32)
+        col[:k] = x
+        words = packed.view(np.uint8).reshape(-1, 4).astype(np.uint32)
+        words = words[:, 0] | (words[:, 1] << 8) | (words[:, 2] << 16) | (words[:, 3] << 24)
+        got = np.zeros(cout, dtype=np.int64)
+        n4, wi = kp // 4, 0
+        for p in range(cout // 2):
+            for g in range(n4):
+                for c in range(2):
+                    word = int(words[wi]); wi += 1
+                    lo, hi = _sxtb16(word)
+                    lo2, hi2 = _sxtb16(((word >> 8) | (word << 24)) & 0xFFFFFFFF)
+                    got[2 * p + c] += lo * col[4 * g] + hi * col[4 * g + 1] + lo2 * col[4 * g + 2] \
+                        + hi2 * col[4 * g + 3]
+        if cout % 2:
+            for g in range(n4):
+                word = int(words[wi]); wi += 1
+                lo, hi = _sxtb16(word)
+                lo2, hi2 = _sxtb16(((word >> 8) | (word << 24)) & 0xFFFFFFFF)
+                got[-1] += lo * col[4 * g] + hi * col[4 * g + 1] + lo2 * col[4 * g + 2] + hi2 * col[4 * g + 3]
+        assert np.array_equal(got, w.astype(np.int64) @ x), (cout, k)
+
+
+# -- zoo models -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["lenet5", "residual_cnn"])
+def zoo_build(request, zoo, tmp_path_factory):
+    name = request.param
+    spec = zoo[name]
+    qmodel = spec.load_quantized()
+    graph = import_torch_model(qmodel, spec.example_input(), name)
+    compiled, lib, source = build(graph, tmp_path_factory.mktemp("m7zoo"), name)
+    return name, qmodel, graph, compiled, lib, source
+
+
+def test_zoo_model_bit_exact(zoo_build):
+    name, qmodel, graph, compiled, lib, _ = zoo_build
+    provs = providers_of(compiled)
+    heavy = [op.name for op in graph.ops if op.kind in ("conv2d", "dense")]
+    assert heavy and all(provs[n] == "m7" for n in heavy), provs
+    x = edge_and_random_inputs(graph.inputs[0].shape, N_INPUTS, seed=5)
+    assert len(x) >= 1000
+    expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
+    got = lib.run(x)
+    mismatches = int(np.count_nonzero(got != expected))
+    assert mismatches == 0, f"{name}: {mismatches} of {got.size} outputs differ from torch qnnpack"
+
+
+@pytest.mark.parametrize("compiler", [HOST_CC, CORTEX_M7_CC])
+def test_zoo_source_compiles_warning_free(zoo_build, compiler, tmp_path):
+    if shutil.which(compiler) is None:
+        pytest.fail(f"{compiler} is not installed")
+    name, _, _, compiled, _, source = zoo_build
+    flags = CORTEX_M7_FLAGS if compiler == CORTEX_M7_CC else []
+    obj = str(tmp_path / "m.o")
+    r = subprocess.run([compiler, *STRICT, *flags, "-c", source, "-I", os.path.dirname(source),
+                        "-o", obj], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    if compiler == CORTEX_M7_CC:
+        dis = subprocess.run(["arm-none-eabi-objdump", "-d", obj], capture_output=True, text=True,
+                             check=True).stdout
+        assert not re.search(r"\.f64|\t__aeabi_d", dis), "double-precision instruction"
+        assert "smlad" in dis and "sxtb16" in dis
+        assert "vrintr.f32" in dis and "nearbyintf" not in dis
+        assert "bl\t" not in dis or not re.search(r"bl\s+[0-9a-f]+ <(nearbyintf|__aeabi_)", dis)
+
+
+# -- a conv/dense grid ----------------------------------------------------------------------
+
+def make_grid_model(scheme: str, seed: int):
+    import torch
+    import torch.nn as nn
+    from models import quant
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.c1 = nn.Conv2d(1, 5, 5, padding=2)                     # 1 input channel, odd cout
+            self.r1 = nn.ReLU()
+            self.c2 = nn.Conv2d(5, 6, 3, stride=2, padding=1)           # stride 2, pad 1
+            self.c3 = nn.Conv2d(6, 7, (3, 2), stride=(1, 2), padding=(0, 1))  # non-square
+            self.r3 = nn.ReLU()
+            self.c4 = nn.Conv2d(7, 4, 1)                                # 1x1
+            self.c5 = nn.Conv2d(4, 4, 3, padding=1, groups=4)           # depthwise: portable C
+            self.c6 = nn.Conv2d(4, 6, 3, padding=2, dilation=2, bias=False)  # dilation 2, no bias
+            self.c7 = nn.Conv2d(6, 3, 7, stride=3, padding=3)           # 7x7 stride 3
+            self.fc1 = nn.Linear(3 * 2 * 2, 9)
+            self.rf = nn.ReLU()
+            self.fc2 = nn.Linear(9, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            x = self.r1(self.c1(x))
+            x = self.c2(x)
+            x = self.r3(self.c3(x))
+            x = self.c4(x)
+            x = self.c5(x)
+            x = self.c6(x)
+            x = self.c7(x)
+            x = x.reshape(x.shape[0], -1)
+            x = self.rf(self.fc1(x))
+            return self.dequant(self.fc2(x))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["c1", "r1"], ["c3", "r3"], ["fc1", "rf"]],
+                                               inplace=True)
+
+    torch.manual_seed(seed)
+    model = Net()
+    quant.prepare_ptq(model, scheme)
+    calib = torch.randn(64, *GRID_SHAPE[1:]) * 1.5 + 1.0
+    with quant.quiet(), torch.no_grad():
+        model(calib)
+    quant.convert(model)
+    return model, torch.randn(*GRID_SHAPE)
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_conv_grid_bit_exact(scheme, tmp_path):
+    qmodel, example = make_grid_model(scheme, seed=7 if scheme == "per_tensor" else 11)
+    graph = import_torch_model(qmodel, example, f"m7grid_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grid_{scheme}")
+    provs = providers_of(compiled)
+    assert provs["c5"] == "c"   # depthwise falls back to the portable kernel
+    assert all(provs[n] == "m7" for n in ("c1", "c2", "c3", "c4", "c6", "c7", "fc1", "fc2")), provs
+    x = edge_and_random_inputs(GRID_SHAPE, N_INPUTS, seed=3)
+    expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
+    got = lib.run(x)
+    mismatches = int(np.count_nonzero(got != expected))
+    assert mismatches == 0, f"{scheme}: {mismatches} of {got.size} outputs differ from torch"
+    obj = str(tmp_path / "grid.o")
+    r = subprocess.run([CORTEX_M7_CC, *STRICT, *CORTEX_M7_FLAGS, "-c", source, "-I",
+                        os.path.dirname(source), "-o", obj], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
