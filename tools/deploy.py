@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="model name from the zoo")
     ap.add_argument("--out", required=True, help="deployment directory to (re)create")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw", help="input layout")
-    ap.add_argument("--kernels", choices=("c", "tvm"), default="c", help="kernel generator")
+    ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c", help="kernel generator")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample becomes input0.bin")
     args = ap.parse_args(argv)
     quiet_torch_warnings()
