@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Compile a model of the zoo for the Sony IMX681 from a KEY VALUE configuration file.
+
+    python tools/imx681_compile.py --config firmware/imx681/configs/imx681_pytorch_classification_with_state_i2c.cfg
+
+The output directory (OUTPUT_DIRECTORY) is recreated with, by OUTPUT_MODE:
+  C_SOURCES    tvmgen_<network>.h/.c: the network, its STATIC_DATA state buffers and the frame
+               API (<prefix>_frame, <prefix>_reset_state) to link into firmware;
+  I2C_IMAGES   <network>_params.bin, <network>_static_data.bin and images.txt (load addresses,
+               sizes, CRC-32): memory images to write over I2C;
+and always summary.txt (operations, buffers with their stable IDs, memory, states, estimated
+time) and manifest.json. State tensors are found automatically (MODEL_STATE_AUTO_DETECT ON);
+the seed's MODEL_STATE_READ_BUFFER_ID / MODEL_STATE_WRITE_BUFFER_ID keys also work.
+
+On an error nothing is written: the message says what, where and how to fix it (exit 2).
+`--keys` lists every configuration key.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
+
+from nnc.errors import NncError  # noqa: E402
+
+
+def _keys_help() -> str:
+    from nnc.targets.imx681_config import KEYS
+    lines = []
+    for k, spec in KEYS.items():
+        req = "required" if spec.required else f"default {spec.default}"
+        choices = f" ({'|'.join(spec.choices)})" if spec.choices else ""
+        lines.append(f"  {k:<30} {req}{choices}: {spec.help}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="imx681_compile.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", metavar="FILE", help="configuration file (KEY VALUE lines, # comments)")
+    ap.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                    help="override a configuration key (repeatable), e.g. --set OUTPUT_MODE=C_SOURCES")
+    ap.add_argument("--model", help="shorthand for --set MODEL=NAME")
+    ap.add_argument("--output-dir", help="shorthand for --set OUTPUT_DIRECTORY=DIR")
+    ap.add_argument("--keys", action="store_true", help="list the configuration keys and exit")
+    ap.add_argument("--quiet", action="store_true", help="print errors and warnings only")
+    args = ap.parse_args(argv)
+    if args.keys:
+        print(_keys_help())
+        return 0
+    if not args.config:
+        ap.print_usage(sys.stderr)
+        print("error: --config FILE is required (see firmware/imx681/configs/)", file=sys.stderr)
+        return 2
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            print(f"error: --set {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v.strip()
+    if args.model:
+        overrides["MODEL"] = args.model
+    if args.output_dir:
+        overrides["OUTPUT_DIRECTORY"] = args.output_dir
+    try:
+        from nnc.targets.imx681 import compile_model, load_zoo_model
+        from nnc.targets.imx681_config import parse_config, resolve_path
+        cfg = parse_config(args.config, overrides)
+        qmodel, example = load_zoo_model(cfg)
+        warn = lambda msg: print(msg, file=sys.stderr)
+        package = compile_model(qmodel, example, cfg, log=warn)
+        out = package.write(resolve_path(cfg, cfg["OUTPUT_DIRECTORY"]))
+    except NncError as e:
+        print(e.format(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    except Exception as e:   # a bug: say so, without a traceback unless asked for
+        if os.environ.get("NNC_DEBUG"):
+            raise
+        print(f"internal error (a bug in the compiler, please report it): {type(e).__name__}: {e}\n"
+              "  rerun with NNC_DEBUG=1 for the traceback; nothing was written", file=sys.stderr)
+        return 3
+    if not args.quiet:
+        m = package.memory
+        used = ", ".join(f"{r} {m.used[r]}/{m.regions[r][1]} B" for r in m.regions)
+        states = ", ".join(f"'{p.attribute}' buffers {package.lowered.ids[id(p.read)]}/"
+                           f"{package.lowered.ids[id(p.write)]} at 0x{m.address_of(p.read):08x}"
+                           for p in package.lowered.persistent) or "none kept"
+        print(f"compiled {cfg['MODEL']} as {cfg.network_name} ({cfg['OUTPUT_MODE']}): "
+              f"{len(package.lowered.graph.ops)} operations; {used}; states: {states} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
