@@ -34,13 +34,14 @@ class _Builder:
         self.names: set = set()
 
     def name(self, name: str) -> str:
+        """Checks that `name` is new (it is taken when the op or input is made)."""
         if name in self.names:
             raise NncError(f"two layers are named {name!r}", "graph builder",
                            "give every layer a unique name")
-        self.names.add(name)
         return name
 
     def tensor(self, name: str, shape) -> Tensor:
+        self.names.add(self.name(name))
         t = Tensor(name, tuple(int(d) for d in shape), "int8", UNIT)
         t._builder = self
         return t

@@ -473,20 +473,6 @@ def cancel_reversals(graph: Graph, stats: Optional[LayoutStats] = None) -> Layou
     return stats
 
 
-def reversed_tensors(graph: Graph) -> set:
-    """ids of the tensors that hold word-reversed data after the layout pass."""
-    rev = set()
-    for op in graph.ops:
-        if op.kind == REVERSE:
-            if id(op.inputs[0]) not in rev:
-                rev.add(id(op.output))
-        elif op.attrs.get("diana_placement") == ACCEL:
-            rev.add(id(op.output))
-        elif op.kind in LAYOUT_AGNOSTIC and id(op.inputs[0]) in rev:
-            rev.add(id(op.output))
-    return rev
-
-
 def run_transformed(graph: Graph, inputs: list) -> list:
     """Numpy interpreter of a graph after the DIANA passes (reversed layouts made explicit).
 
@@ -666,9 +652,23 @@ class DianaBuild:
     target: DianaTarget
     source_graph: Graph       # the graph as built (the reference runs this one)
 
+    def l2_usage(self) -> dict:
+        """Bytes the model needs in DIANA's L2: arena, constants (packed weights), graph I/O."""
+        c = self.compiled
+        consts = sum(int(v.nbytes) for k in c.kernels.values() for v in k.consts.values())
+        io = sum(t.nbytes for t in c.graph.inputs + c.graph.outputs)
+        return {"arena": c.plan.arena_size, "constants": consts, "io": io,
+                "total": c.plan.arena_size + consts + io, "l2": L2_BYTES}
+
     @property
     def report(self) -> str:
-        return self.target.report_text(self.compiled.graph)
+        u = self.l2_usage()
+        line = (f"L2: arena {u['arena']} B + weights/constants {u['constants']} B + inputs/outputs "
+                f"{u['io']} B = {u['total']} B of {L2_BYTES} B")
+        if u["total"] > L2_BYTES:
+            line += (" -- does NOT fit DIANA's L2 (the QEMU firmware has more RAM, real DIANA "
+                     "would need the model split)")
+        return self.target.report_text(self.compiled.graph) + line + "\n"
 
 
 def compile_diana(graph: Graph, l1_act: int = L1_ACT_BYTES, l1_weights: int = L1_WEIGHT_BYTES,

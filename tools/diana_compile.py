@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Compile an integer graph for DIANA ("soma_dory, c"), seed 004's flow without TVM.
+
+    python tools/diana_compile.py --graph two_layers --out build/diana/two_layers/model
+    python tools/diana_compile.py --script my_graph.py --out build/my_graph
+    python tools/diana_compile.py --list
+
+Layers the digital accelerator supports become DORY kernels (the C functional model in
+firmware/diana/hal); the others fall back to C on the RISC-V core with a warning naming the
+layer and the constraint. The output directory gets:
+
+    gen/tvmgen_<name>.h, gen/tvmgen_<name>.c   the compiled model (AOT C)
+    app/demo.c                                 demo application: samples, expected outputs, check
+    placement_report.txt, placement.json       where each layer runs, why, MACs, tiles, cycles
+
+A user script defines `create_model()` returning an nnc Graph built with nnc.builder (and may
+define `NAME`). Nothing is written when compilation fails (exit status 2, the error names the
+layer and its sizes); a previous build in --out is removed then, so that it is not mistaken for
+the current one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
+
+from nnc.errors import NncError  # noqa: E402
+
+MARKER = ".diana_build"
+
+
+def load_graph(args):
+    from nnc.ir import Graph
+    from nnc.targets.diana_examples import EXAMPLES, example
+    if args.graph:
+        if args.graph not in EXAMPLES:
+            raise NncError(f"unknown example graph {args.graph!r}", "--graph",
+                           f"choose one of: {', '.join(EXAMPLES)}")
+        return example(args.graph)
+    if not os.path.exists(args.script):
+        raise NncError(f"{args.script} does not exist", "--script")
+    ns = runpy.run_path(args.script, run_name="diana_user_graph")
+    if "create_model" not in ns:
+        raise NncError(f"{args.script} defines no create_model()", "--script",
+                       "define create_model() returning a graph made with nnc.builder")
+    g = ns["create_model"]()
+    if isinstance(g, tuple):
+        g = g[0]
+    if not isinstance(g, Graph):
+        raise NncError(f"create_model() returned {type(g).__name__}, not an nnc Graph", "--script",
+                       "end create_model() with `return make_graph(name, output)`")
+    if ns.get("NAME"):
+        g.name = ns["NAME"]
+    return g
+
+
+def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dict:
+    import numpy as np
+
+    from nnc import reference
+    from nnc.targets.diana import DianaFallbackWarning, compile_diana
+    from nnc.targets.diana_demo import DemoModel, create_demo_file, demo_inputs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DianaFallbackWarning)
+        build = compile_diana(graph)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if len(graph.outputs) != 1:
+        raise NncError(f"{len(graph.outputs)} graph outputs", f"graph {graph.name}",
+                       "the demo application checks one output")
+    xs = demo_inputs(graph, samples, seed)
+    expected = reference.run(graph, xs)[0]
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-diana-")
+    try:
+        build.compiled.write(os.path.join(tmp, "gen"))
+        create_demo_file(DemoModel(build, xs, expected), os.path.join(tmp, "app", "demo.c"))
+        report = build.report
+        with open(os.path.join(tmp, "placement_report.txt"), "w") as f:
+            f.write(report)
+        summary = dict(build.compiled.report, prefix=build.compiled.prefix,
+                       arena_bytes=build.compiled.plan.arena_size, l2=build.l2_usage(),
+                       demo_samples=samples,
+                       expected_nonsaturated=float(np.mean((expected > -128) & (expected < 127))))
+        with open(os.path.join(tmp, "placement.json"), "w") as f:
+            json.dump(summary, f, indent=1, sort_keys=True)
+            f.write("\n")
+        open(os.path.join(tmp, MARKER), "w").close()
+        _remove_previous(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not quiet:
+        print(report, end="")
+    print(f"DIANA build of {graph.name}: {out_dir} (report: "
+          f"{os.path.join(out_dir, 'placement_report.txt')})")
+    return summary
+
+
+def _holds_files(path: str) -> bool:
+    """Whether a directory holds any file (build tools pre-create empty target folders)."""
+    return any(files for _, _, files in os.walk(path))
+
+
+def _remove_previous(out_dir: str) -> None:
+    if os.path.isdir(out_dir):
+        if not os.path.exists(os.path.join(out_dir, MARKER)) and _holds_files(out_dir):
+            raise NncError(f"{out_dir} exists and is not a DIANA build directory", "--out",
+                           "choose an empty or new directory")
+        shutil.rmtree(out_dir)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Compile a hand-made integer graph for DIANA (soma_dory, c): partition onto "
+                    "the digital accelerator / RISC-V core, tile into L1, write AOT C, a placement "
+                    "report and a demo application.",
+        epilog="Example graphs (seed 004): single_layer, two_layers, two_layers_strided "
+               "(conv2 strides (1, 2): CPU fallback), two_layers_and_residual. "
+               "Build firmware and run it on QEMU with `scons board=diana run`.")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--graph", help="one of seed 004's example graphs")
+    src.add_argument("--script", help="a Python file defining create_model() -> nnc Graph")
+    ap.add_argument("--out", help="output directory (default build/diana/<name>/model)")
+    ap.add_argument("--samples", type=int, default=4,
+                    help="input samples embedded in the demo application (default 4)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the demo's random inputs")
+    ap.add_argument("--list", action="store_true", help="list the example graphs and exit")
+    ap.add_argument("--quiet", action="store_true", help="do not print the placement report")
+    args = ap.parse_args(argv)
+    if args.list:
+        from nnc.targets.diana_examples import EXAMPLES
+        print("\n".join(EXAMPLES))
+        return 0
+    if not args.graph and not args.script:
+        ap.error("give --graph NAME or --script FILE (--list shows the example graphs)")
+    if args.samples < 1:
+        ap.error("--samples must be at least 1")
+    out = args.out
+    t0 = time.time()
+    try:
+        graph = load_graph(args)
+        out = out or os.path.join(ROOT, "build", "diana", graph.name, "model")
+        compile_to(graph, out, args.samples, args.seed, args.quiet)
+    except NncError as e:
+        if out and os.path.isdir(out) and os.path.exists(os.path.join(out, MARKER)):
+            shutil.rmtree(out)   # a stale build must not pass for this one
+        print(e.format(), file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"done in {time.time() - t0:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
