@@ -1,0 +1,107 @@
+/*
+ * RIOT glue for the application (platform.h): stdio for the serial line (the board's stdio
+ * UART: USART1 on the ST-LINK virtual COM port for the STM32F746G-DISCO), ztimer for
+ * timeouts, the DWT cycle counter for costs where the core has one.
+ */
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cpu.h"
+#include "periph/pm.h"
+#include "stdio_base.h"
+#include "ztimer.h"
+
+#include "platform.h"
+#include "protocol.h"
+
+#if defined(CPU_CORE_CORTEX_M7) || defined(CPU_CORE_CORTEX_M4F) || defined(CPU_CORE_CORTEX_M4) || \
+    defined(CPU_CORE_CORTEX_M3) || defined(CPU_CORE_CORTEX_M33)
+#define HAVE_DWT 1
+#else
+#define HAVE_DWT 0
+#endif
+
+void plat_init(void)
+{
+#if HAVE_DWT
+    CoreDebug->DEMCR |= CoreDebug_DEMCR_TRCENA_Msk;
+#if defined(CPU_CORE_CORTEX_M7)
+    DWT->LAR = 0xC5ACCE55u; /* the M7's DWT is locked after reset */
+#endif
+    DWT->CYCCNT = 0;
+    DWT->CTRL |= DWT_CTRL_CYCCNTENA_Msk;
+#endif
+}
+
+int plat_getc(uint32_t timeout_ms)
+{
+    uint8_t c;
+    if (timeout_ms) {
+        uint32_t start = ztimer_now(ZTIMER_MSEC);
+        while (stdio_available() <= 0) {
+            if (ztimer_now(ZTIMER_MSEC) - start >= timeout_ms) {
+                return -1;
+            }
+            ztimer_sleep(ZTIMER_MSEC, 1); /* the stdin buffer holds several ms of input */
+        }
+    }
+    while (stdio_read(&c, 1) != 1) {
+    }
+    return c;
+}
+
+void plat_write(const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = stdio_write(p, len);
+        if (n <= 0) {
+            continue;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+uint32_t plat_ticks(void)
+{
+#if HAVE_DWT
+    return DWT->CYCCNT;
+#else
+    return ztimer_now(ZTIMER_USEC);
+#endif
+}
+
+uint32_t plat_tick_hz(void)
+{
+#if HAVE_DWT
+    return CLOCK_CORECLOCK;
+#else
+    return 1000000u;
+#endif
+}
+
+uint8_t plat_cost_unit(void)
+{
+    return HAVE_DWT ? NNC_COST_CYCLES : NNC_COST_TICKS;
+}
+
+const char *plat_board_name(void)
+{
+    return RIOT_BOARD;
+}
+
+uint32_t plat_stack_used(void)
+{
+    return 0; /* RIOT measures thread stacks itself (DEVELHELP, `ps` in the shell) */
+}
+
+void plat_exit(int code)
+{
+    (void)code;
+#ifdef MODULE_PERIPH_PM
+    pm_reboot();
+#endif
+    for (;;) {
+    }
+}

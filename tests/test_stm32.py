@@ -1,0 +1,388 @@
+"""STM32F746G-DISCO firmware (firmware/riot) on the emulated Cortex-M7 (QEMU mps2-an500).
+
+- LeNet-5, 1000 inputs over the serial line (digits, random images, edge and random int8
+  tensors): every output equals the host library and torch qnnpack.
+- Bad frames (garbage, short, oversize, bad checksum, bad version/type/length, bad text) each
+  get an error reply and the next good frame is answered correctly.
+- `flash` without a probe fails with one clear message; a model that does not fit fails the build
+  with the numbers and leaves no fw.elf; the F746 firmware has no double-precision instructions.
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
+
+import serial_client as sc  # noqa: E402
+
+MODEL = "lenet5"
+NO_PROBE = "no ST-LINK probe found (or no permission: udev rules)"
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
+    reason="needs qemu-system-arm and arm-none-eabi-gcc (apt-get install --no-install-recommends "
+           "qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi)")
+
+
+def scons(*args, cwd=ROOT, timeout=900):
+    cmd = [sys.executable, "-m", "SCons", "-Q", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def generated_header(model):
+    """The header the board build used (kernels=auto picks m7 for the Cortex-M7 boards)."""
+    for kernels in ("m7", "c"):
+        p = os.path.join(ROOT, "build", "gen", kernels, model, f"tvmgen_{model}.h")
+        if os.path.exists(p):
+            return p
+    found = glob.glob(os.path.join(ROOT, "build", "gen", "*", model, f"tvmgen_{model}.h"))
+    assert found, f"no generated header for {model}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def lenet_build():
+    elf = os.path.join(ROOT, "build", "mps2-an500", MODEL, "fw.elf")
+    so = os.path.join(ROOT, "build", "host", MODEL, f"lib{MODEL}.so")
+    r = scons("board=mps2-an500", f"model={MODEL}", f"build/mps2-an500/{MODEL}/fw.elf",
+              f"build/host/{MODEL}/lib{MODEL}.so")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return {"elf": elf, "so": so, "header": generated_header(MODEL)}
+
+
+@pytest.fixture(scope="module")
+def host(lenet_build):
+    from hostlib import load
+    return load(lenet_build["so"], lenet_build["header"])
+
+
+@pytest.fixture(scope="module")
+def fw(lenet_build):
+    qemu = sc.Qemu(lenet_build["elf"], time_limit=1200)
+    url = qemu.start()
+    fw = sc.Firmware(url, timeout=30)
+    try:
+        yield fw
+        fw.exit(0)
+        assert qemu.wait() == 0
+    finally:
+        fw.close()
+        qemu.stop()
+
+
+def torch_int8_outputs(q, host):
+    """torch qnnpack on int8 inputs (the zoo's quantized LeNet-5)."""
+    from models.registry import get
+    from nnc.frontend.torch_eager import run_torch_int8
+    qmodel = get(MODEL).load_quantized()
+    port = host.inputs[0]
+    return np.concatenate([run_torch_int8(qmodel, [q[i:i + 250]], [port])[0] for i in range(0, len(q), 250)])
+
+
+def torch_quantize(x, port):
+    import warnings
+
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch 2.13 deprecates quantize_per_tensor; it is the reference
+        qt = torch.quantize_per_tensor(torch.from_numpy(x), port.scale, port.zero_point + 128, torch.quint8)
+    return (qt.int_repr().numpy().astype(np.int16) - 128).astype(np.int8)
+
+
+def test_info(fw, host):
+    info = fw.info()
+    assert info["model"] == MODEL and info["board"] == "mps2-an500"
+    assert info["input_size"] == 784 and info["output_size"] == 10
+    assert info["cost_unit"] == sc.COST_TICKS and info["hz"] == 25_000_000
+    assert info["input_scale"] == np.float32(host.inputs[0].scale)
+    assert info["input_zero_point"] == host.inputs[0].zero_point
+
+
+def test_1000_inputs_equal_host_library_and_torch(fw, host):
+    from models.data import image_data
+    shape = host.inputs[0].shape
+    _, held = image_data("digits", 28)
+    pixels = np.rint(held.x.reshape(len(held), -1) * 255.0).astype(np.uint8)
+    rng = np.random.default_rng(2024)
+    n_pix = 600
+    pixels = np.concatenate([pixels, rng.integers(0, 256, (n_pix - len(pixels), 784), dtype=np.uint8)])
+    edge = np.stack([np.full(784, -128), np.full(784, 127), np.zeros(784),
+                     np.where(np.indices((28, 28)).sum(0).ravel() % 2, 127, -128)]).astype(np.int8)
+    tensors = np.concatenate([edge, rng.integers(-128, 128, (1000 - n_pix - len(edge), 784), dtype=np.int8)])
+
+    # what the firmware must compute from pixels: torch's own quantization of ToTensor's p/255
+    q_pix = torch_quantize(pixels.astype(np.float32) / np.float32(255.0), host.inputs[0])
+    assert np.array_equal(q_pix, sc.pixels_to_tensor(pixels, fw.info()))
+
+    got, costs = [], []
+    t0 = time.monotonic()
+    for p in pixels:
+        r = fw.infer_u8(p)
+        got.append(r["output"])
+        costs.append(r["cost"])
+    for t in tensors:
+        r = fw.infer_i8(t)
+        got.append(r["output"])
+        costs.append(r["cost"])
+    elapsed = time.monotonic() - t0
+    got = np.stack(got)
+    q = np.concatenate([q_pix, tensors]).reshape((-1,) + tuple(shape[1:]))
+    assert len(got) == 1000
+
+    expected_host = host.run(q).reshape(1000, -1)
+    bad = np.flatnonzero((got != expected_host).any(axis=1))
+    assert len(bad) == 0, f"{len(bad)} of 1000 inputs differ from the host library (first: {bad[:10]})"
+    expected_torch = torch_int8_outputs(q, host).reshape(1000, -1)
+    bad = np.flatnonzero((got != expected_torch).any(axis=1))
+    assert len(bad) == 0, f"{len(bad)} of 1000 inputs differ from torch qnnpack (first: {bad[:10]})"
+
+    # costs: deterministic instruction counts (-icount), of the order of the bench figure
+    instr = [sc.instructions(c, 25_000_000, sc.QEMU_ICOUNT_SHIFT) for c in costs]
+    assert 100_000 < min(instr) <= max(instr) < 20_000_000
+    r1, r2 = fw.infer_i8(tensors[0]), fw.infer_i8(tensors[0])
+    assert r1["cost"] == r2["cost"] or abs(r1["cost"] - r2["cost"]) <= 2   # +-1 tick at 3.2 ticks/instruction
+    assert len(r1["layers"]) == int(host.defines[f"TVMGEN_{MODEL.upper()}_NUM_LAYERS"])
+    print(f"1000 inferences over the serial line in {elapsed:.1f} s")
+
+
+def good_frame_works(fw, host, seed):
+    t = np.random.default_rng(seed).integers(-128, 128, 784, dtype=np.int8)
+    r = fw.infer_i8(t)
+    assert np.array_equal(r["output"], host.run(t.reshape(host.inputs[0].shape))[0].ravel())
+
+
+def frame_error(fw, data, timeout=10):
+    fw.send_raw(data)
+    ftype, payload = fw.read_frame(timeout)
+    assert ftype == sc.T_ERROR, f"expected an error frame, got type {ftype:#x}"
+    return sc.parse_error(payload)
+
+
+@pytest.mark.parametrize("case", ["garbage", "short", "oversize", "bad_checksum", "bad_version",
+                                  "bad_type", "bad_length", "magic_then_garbage"])
+def test_bad_frame_gets_error_and_next_frame_works(fw, host, case):
+    good = sc.make_frame(sc.T_INFER_I8, bytes(784))
+    if case == "garbage":
+        junk = b"\x00\x13hello garbage \xfe\xff"
+        e = frame_error(fw, junk)
+        assert e.code == 1 and e.detail == len(junk)
+    elif case == "short":
+        e = frame_error(fw, good[:100])
+        assert e.code == 7
+    elif case == "oversize":
+        body = bytes([1, sc.T_INFER_I8]) + (2000).to_bytes(2, "little") + bytes(2000)
+        e = frame_error(fw, sc.MAGIC + body + sc.crc16(body).to_bytes(2, "little"))
+        assert e.code == 4 and e.detail == 2000
+    elif case == "bad_checksum":
+        e = frame_error(fw, good[:-1] + bytes([good[-1] ^ 0x55]))
+        assert e.code == 6
+    elif case == "bad_version":
+        e = frame_error(fw, sc.make_frame(sc.T_INFER_I8, bytes(784), version=9))
+        assert e.code == 2
+    elif case == "bad_type":
+        e = frame_error(fw, sc.make_frame(0x42, b"abc"))
+        assert e.code == 3
+    elif case == "bad_length":
+        e = frame_error(fw, sc.make_frame(sc.T_INFER_I8, bytes(100)))
+        assert e.code == 5 and e.detail == 100
+    elif case == "magic_then_garbage":
+        e = frame_error(fw, b"\xa5garbage")
+        assert e.code == 1
+    assert e.message, "error replies carry a readable message"
+    good_frame_works(fw, host, seed=len(case))
+
+
+def test_text_mode(fw, host):
+    from models.data import image_data
+    _, held = image_data("digits", 28)
+    px = np.rint(held.x[0].ravel() * 255.0).astype(np.uint8)
+    r_text = fw.infer_text(px)
+    r_bin = fw.infer_u8(px)
+    assert np.array_equal(r_text["output"], r_bin["output"]) and r_text["class"] == r_bin["class"]
+    assert r_text["cost"] > 0
+    # a person's typo: an error line, and the firmware keeps serving
+    fw.send_raw(b"12 7 x 3\n")
+    line = b""
+    while not line.endswith(b"\n"):
+        line += fw.ser.read(1)
+    assert line.startswith(b"error unexpected character after 2 of 784 numbers")
+    fw.send_raw(b"300 ")
+    line = b""
+    while not line.endswith(b"\n"):
+        line += fw.ser.read(1)
+    assert line.startswith(b"error value > 255")
+    good_frame_works(fw, host, seed=99)
+
+
+def test_scons_run_alias(lenet_build):
+    r = scons("board=mps2-an500", f"model={MODEL}", "run", timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "20 of 20 inputs answered" in r.stdout
+    assert "0 mismatches against the host library" in r.stdout
+
+
+# ---- the real board's firmware ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def f746_build():
+    r = scons("board=stm32f746g-disco", f"model={MODEL}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    d = os.path.join(ROOT, "build", "stm32f746g-disco", MODEL)
+    for f in ("fw.elf", "fw.bin", "fw.hex", "size.json"):
+        assert os.path.exists(os.path.join(d, f)), f
+    r = scons("board=stm32f746g-disco", f"model={MODEL}", "size")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = re.search(r"flash\s+([\d,]+) B of 1,048,576 .*model weights ([\d,]+), model code ([\d,]+), "
+                  r"runtime ([\d,]+)", r.stdout)
+    assert m, r.stdout
+    total, weights, code, runtime = (int(v.replace(",", "")) for v in m.groups())
+    assert total == weights + code + runtime and weights > 50_000 and code > 0 and runtime > 0
+    assert re.search(r"RAM\s+[\d,]+ B of 327,680 .*model arena\+data [\d,]+, stack reserve", r.stdout)
+    return d
+
+
+def test_f746_has_no_double_precision_instructions(f746_build):
+    elf = os.path.join(f746_build, "fw.elf")
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", elf], capture_output=True, text=True, check=True).stdout
+    f64 = [line for line in dis.splitlines() if re.search(r"\tv\w+(\.\w+)*\.f64", line)]
+    assert not f64, "double-precision FP instructions (the F746 FPU is single precision):\n" + "\n".join(f64[:20])
+    syms = subprocess.run(["arm-none-eabi-nm", elf], capture_output=True, text=True, check=True).stdout
+    soft = sorted(set(re.findall(r"\b(__aeabi_d\w+|__\w+df\d?)\b", syms)))
+    assert not soft, f"software double-precision helpers linked in: {soft}"
+    # the ELF really is for the F746: vector table at the start of its flash
+    hdr = subprocess.run(["arm-none-eabi-objdump", "-h", elf], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"\.isr_vector\s+\w+\s+08000000", hdr)
+
+
+@pytest.mark.parametrize("programmer", ["openocd", "stlink"])
+def test_flash_without_probe_fails_clearly(f746_build, programmer):
+    tool = "openocd" if programmer == "openocd" else "st-flash"
+    if not shutil.which(tool):
+        pytest.skip(f"{tool} is not installed")
+    r = scons("board=stm32f746g-disco", f"model={MODEL}", f"programmer={programmer}", "flash")
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert out.count(NO_PROBE) == 1, out
+    assert "Traceback" not in out
+
+
+def test_flash_tool_usage_errors():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "flash.py"), "--elf", "/nonexistent/fw.elf"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serial_client_usage_errors(tmp_path):
+    client = os.path.join(ROOT, "tools", "serial_client.py")
+    r = subprocess.run([sys.executable, client, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--port" in r.stdout and "--qemu" in r.stdout
+    for args, words in ([["--port", "/dev/nonexistent-tty", "--random", "1"], "cannot open serial port"],
+                        [["--qemu", str(tmp_path / "none.elf"), "--random", "1"], "no such firmware file"],
+                        [["--port", "socket://127.0.0.1:1"], "nothing to send"]):
+        r = subprocess.run([sys.executable, client, *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (args, r.stderr)
+        assert words in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- a model that does not fit ------------------------------------------------------------
+
+OVERSIZE_HEADER = """\
+#ifndef TVMGEN_BIG_H
+#define TVMGEN_BIG_H
+#include <stdint.h>
+#define TVMGEN_BIG_WORKSPACE_SIZE {arena}
+#define TVMGEN_BIG_INPUT0_SIZE 784
+#define TVMGEN_BIG_INPUT0_SHAPE {{ 1, 1, 28, 28 }}
+#define TVMGEN_BIG_INPUT0_SCALE 0x1.010102p-8f
+#define TVMGEN_BIG_INPUT0_ZERO_POINT (-128)
+#define TVMGEN_BIG_OUTPUT0_SIZE 10
+#define TVMGEN_BIG_OUTPUT0_SCALE 0x1p-3f
+#define TVMGEN_BIG_OUTPUT0_ZERO_POINT (0)
+#define TVMGEN_BIG_NUM_LAYERS 1
+struct tvmgen_big_inputs {{ void* input0; }};
+struct tvmgen_big_outputs {{ void* output0; }};
+int32_t tvmgen_big_run(struct tvmgen_big_inputs* inputs, struct tvmgen_big_outputs* outputs);
+#endif
+"""
+OVERSIZE_SOURCE = """\
+#include <stdint.h>
+#include <string.h>
+#include "tvmgen_big.h"
+#ifndef TVMGEN_LAYER_HOOK
+#define TVMGEN_LAYER_HOOK(index) ((void)0)
+#endif
+static const int8_t weights[{weights}] = {{ 1, 2, 3 }};
+static int8_t arena[TVMGEN_BIG_WORKSPACE_SIZE];
+int32_t tvmgen_big_run(struct tvmgen_big_inputs* inputs, struct tvmgen_big_outputs* outputs)
+{{
+    const int8_t* in = (const int8_t*)inputs->input0;
+    int8_t* out = (int8_t*)outputs->output0;
+    int32_t acc = 0;
+    memcpy(arena, in, 784);
+    for (uint32_t i = 0; i < sizeof(weights); i += 4096) acc += weights[i] * arena[i % 784];
+    for (int o = 0; o < 10; o++) out[o] = (int8_t)(acc + o + arena[sizeof(arena) - 1 - o]);
+    TVMGEN_LAYER_HOOK(0);
+    return 0;
+}}
+"""
+TEST_SCONSTRUCT = """\
+import os, sys
+env = Environment(ENV=os.environ.copy(), PYTHON=sys.executable)
+env["OPTS"] = {{}}
+Default(SConscript({script!r}, exports={{"env": env, "board": {board!r}, "model": "big",
+                   "gen_dir": Dir({gen!r}), "build_dir": {build!r}}}))
+"""
+
+
+@pytest.mark.parametrize("board,weights,arena,region", [
+    ("stm32f746g-disco", 1200 * 1024, 1024, "FLASH"),
+    ("mps2-an500", 1024, 400 * 1024, "RAM"),
+])
+def test_oversize_model_fails_build_clearly(tmp_path, board, weights, arena, region):
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    (gen / "tvmgen_big.h").write_text(OVERSIZE_HEADER.format(arena=arena))
+    (gen / "tvmgen_big.c").write_text(OVERSIZE_SOURCE.format(weights=weights))
+    build = tmp_path / "build"
+    (tmp_path / "SConstruct").write_text(TEST_SCONSTRUCT.format(
+        script=os.path.join(ROOT, "firmware", "riot", "SConscript"), board=board, gen=str(gen),
+        build=str(build)))
+    r = scons(cwd=str(tmp_path))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert f"error: model 'big' does not fit the {board}" in out, out
+    m = re.search(rf"{region}: ([\d,]+) bytes needed, ([\d,]+) available", out)
+    assert m, out
+    needed, available = (int(v.replace(",", "")) for v in m.groups())
+    assert available == (1024 if region == "FLASH" else 320) * 1024 and needed > available
+    assert needed >= (weights if region == "FLASH" else arena)
+    assert "what to do" in out and ("model weights" in out if region == "FLASH" else "model arena" in out)
+    assert "Traceback" not in out
+    assert not (build / "fw.elf").exists() and not (build / "fw.bin").exists()
+    # the same sources with a model that fits link fine (the failure was the size, nothing else)
+    (gen / "tvmgen_big.c").write_text(OVERSIZE_SOURCE.format(weights=4096))
+    (gen / "tvmgen_big.h").write_text(OVERSIZE_HEADER.format(arena=1024))
+    r = scons(cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (build / "fw.elf").exists()
+
+
+def test_zoo_mnist_cnn_does_not_fit_the_f746():
+    """Seed 002's first model (fc1 9216x128): 1.2 MB of int8 weights for a 1 MiB flash."""
+    r = scons("board=stm32f746g-disco", "model=mnist_cnn")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "error: model 'mnist_cnn' does not fit the stm32f746g-disco" in out, out
+    m = re.search(r"FLASH: ([\d,]+) bytes needed, 1,048,576 available", out)
+    assert m and int(m.group(1).replace(",", "")) > 1_200_000, out
+    assert "model weights 1,2" in out and "what to do" in out and "Traceback" not in out
+    assert not os.path.exists(os.path.join(ROOT, "build", "stm32f746g-disco", "mnist_cnn", "fw.elf"))

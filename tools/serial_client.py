@@ -1,0 +1,556 @@
+#!/usr/bin/env python3
+"""Send images to the inference firmware over a serial line and print what it answers.
+
+Works the same against a board (`--port /dev/ttyACM0`), any pyserial URL
+(`--port socket://127.0.0.1:4444`) and the emulated Cortex-M7, which it can start itself
+(`--qemu build/mps2-an500/lenet5/fw.elf`).
+
+    serial_client.py --port /dev/ttyACM0 digit.png
+    serial_client.py --qemu fw.elf --dataset digits --count 20 \\
+        --so build/host/lenet5/liblenet5.so --header build/gen/c/lenet5/tvmgen_lenet5.h
+
+Inputs: PNG images (grayscale, scaled to the model's input size), .npy arrays (uint8 pixels,
+int8 quantized tensors, or float images in [0, 1]), samples of a data set (--dataset digits or
+mnist:DIR, the held-out split) or random images (--random N). Each reply prints the predicted
+class, the firmware's cost figure and, with --so/--header, whether the output tensor equals the
+host library's. Exit status: 0 all good, 1 a mismatch or an error reply, 2 a usage error.
+
+The protocol is described in firmware/riot/protocol.h.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MAGIC = b"\xa5\x5a"
+VERSION = 1
+T_INFER_U8, T_INFER_I8, T_INFO, T_EXIT = 0x01, 0x02, 0x03, 0x04
+T_REPLY, T_ERROR = 0x80, 0xFF
+COST_CYCLES, COST_TICKS = 1, 2
+ERROR_NAMES = {1: "garbage", 2: "bad version", 3: "bad type", 4: "oversize", 5: "bad length",
+               6: "bad checksum", 7: "timeout (short frame)", 8: "run failed", 9: "text input"}
+QEMU_ICOUNT_SHIFT = 7   # one instruction = 128 ns of virtual time = 3.2 ticks of the 25 MHz timer
+
+
+class UserError(Exception):
+    """Something the user can fix: printed without a traceback, exit status 2."""
+
+
+class ProtocolError(Exception):
+    """The firmware's answer was not what the protocol says (or never came)."""
+
+
+class FirmwareError(Exception):
+    """The firmware answered with an ERROR frame."""
+
+    def __init__(self, code, req_type, detail, message):
+        self.code, self.req_type, self.detail, self.message = code, req_type, detail, message
+        super().__init__(f"firmware error {code} ({ERROR_NAMES.get(code, '?')}): {message} "
+                         f"[detail {detail}]")
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE."""
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def make_frame(ftype: int, payload: bytes = b"", version: int = VERSION) -> bytes:
+    body = struct.pack("<BBH", version, ftype, len(payload)) + bytes(payload)
+    return MAGIC + body + struct.pack("<H", crc16(body))
+
+
+class Firmware:
+    """One connection to the firmware (board or emulator)."""
+
+    def __init__(self, port: str, timeout: float = 10.0, baudrate: int = 115200):
+        import serial
+        try:
+            if "://" in port:
+                self.ser = serial.serial_for_url(port, timeout=timeout, baudrate=baudrate)
+            else:
+                self.ser = serial.Serial(port, baudrate=baudrate, timeout=timeout)
+        except (serial.SerialException, ValueError, OSError) as e:
+            raise UserError(f"cannot open serial port {port!r}: {e}") from None
+        sock = getattr(self.ser, "_socket", None)
+        if sock is not None:   # small frames: no Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.text_seen = b""   # bytes outside frames (boot banner, fault messages)
+        self._info = None
+
+    def close(self):
+        self.ser.close()
+
+    # ---- raw frames --------------------------------------------------------------------
+    def send_raw(self, data: bytes):
+        self.ser.write(data)
+        self.ser.flush()
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            if time.monotonic() > deadline:
+                raise ProtocolError(f"timeout: got {len(buf)} of {n} bytes")
+            buf += self.ser.read(n - len(buf))
+        return buf
+
+    def read_frame(self, timeout: float | None = None):
+        """-> (type, payload); bytes before the magic are kept in text_seen."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        prev = b""
+        while True:
+            c = self._read_exact(1, deadline)
+            if prev == MAGIC[:1] and c == MAGIC[1:]:
+                self.text_seen = self.text_seen[:-1]
+                break
+            self.text_seen = (self.text_seen + c)[-4096:]
+            if self.text_seen.endswith(b"\n") and b"fatal:" in self.text_seen.split(b"\n")[-2]:
+                raise ProtocolError("firmware crashed: " + self.text_seen.decode(errors="replace").strip())
+            prev = c
+        hdr = self._read_exact(4, deadline)
+        version, ftype, length = struct.unpack("<BBH", hdr)
+        rest = self._read_exact(length + 2, deadline)
+        payload, crc = rest[:-2], struct.unpack("<H", rest[-2:])[0]
+        if crc16(hdr + payload) != crc:
+            raise ProtocolError("reply with a bad checksum")
+        if version != VERSION:
+            raise ProtocolError(f"reply with protocol version {version}, this client speaks {VERSION}")
+        return ftype, payload
+
+    def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None):
+        self.send_raw(make_frame(ftype, payload))
+        return self.expect_reply(ftype, timeout)
+
+    def expect_reply(self, req_type: int, timeout: float | None = None) -> bytes:
+        ftype, payload = self.read_frame(timeout)
+        if ftype == T_ERROR:
+            raise parse_error(payload)
+        if ftype != (T_REPLY | req_type):
+            raise ProtocolError(f"expected reply type {T_REPLY | req_type:#x}, got {ftype:#x}")
+        return payload
+
+    # ---- requests ----------------------------------------------------------------------
+    def info(self) -> dict:
+        if self._info is None:
+            self._info = parse_info(self.request(T_INFO))
+        return self._info
+
+    def infer_u8(self, pixels) -> dict:
+        return parse_infer(self.request(T_INFER_U8, np.asarray(pixels, dtype=np.uint8).tobytes()))
+
+    def infer_i8(self, tensor) -> dict:
+        return parse_infer(self.request(T_INFER_I8, np.asarray(tensor, dtype=np.int8).tobytes()))
+
+    def infer_text(self, pixels) -> dict:
+        """The person-at-a-terminal mode: numbers as text, one result line back."""
+        text = " ".join(str(int(v)) for v in np.asarray(pixels, dtype=np.uint8).ravel()) + "\n"
+        self.send_raw(text.encode())
+        deadline = time.monotonic() + self.timeout
+        while True:
+            line = b""
+            while not line.endswith(b"\n"):
+                line += self._read_exact(1, deadline)
+            line = line.decode(errors="replace").strip()
+            if line.startswith("result "):
+                return parse_text_result(line)
+            if line.startswith("error "):
+                raise FirmwareError(9, 0, 0, line[len("error "):])
+
+    def exit(self, code: int = 0):
+        self.request(T_EXIT, bytes([code & 0xFF]))
+
+
+def parse_error(payload: bytes) -> FirmwareError:
+    if len(payload) < 4:
+        return FirmwareError(-1, 0, 0, "malformed error frame")
+    code, req, detail = struct.unpack("<BBH", payload[:4])
+    return FirmwareError(code, req, detail, payload[4:].decode(errors="replace"))
+
+
+def parse_info(p: bytes) -> dict:
+    (proto, unit, hz, n_in, n_out, n_layers, ws, in_scale, in_zp, out_scale, out_zp,
+     stack) = struct.unpack("<BBIHHHIfifiI", p[:36])
+    lm = p[36]
+    model = p[37:37 + lm].decode()
+    lb = p[37 + lm]
+    board = p[38 + lm:38 + lm + lb].decode()
+    return {"protocol": proto, "cost_unit": unit, "hz": hz, "input_size": n_in, "output_size": n_out,
+            "num_layers": n_layers, "workspace": ws, "input_scale": in_scale, "input_zero_point": in_zp,
+            "output_scale": out_scale, "output_zero_point": out_zp, "stack_used": stack,
+            "model": model, "board": board}
+
+
+def parse_infer(p: bytes) -> dict:
+    pred, unit, nl, hz, cost = struct.unpack("<HBBII", p[:12])
+    layers = list(struct.unpack(f"<{nl}I", p[12:12 + 4 * nl]))
+    off = 12 + 4 * nl
+    (n_out,) = struct.unpack("<H", p[off:off + 2])
+    out = np.frombuffer(p[off + 2:off + 2 + n_out], dtype=np.int8).copy()
+    if len(out) != n_out:
+        raise ProtocolError("truncated inference reply")
+    return {"class": pred, "cost_unit": unit, "hz": hz, "cost": cost, "layers": layers, "output": out}
+
+
+def parse_text_result(line: str) -> dict:
+    fields = dict(f.split("=", 1) for f in line.split()[1:])
+    return {"class": int(fields["class"]), "cost": int(fields["cost"]),
+            "cost_unit": COST_CYCLES if fields["unit"] == "cycles" else COST_TICKS,
+            "hz": int(fields["hz"]), "layers": [],
+            "output": np.array([int(v) for v in fields["output"].split(",")], dtype=np.int8)}
+
+
+def instructions(ticks: int, hz: int, icount_shift: int) -> int:
+    """QEMU `-icount shift=S`: one instruction = 2^S ns of virtual time."""
+    return int(round(ticks * (1e9 / hz) / (1 << icount_shift)))
+
+
+def describe_cost(r: dict, icount_shift: int | None) -> str:
+    if r["cost_unit"] == COST_CYCLES:
+        return f"{r['cost']:,} cycles ({r['cost'] / r['hz'] * 1e3:.3f} ms at {r['hz'] / 1e6:g} MHz)"
+    if icount_shift is not None:
+        return f"{instructions(r['cost'], r['hz'], icount_shift):,} instructions"
+    return f"{r['cost']:,} timer ticks at {r['hz'] / 1e6:g} MHz"
+
+
+# ---- QEMU ------------------------------------------------------------------------------
+
+class Qemu:
+    """The firmware on QEMU's MPS2 AN500 (Cortex-M7), serial line on 127.0.0.1:<free port>."""
+
+    def __init__(self, elf: str, icount_shift: int = QEMU_ICOUNT_SHIFT, time_limit: float = 900,
+                 trace: str | None = None):
+        if not os.path.isfile(elf):
+            raise UserError(f"{elf}: no such firmware file (build it: scons board=mps2-an500)")
+        self.qemu = shutil.which("qemu-system-arm")
+        if not self.qemu:
+            raise UserError("qemu-system-arm not found: apt-get install --no-install-recommends "
+                            "qemu-system-arm")
+        self.elf, self.icount_shift, self.time_limit, self.trace = elf, icount_shift, time_limit, trace
+        self.proc = None
+        self.port = None
+
+    def command(self, port: int) -> list:
+        cmd = []
+        if shutil.which("timeout"):
+            cmd = ["timeout", "--kill-after=5", str(int(self.time_limit))]
+        cmd += [self.qemu, "-M", "mps2-an500", "-cpu", "cortex-m7", "-display", "none",
+                "-monitor", "none", "-nodefaults", "-semihosting-config", "enable=on,target=native",
+                "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on",
+                "-kernel", self.elf]
+        if self.icount_shift is not None:
+            cmd[cmd.index("-kernel"):cmd.index("-kernel")] = ["-icount", f"shift={self.icount_shift}"]
+        if self.trace:
+            cmd += self.trace
+        return cmd
+
+    def start(self) -> str:
+        """Start QEMU; returns the pyserial URL. QEMU holds the guest until we connect."""
+        import select
+        for _attempt in range(5):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            self.proc = subprocess.Popen(self.command(port), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + 20
+            err = b""
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                ready, _, _ = select.select([self.proc.stderr], [], [], 0.1)
+                if ready:
+                    chunk = os.read(self.proc.stderr.fileno(), 4096)
+                    err += chunk
+                    if b"waiting for connection" in err:
+                        self.port = port
+                        return f"socket://127.0.0.1:{port}"
+            err = err.decode(errors="replace") + self.stop()
+            if "Address already in use" not in err:
+                raise ProtocolError(f"QEMU did not start: {err.strip() or 'no output'}")
+        raise ProtocolError("QEMU could not get a free TCP port")
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise ProtocolError("QEMU did not exit after the EXIT request") from None
+
+    def stop(self) -> str:
+        if self.proc is None:
+            return ""
+        if self.proc.poll() is None:
+            self.proc.terminate()   # `timeout` passes SIGTERM on to QEMU
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            err = b""
+        return (err or b"").decode(errors="replace")
+
+
+# ---- inputs ----------------------------------------------------------------------------
+
+class Sample:
+    def __init__(self, name, pixels=None, tensor=None, label=None):
+        self.name, self.pixels, self.tensor, self.label = name, pixels, tensor, label
+
+
+def load_png(path: str, size: int, hw: tuple) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        img = Image.open(path).convert("L")
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{path}: not a readable image ({e})") from None
+    if img.size != (hw[1], hw[0]):
+        img = img.resize((hw[1], hw[0]), Image.BILINEAR)
+    px = np.asarray(img, dtype=np.uint8).ravel()
+    if px.size != size:
+        raise UserError(f"{path}: {px.size} pixels, the model takes {size}")
+    return px
+
+
+def samples_from_npy(path: str, size: int, info: dict) -> list:
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable .npy file ({e})") from None
+    if a.size % size:
+        raise UserError(f"{path}: {a.size} values is not a multiple of the model's input size {size}")
+    a = a.reshape(-1, size)
+    base = os.path.basename(path)
+    if a.dtype == np.uint8:
+        return [Sample(f"{base}[{i}]", pixels=row) for i, row in enumerate(a)]
+    if a.dtype == np.int8:
+        return [Sample(f"{base}[{i}]", tensor=row) for i, row in enumerate(a)]
+    if np.issubdtype(a.dtype, np.floating):
+        q = quantize(a.astype(np.float32), info["input_scale"], info["input_zero_point"])
+        return [Sample(f"{base}[{i}]", tensor=row) for i, row in enumerate(q)]
+    raise UserError(f"{path}: dtype {a.dtype}; use uint8 pixels, int8 tensors or float images in [0, 1]")
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """As the firmware (and torch) does: q = clamp(rint(x * (1/scale)) + zp), float32 only."""
+    inv = np.float32(1.0) / np.float32(scale)
+    q = np.rint(np.asarray(x, dtype=np.float32) * inv).astype(np.int64) + zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def pixels_to_tensor(pixels: np.ndarray, info: dict) -> np.ndarray:
+    x = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
+    return quantize(x, info["input_scale"], info["input_zero_point"])
+
+
+def dataset_samples(spec: str, size: int, count: int) -> list:
+    sys.path[:0] = [ROOT]
+    try:
+        from models.data import DataError, image_data
+    except ImportError as e:
+        raise UserError(f"--dataset needs the repository's models package: {e}") from None
+    side = int(round(size ** 0.5))
+    if side * side != size:
+        raise UserError(f"--dataset gives square images; this model's input has {size} values")
+    try:
+        _, held = image_data(spec, side)
+    except DataError as e:
+        raise UserError(str(e)) from None
+    n = min(count, len(held)) if count else len(held)
+    px = np.rint(held.x[:n].reshape(n, -1) * 255.0).astype(np.uint8)
+    return [Sample(f"{spec}#{i}", pixels=px[i], label=int(held.y[i])) for i in range(n)]
+
+
+def gather_samples(args, info: dict) -> list:
+    size = info["input_size"]
+    side = int(round(size ** 0.5))
+    out = []
+    for path in args.inputs:
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+        if path.lower().endswith(".npy"):
+            out += samples_from_npy(path, size, info)
+        else:
+            out.append(Sample(os.path.basename(path), pixels=load_png(path, size, (side, side))))
+    if args.dataset:
+        out += dataset_samples(args.dataset, size, args.count)
+    if args.random:
+        rng = np.random.default_rng(args.seed)
+        out += [Sample(f"random#{i}", pixels=rng.integers(0, 256, size, dtype=np.uint8))
+                for i in range(args.random)]
+    if args.count and len(out) > args.count:
+        out = out[:args.count]
+    return out
+
+
+# ---- main ------------------------------------------------------------------------------
+
+def load_host(args):
+    if not (args.so or args.header):
+        return None
+    if not (args.so and args.header):
+        raise UserError("--so and --header go together (the host library and its generated header)")
+    sys.path[:0] = [ROOT]
+    from hostlib import HostLibError, load
+    try:
+        return load(args.so, args.header)
+    except HostLibError as e:
+        raise UserError(str(e)) from None
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial device (/dev/ttyACM0) or pyserial URL (socket://HOST:PORT)")
+    where.add_argument("--qemu", metavar="ELF", help="start this mps2-an500 firmware under QEMU and talk to it")
+    ap.add_argument("inputs", nargs="*", help="PNG images or .npy arrays")
+    ap.add_argument("--dataset", help="send held-out samples of a data set: digits | mnist:DIR")
+    ap.add_argument("--random", type=int, default=0, metavar="N", help="send N random images")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    ap.add_argument("--count", type=int, default=0, metavar="N", help="send at most N samples")
+    ap.add_argument("--text", action="store_true", help="use the firmware's text mode instead of binary frames")
+    ap.add_argument("--so", help="host library of the same model, to compare outputs (liblenet5.so)")
+    ap.add_argument("--header", help="generated header of the model (tvmgen_<model>.h), with --so")
+    ap.add_argument("--baud", type=int, default=115200, help="baud rate of a serial device (default 115200)")
+    ap.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for a reply (default 20)")
+    ap.add_argument("--icount-shift", type=int, default=None, metavar="S",
+                    help=f"QEMU -icount shift (with --qemu default {QEMU_ICOUNT_SHIFT}: exact instruction "
+                         "counts); with --port to an emulator started elsewhere, the shift it runs with")
+    ap.add_argument("--qemu-time-limit", type=float, default=900, help="kill QEMU after this many seconds")
+    ap.add_argument("--bench", metavar="JSON", help="write the per-inference and per-layer costs here")
+    ap.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
+    args = ap.parse_args(argv)
+    if args.qemu and args.icount_shift is None:
+        args.icount_shift = QEMU_ICOUNT_SHIFT
+    if args.icount_shift is not None and not 0 <= args.icount_shift <= 10:
+        ap.error("--icount-shift must be 0..10")
+    if not (args.inputs or args.dataset or args.random):
+        ap.error("nothing to send: give image files, --dataset or --random")
+    return args
+
+
+def run(args) -> int:
+    host = load_host(args)
+    qemu = None
+    if args.qemu:
+        qemu = Qemu(args.qemu, args.icount_shift, args.qemu_time_limit)
+        port = qemu.start()
+    else:
+        port = args.port
+    fw = None
+    try:
+        fw = Firmware(port, timeout=args.timeout, baudrate=args.baud)
+        info = fw.info()
+        print(f"firmware: model {info['model']} on {info['board']}, input {info['input_size']} int8, "
+              f"output {info['output_size']}, arena {info['workspace']} B, protocol {info['protocol']}")
+        samples = gather_samples(args, info)
+        mismatches = errors = correct = labelled = 0
+        costs, layer_costs = [], []
+        for s in samples:
+            tensor = s.tensor if s.tensor is not None else pixels_to_tensor(s.pixels, info)
+            try:
+                if args.text:
+                    if s.pixels is None:
+                        raise UserError(f"{s.name}: text mode sends pixels; this sample is a tensor")
+                    r = fw.infer_text(s.pixels)
+                elif s.pixels is not None:
+                    r = fw.infer_u8(s.pixels)
+                else:
+                    r = fw.infer_i8(s.tensor)
+            except FirmwareError as e:
+                errors += 1
+                print(f"{s.name}: {e}")
+                continue
+            costs.append(r["cost"])
+            if r["layers"]:
+                layer_costs.append(r["layers"])
+            line = f"{s.name}: class {r['class']}"
+            if s.label is not None:
+                labelled += 1
+                correct += int(r["class"] == s.label)
+                line += f" (label {s.label})"
+            line += f", cost {describe_cost(r, args.icount_shift)}"
+            if host is not None:
+                expected = host.run(tensor.reshape((1,) + tuple(host.inputs[0].shape[1:])))[0].ravel()
+                if np.array_equal(expected, r["output"]):
+                    line += ", host library: match"
+                else:
+                    mismatches += 1
+                    diff = np.flatnonzero(expected != r["output"])
+                    line += (f", host library: MISMATCH at {len(diff)} of {len(expected)} outputs "
+                             f"(firmware {r['output'][diff[:4]].tolist()} vs host {expected[diff[:4]].tolist()})")
+            if not args.quiet:
+                print(line)
+        fw._info = None
+        info_after = fw.info()   # again: the stack high-water mark after the inferences
+        summary = f"{len(costs)} of {len(samples)} inputs answered"
+        if labelled:
+            summary += f", accuracy {correct}/{labelled} = {100.0 * correct / labelled:.1f}%"
+        if host is not None:
+            summary += f", {mismatches} mismatches against the host library"
+        if costs:
+            unit_r = {"cost": int(np.mean(costs)), "cost_unit": info["cost_unit"], "hz": info["hz"]}
+            summary += f", mean cost {describe_cost(unit_r, args.icount_shift)}"
+        summary += f", stack used {info_after['stack_used']} B"
+        print(summary)
+        if args.bench:
+            write_bench(args.bench, info_after, costs, layer_costs, args.icount_shift)
+        if qemu is not None:
+            fw.exit(0)
+            rc = qemu.wait()
+            if rc != 0:
+                print(f"error: QEMU exited with status {rc}", file=sys.stderr)
+                return 1
+        return 1 if (mismatches or errors) else 0
+    finally:
+        if fw is not None:
+            fw.close()
+        if qemu is not None:
+            qemu.stop()
+
+
+def write_bench(path, info, costs, layer_costs, shift):
+    def conv(t):
+        return instructions(t, info["hz"], shift) if (shift is not None and info["cost_unit"] == COST_TICKS) else t
+    unit = "instructions" if (shift is not None and info["cost_unit"] == COST_TICKS) else (
+        "cycles" if info["cost_unit"] == COST_CYCLES else "ticks")
+    data = {"model": info["model"], "board": info["board"], "unit": unit, "icount_shift": shift,
+            "inferences": len(costs), "per_inference": [conv(c) for c in costs],
+            "per_layer": [conv(int(round(np.mean(col)))) for col in zip(*layer_costs)] if layer_costs else [],
+            "stack_used": info["stack_used"], "workspace": info["workspace"]}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+        return run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ProtocolError, FirmwareError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
