@@ -35,7 +35,7 @@ MODEL = "lenet5"
 @pytest.fixture(scope="module")
 def display():
     if not (shutil.which("Xvfb") and shutil.which("xdotool")):
-        pytest.skip("Xvfb and xdotool are needed: apt-get install --no-install-recommends xvfb xdotool")
+        pytest.fail("Xvfb and xdotool are needed: apt-get install --no-install-recommends xvfb xdotool")
     r, w = os.pipe()
     proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
                             pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -219,11 +219,11 @@ def firmware_elf():
         return elf
     if not (os.path.isfile(os.path.join(ROOT, "firmware", "riot", "SConscript"))
             and shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
-        pytest.skip(f"{elf} is not built and cannot be (firmware SConscript, arm-none-eabi-gcc, qemu)")
+        pytest.fail(f"{elf} is not built and cannot be (firmware SConscript, arm-none-eabi-gcc, qemu)")
     subprocess.run([os.path.join(ROOT, "scons"), "-C", ROOT, "board=mps2-an500", f"model={MODEL}"],
                    check=True, capture_output=True)
     if not os.path.isfile(elf):
-        pytest.skip(f"the firmware build did not produce {elf}")
+        pytest.fail(f"the firmware build did not produce {elf}")
     return elf
 
 
