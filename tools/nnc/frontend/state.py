@@ -145,20 +145,7 @@ def run_op(op, xs: list) -> np.ndarray:
 
 def run_graph(graph: Graph, inputs: list, capture: bool = False):
     """nnc.reference.run for graphs that may contain torch_float_add (batch in dimension 0)."""
-    env = {}
-    for t, x in zip(graph.inputs, inputs):
-        x = np.asarray(x)
-        if x.shape[1:] != tuple(t.shape[1:]) or x.dtype != np.int8:
-            raise ValueError(f"input {t.name}: expected int8 (N, {t.shape[1:]}), got {x.dtype} {x.shape}")
-        env[id(t)] = x
-    captured = {}
-    for op in graph.ops:
-        y = run_op(op, [env[id(t)] for t in op.inputs])
-        env[id(op.output)] = y
-        if capture:
-            captured[op.output.name] = y
-    outs = [env[id(t)] for t in graph.outputs]
-    return (outs, captured) if capture else outs
+    return reference.run(graph, inputs, capture, op_runner=run_op)
 
 
 def own_qparams(values: np.ndarray) -> QParams:

@@ -483,18 +483,15 @@ def run_transformed(graph: Graph, inputs: list) -> list:
         n = x.shape[0]
         return x.reshape(n, -1, 4)[:, :, ::-1].reshape(x.shape)
 
-    env = {id(t): np.asarray(x) for t, x in zip(graph.inputs, inputs)}
-    for op in graph.ops:
-        xs = [env[id(t)] for t in op.inputs]
+    def run_op(op, xs):
         if op.kind == REVERSE:
-            y = rev(xs[0])
-        elif op.attrs.get("diana_placement") == ACCEL:
+            return rev(xs[0])
+        if op.attrs.get("diana_placement") == ACCEL:
             # the accelerator: reads and writes word-reversed data
-            y = rev(reference.run_op(op, [rev(x) for x in xs]))
-        else:
-            y = reference.run_op(op, xs)
-        env[id(op.output)] = y
-    return [env[id(t)] for t in graph.outputs]
+            return rev(reference.run_op(op, [rev(x) for x in xs]))
+        return reference.run_op(op, xs)
+
+    return reference.run(graph, inputs, op_runner=run_op)
 
 
 # -- the target -----------------------------------------------------------------------------------
