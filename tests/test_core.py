@@ -11,19 +11,14 @@ from conftest import ROOT, edge_and_random_inputs, generated_dir, load_host_libr
 
 from nnc import reference
 from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC, RV32_CC, RV32_FLAGS
-from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
+from nnc.frontend.torch_eager import import_torch_model, quantize_like_torch, run_torch_int8
 
 CORE_MODELS = ["lenet5", "residual_cnn"]
 
 
 def quantize_real(spec, graph, n):
     """Real data-set samples, quantized as the model's QuantStub does."""
-    import torch
-    x = spec.calibration_inputs(n)
-    q = graph.inputs[0].qparams
-    return torch.quantize_per_tensor(x.float(), q.scale, q.zero_point + 128,
-                                     torch.quint8).int_repr().numpy().astype(np.int16).__sub__(128) \
-        .astype(np.int8)
+    return quantize_like_torch(spec.calibration_inputs(n).float().numpy(), graph.inputs[0].qparams)
 
 
 @pytest.fixture(scope="module", params=CORE_MODELS)

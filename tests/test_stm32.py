@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -23,14 +22,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 import serial_client as sc  # noqa: E402
+from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
 
 MODEL = "lenet5"
 NO_PROBE = "no ST-LINK probe found (or no permission: udev rules)"
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
-    reason="needs qemu-system-arm and arm-none-eabi-gcc (apt-get install --no-install-recommends "
-           "qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi)")
+@pytest.fixture(autouse=True)
+def arm_tools():
+    """`./scons host test` installs these; their absence is a failure, not a skip."""
+    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        pytest.fail("needs qemu-system-arm and arm-none-eabi-gcc (apt-get install --no-install-recommends "
+                    "qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi)")
 
 
 def scons(*args, cwd=ROOT, timeout=900):
@@ -89,13 +91,7 @@ def torch_int8_outputs(q, host):
 
 
 def torch_quantize(x, port):
-    import warnings
-
-    import torch
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torch 2.13 deprecates quantize_per_tensor; it is the reference
-        qt = torch.quantize_per_tensor(torch.from_numpy(x), port.scale, port.zero_point + 128, torch.quint8)
-    return (qt.int_repr().numpy().astype(np.int16) - 128).astype(np.int8)
+    return quantize_like_torch(x, port)
 
 
 def test_info(fw, host):
@@ -267,7 +263,7 @@ def test_f746_has_no_double_precision_instructions(f746_build):
 def test_flash_without_probe_fails_clearly(f746_build, programmer):
     tool = "openocd" if programmer == "openocd" else "st-flash"
     if not shutil.which(tool):
-        pytest.skip(f"{tool} is not installed")
+        pytest.fail(f"{tool} is not installed (apt-get install --no-install-recommends openocd stlink-tools)")
     r = scons("board=stm32f746g-disco", f"model={MODEL}", f"programmer={programmer}", "flash")
     assert r.returncode != 0
     out = r.stdout + r.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import FULL, edge_and_random_inputs, load_host_library
 
-from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
+from nnc.frontend.torch_eager import import_torch_model, quantize_like_torch, run_torch_int8
 
 
 def zoo_models():
@@ -18,10 +18,7 @@ def zoo_models():
 
 
 def real_inputs(spec, qparams, n):
-    import torch
-    x = spec.calibration_inputs(n).float()
-    q = torch.quantize_per_tensor(x, qparams.scale, qparams.zero_point + 128, torch.quint8)
-    return (q.int_repr().numpy().astype(np.int16) - 128).astype(np.int8)
+    return quantize_like_torch(spec.calibration_inputs(n).float().numpy(), qparams)
 
 
 @pytest.mark.parametrize("name", zoo_models())

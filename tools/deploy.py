@@ -32,14 +32,10 @@ REFERENCE = "torch eager quantized model, engine qnnpack (int8 tensor before the
 
 
 def sample_input(spec, graph, layout: str, seed: int) -> np.ndarray:
-    """One real sample of the model's data set, quantized as its QuantStub does."""
-    import torch
-    from nnc.frontend.torch_eager import import_torch_model  # noqa: F401  (torch set-up)
-    torch.manual_seed(seed)
-    x = spec.calibration_inputs(1).float()
-    q = graph.inputs[0].qparams
-    xi = (torch.quantize_per_tensor(x, q.scale, q.zero_point + 128, torch.quint8)
-          .int_repr().numpy().astype(np.int16) - 128).astype(np.int8)
+    """Held-out/training sample number `seed` of the model's data set, quantized as its QuantStub does."""
+    from nnc.frontend.torch_eager import quantize_like_torch
+    x = spec.calibration_inputs(seed + 1)[seed:seed + 1].float().numpy()
+    xi = quantize_like_torch(x, graph.inputs[0].qparams)
     return np.ascontiguousarray(xi.transpose(0, 2, 3, 1)) if layout == "nhwc" else xi
 
 

@@ -395,6 +395,19 @@ def import_torch_model(model, example_input, name: str) -> Graph:
         return TorchEagerImporter().import_model(model, example_input, name)
 
 
+def quantize_like_torch(x, qparams) -> np.ndarray:
+    """float inputs -> int8 exactly as a QuantStub with these parameters (torch's quantize).
+
+    `qparams` is anything with `scale` and an int8-domain `zero_point` (QParams, a hostlib Port).
+    """
+    torch = _torch()
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch 2.13 deprecates quantize_per_tensor; it is the reference
+        q = torch.quantize_per_tensor(x, float(qparams.scale), int(qparams.zero_point) + 128, torch.quint8)
+    return (q.int_repr().numpy().astype(np.int16) - 128).astype(np.int8)
+
+
 def run_torch_int8(qmodel, inputs: list, input_qparams: list) -> list:
     """Run the torch model on int8 inputs; return the int8 tensors that reach its DeQuantStubs.
 
