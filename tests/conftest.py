@@ -39,6 +39,26 @@ def edge_and_random_inputs(shape, n_random: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([np.stack(edges), rand]).astype(np.int8)
 
 
+def build_host_library(graph, kernels: str, out_dir, tag: str):
+    """Compile a graph for the cpu target with the given kernels into a host library.
+
+    Returns (CompiledModel, loaded library, path of the generated .c); the C must compile
+    with the host flags and print nothing (no warning)."""
+    import subprocess
+    import hostlib
+    from nnc.compiler import compile_graph
+    from nnc.targets.cpu import CpuTarget
+    from nnc.toolchains import HOST_CC, HOST_CFLAGS
+    compiled = compile_graph(graph, CpuTarget(kernels=kernels))
+    out = os.path.join(str(out_dir), tag)
+    header, source = compiled.write(out)
+    so = os.path.join(out, f"lib{tag}.so")
+    r = subprocess.run([HOST_CC, "-shared", "-fPIC", "-o", so, source, "-I", out, "-lm"] + HOST_CFLAGS,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    return compiled, hostlib.load(so, header), source
+
+
 @pytest.fixture(scope="session")
 def zoo():
     from models.registry import MODELS

@@ -13,14 +13,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import edge_and_random_inputs
+from conftest import build_host_library, edge_and_random_inputs
 
-import hostlib
-from nnc.compiler import compile_graph
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
 from nnc.kernels.m7_kernels import pack_weights
-from nnc.targets.cpu import CpuTarget
-from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC, HOST_CFLAGS
+from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC
 
 N_INPUTS = 1000
 GRID_SHAPE = (1, 1, 13, 11)
@@ -28,14 +25,7 @@ STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
 
 
 def build(graph, out_dir, tag):
-    compiled = compile_graph(graph, CpuTarget(kernels="m7"))
-    out = out_dir / tag
-    header, source = compiled.write(str(out))
-    so = str(out / f"lib{tag}.so")
-    r = subprocess.run([HOST_CC, "-shared", "-fPIC", "-o", so, source, "-I", str(out), "-lm"] + HOST_CFLAGS,
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and r.stderr == "", r.stderr
-    return compiled, hostlib.load(so, header), source
+    return build_host_library(graph, "m7", out_dir, tag)
 
 
 def providers_of(compiled):

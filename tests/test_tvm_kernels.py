@@ -13,9 +13,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import edge_and_random_inputs
+from conftest import build_host_library, edge_and_random_inputs
 
-import hostlib
 from nnc import reference
 from nnc.compiler import compile_graph
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
@@ -81,14 +80,7 @@ def make_model(scheme: str, seed: int):
 
 
 def build(graph, tmp_path, tag):
-    compiled = compile_graph(graph, CpuTarget(kernels="tvm"))
-    out = tmp_path / tag
-    header, source = compiled.write(str(out))
-    so = str(out / f"lib{tag}.so")
-    r = subprocess.run([HOST_CC, "-shared", "-fPIC", "-o", so, source, "-I", str(out), "-lm"] + CFLAGS,
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and r.stderr == "", r.stderr
-    return compiled, hostlib.load(so, header), source
+    return build_host_library(graph, "tvm", tmp_path, tag)
 
 
 @pytest.fixture(scope="module", params=["per_tensor", "per_channel"])
