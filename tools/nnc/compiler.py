@@ -61,11 +61,9 @@ def compile_graph(graph: Graph, target, alignment: int = 8) -> CompiledModel:
     resolve_reshapes(graph)
     graph.validate()
     plan = plan_memory(graph, alignment)
-    kernels = select_kernels(graph, target.kernel_providers(), f"tvmgen_{c_identifier(graph.name)}")
-    # Aliasing reshapes move no data: no call.
-    for op in graph.ops:
-        if op.kind == "reshape" and op.output.alias_of is not None:
-            kernels.pop(id(op), None)
+    # Aliasing reshapes move no data: they get no kernel and no call.
+    moving = [op for op in graph.ops if not (op.kind == "reshape" and op.output.alias_of is not None)]
+    kernels = select_kernels(moving, target.kernel_providers(), f"tvmgen_{c_identifier(graph.name)}")
     header = emit_header(graph, plan, target.extra_header_api(graph))
     source = emit_source(graph, plan, kernels, target.extra_source(graph, plan))
     return CompiledModel(graph, plan, kernels, header, source)

@@ -39,11 +39,11 @@ class KernelProvider:
         raise NotImplementedError
 
 
-def select_kernels(graph, providers, prefix: str) -> dict:
-    """op -> Kernel, using the first provider that supports each op."""
+def select_kernels(ops, providers, prefix: str) -> dict:
+    """id(op) -> Kernel for each of `ops`, using the first provider that supports it."""
     from ..ir import c_identifier
     kernels = {}
-    for op in graph.ops:
+    for op in ops:
         for p in providers:
             if p.supports(op):
                 kernels[id(op)] = p.emit(op, f"{prefix}_{c_identifier(op.name)}")
