@@ -487,8 +487,16 @@ def test_builder_rejects_mistakes():
 
 # -- RV32 firmware under QEMU -----------------------------------------------------------------------
 
-needs_riscv = pytest.mark.skipif(fw.toolchain_missing() is not None,
-                                 reason=f"{fw.toolchain_missing()} not installed")
+@pytest.fixture
+def riscv_tools():
+    """`./scons host test` installs the RV32 toolchain and QEMU; their absence is a failure."""
+    missing = fw.toolchain_missing()
+    if missing is not None:
+        pytest.fail(f"{missing} is not installed (apt-get install --no-install-recommends "
+                    "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc)")
+
+
+needs_riscv = pytest.mark.usefixtures("riscv_tools")
 
 
 def run_demo_firmware(tmp_path, models, name):

@@ -150,7 +150,7 @@ def zoo_model():
     try:
         qmodel = spec.load_quantized()
     except (FileNotFoundError, ValueError) as e:
-        pytest.skip(f"zoo model 'stateful' not available: {e}")
+        pytest.fail(f"zoo model 'stateful' not available: {e}")
     return spec, qmodel, spec.example_input()
 
 
@@ -654,7 +654,7 @@ def test_stateless_models_on_both_paths(runtime_so, tmp_path, name):
         try:
             qmodel = spec.load_quantized()
         except (FileNotFoundError, ValueError) as e:
-            pytest.skip(str(e))
+            pytest.fail(str(e))
         example = spec.example_input()
     pkg, log = compile_cfg(qmodel, example, tmp_path, MODEL=name, OUTPUT_MODE="I2C_IMAGES")
     assert not pkg.lowered.persistent and not log
