@@ -51,7 +51,7 @@ def emit_header(graph: Graph, plan: MemoryPlan, extra_api: str = "") -> str:
         "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
         f"/* Bytes of the static arena inside {prefix}.c that holds every intermediate tensor. */",
         f"#define {macro}_WORKSPACE_SIZE {plan.arena_size}",
-        f"/* Multiply-accumulates of one inference. */",
+        "/* Multiply-accumulates of one inference. */",
         f"#define {macro}_MACS {graph.macs()}",
         f"#define {macro}_NUM_LAYERS {len(graph.ops)}", "",
         "/* Tensors at the boundary: int8, NCHW; real value = scale * (q - zero_point). */",

@@ -140,7 +140,7 @@ def layout(lowered, plan, cfg, params_layout) -> MemoryMap:
                                       ids[id(t.alias_of)])
 
     for r in REGIONS:
-        need, (rstart, have) = mm.used[r], regions[r]
+        need, (_, have) = mm.used[r], regions[r]
         if need > have:
             parts = ", ".join(f"{what} {n}" for what, n in mm.breakdown[r])
             raise NncError(f"the network does not fit in {r}: it needs {need} bytes, "
