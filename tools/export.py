@@ -41,7 +41,7 @@ def model_summary(compiled, target_name: str) -> dict:
                     "kernel": compiled.kernels[id(op)].provider if id(op) in compiled.kernels else None,
                     "arena_offset": plan.offset_of(op.output)}
                    for op in g.ops],
-        "buffers": [{"tensor": b.tensor.name, "offset": b.offset, "size": b.size,
+        "buffers": [{"tensor": b.name, "offset": b.offset, "size": b.size,
                      "first_step": b.first, "last_step": b.last} for b in plan.buffers],
         "notes": g.meta.get("notes", []),
     }

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from .codegen.aot import emit_header, emit_source
 from .ir import Graph, c_identifier
-from .kernels import select_kernels
+from .kernels import first_provider, select_kernels
+from .passes import conv_maxpool_parts, fuse_conv_maxpool
 from .planner import MemoryPlan, plan_memory
 
 
@@ -55,15 +56,25 @@ def resolve_reshapes(graph: Graph) -> None:
                 out.alias_of = None   # becomes its own storage: the kernel copies the bytes
 
 
+def _runs_fused(fused, providers) -> bool:
+    """Fuse only where the kernel that would run the convolution can run the fused op too."""
+    p = first_provider(conv_maxpool_parts(fused)[0], providers)
+    return p is not None and p.supports(fused)
+
+
 def compile_graph(graph: Graph, target, alignment: int = 8) -> CompiledModel:
     for p in target.passes():
         p(graph)
+    providers = target.kernel_providers()
+    fuse_conv_maxpool(graph, lambda fused: _runs_fused(fused, providers))
     resolve_reshapes(graph)
     graph.validate()
-    plan = plan_memory(graph, alignment)
     # Aliasing reshapes move no data: they get no kernel and no call.
     moving = [op for op in graph.ops if not (op.kind == "reshape" and op.output.alias_of is not None)]
-    kernels = select_kernels(moving, target.kernel_providers(), f"tvmgen_{c_identifier(graph.name)}")
+    kernels = select_kernels(moving, providers, f"tvmgen_{c_identifier(graph.name)}")
+    scratch = {step: kernels[id(op)].scratch_bytes for step, op in enumerate(graph.ops)
+               if id(op) in kernels}
+    plan = plan_memory(graph, alignment, scratch)
     header = emit_header(graph, plan, target.extra_header_api(graph))
     source = emit_source(graph, plan, kernels, target.extra_source(graph, plan))
     return CompiledModel(graph, plan, kernels, header, source)

@@ -26,6 +26,8 @@ OP_KINDS = {
     "add": "element-wise add of two int8 tensors, requantized",
     "relu": "clamp at the zero point",
     "maxpool2d": "max pooling",
+    "conv2d_maxpool2d": "2-D convolution and the max pooling after it, fused: only the pooled "
+                        "output is stored (a kernel provider asks for it, see passes.fuse_conv_maxpool)",
     "avgpool2d": "average pooling, requantized",
     "reshape": "shape change without data movement (flatten, view, reshape)",
     "cat": "concatenation along one axis, each input requantized to the output",
@@ -86,9 +88,10 @@ class Op:
 
     def macs(self) -> int:
         """Multiply-accumulates of one inference (0 for ops without MACs)."""
-        if self.kind == "conv2d":
+        if self.kind in ("conv2d", "conv2d_maxpool2d"):
             w = self.params["weight"]
-            return int(np.prod(self.output.shape)) * int(np.prod(w.shape[1:]))
+            shape = self.attrs.get("conv_shape", self.output.shape)
+            return int(np.prod(shape)) * int(np.prod(w.shape[1:]))
         if self.kind == "dense":
             return int(np.prod(self.output.shape)) * int(self.params["weight"].shape[1])
         return 0

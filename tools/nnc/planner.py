@@ -3,7 +3,8 @@
 Lifetimes come from the execution order: a buffer is live from the step that writes it to the
 last step that reads it (inclusive, so an op's inputs and outputs never share bytes). Graph
 inputs and outputs live in the caller's buffers, not in the arena. Reshape outputs reuse
-their input's bytes.
+their input's bytes. A kernel's scratch (an im2col column, say) is a buffer live during its own
+step only: it shares the arena with the tensors instead of being a static array of its own.
 
 Offsets: buffers are placed largest first, each at the lowest aligned offset that does not
 collide with an already placed buffer whose lifetime overlaps (greedy by size, a well-known
@@ -14,6 +15,7 @@ smaller than that bound.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from .ir import Graph, Tensor
 
@@ -24,11 +26,15 @@ def align_up(n: int, alignment: int) -> int:
 
 @dataclass
 class Buffer:
-    tensor: Tensor        # the storage tensor
-    size: int             # bytes, aligned
-    first: int            # step that writes it
-    last: int             # last step that reads it
+    tensor: Optional[Tensor]   # the storage tensor; None for a kernel's scratch
+    size: int                  # bytes, aligned
+    first: int                 # step that writes it
+    last: int                  # last step that reads it
     offset: int = -1
+    name: str = ""
+
+    def __post_init__(self):
+        self.name = self.name or self.tensor.name
 
 
 @dataclass
@@ -43,6 +49,13 @@ class MemoryPlan:
         storage = tensor.storage()
         for b in self.buffers:
             if b.tensor is storage:
+                return b.offset
+        return None
+
+    def scratch_offset(self, step: int):
+        """Arena offset of the scratch of the op at `step`, or None if it has none."""
+        for b in self.buffers:
+            if b.tensor is None and b.first == step:
                 return b.offset
         return None
 
@@ -63,10 +76,15 @@ def _lifetimes(graph: Graph, alignment: int) -> list:
     return list(buffers.values())
 
 
-def plan_memory(graph: Graph, alignment: int = 8) -> MemoryPlan:
+def plan_memory(graph: Graph, alignment: int = 8, scratch: Optional[dict] = None) -> MemoryPlan:
+    """`scratch`: step -> bytes of scratch the kernel of that step needs."""
     buffers = _lifetimes(graph, alignment)
+    for step, nbytes in sorted((scratch or {}).items()):
+        if nbytes:
+            buffers.append(Buffer(None, align_up(nbytes, alignment), step, step,
+                                  name=f"{graph.ops[step].name} (scratch)"))
     placed = []
-    for b in sorted(buffers, key=lambda b: (-b.size, b.first, b.tensor.name)):
+    for b in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
         overlapping = sorted((p for p in placed if p.first <= b.last and b.first <= p.last),
                              key=lambda p: p.offset)
         offset = 0

@@ -11,6 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import arith
 from .ir import Graph, Op
+from .passes import conv_maxpool_parts
 
 
 def _windows(x, kernel, stride, dilation):
@@ -118,6 +119,9 @@ def run_op(op: Op, xs: list) -> np.ndarray:
         return np.clip(xs[0], *op.attrs["clamp"]).astype(np.int8)
     if k == "maxpool2d":
         return _maxpool(op, xs[0])
+    if k == "conv2d_maxpool2d":
+        conv, pool = conv_maxpool_parts(op)
+        return _maxpool(pool, run_op(conv, xs))
     if k == "avgpool2d":
         return _avgpool(op, xs[0])
     if k == "reshape":

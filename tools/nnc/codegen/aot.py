@@ -150,6 +150,8 @@ def emit_source(graph: Graph, plan: MemoryPlan, kernels: dict, extra_source: str
                     args.append(_tensor_expr(op.inputs[int(a[2:])], graph, plan, arena))
                 elif a.startswith("out"):
                     args.append(where)
+                elif a == "scratch":
+                    args.append(f"({arena} + {plan.scratch_offset(index)})")
                 else:
                     args.append(f"{k.function}_{a[len('const:'):]}")
             body.append(f"    /* {op.name}: {op.kind} -> {op.output.shape} at {where} */")

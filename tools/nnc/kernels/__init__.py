@@ -21,12 +21,14 @@ from ..errors import NncError
 class Kernel:
     function: str                 # C function name
     source: str                   # C definition (static)
-    # Argument list, in order: "in0", "in1", ... (activations), "out0", or "const:<name>".
+    # Argument list, in order: "in0", "in1", ... (activations), "out0", "const:<name>", or
+    # "scratch" (a void* to scratch_bytes of the arena, live during this kernel only).
     args: list
     consts: dict = field(default_factory=dict)     # name -> np.ndarray (int8/int32/float32)
     provider: str = ""
     # Extra C (helpers shared by many kernels), keyed so that each is emitted once.
     prelude: dict = field(default_factory=dict)
+    scratch_bytes: int = 0
 
 
 class KernelProvider:
@@ -39,15 +41,19 @@ class KernelProvider:
         raise NotImplementedError
 
 
+def first_provider(op, providers):
+    """The provider that would run `op`, or None."""
+    return next((p for p in providers if p.supports(op)), None)
+
+
 def select_kernels(ops, providers, prefix: str) -> dict:
     """id(op) -> Kernel for each of `ops`, using the first provider that supports it."""
     from ..ir import c_identifier
     kernels = {}
     for op in ops:
-        for p in providers:
-            if p.supports(op):
-                kernels[id(op)] = p.emit(op, f"{prefix}_{c_identifier(op.name)}")
-                break
+        p = first_provider(op, providers)
+        if p is not None:
+            kernels[id(op)] = p.emit(op, f"{prefix}_{c_identifier(op.name)}")
         else:
             names = ", ".join(p.name for p in providers)
             raise NncError(f"no kernel for op {op.kind} with attributes {op.attrs}",

@@ -18,11 +18,16 @@ How a layer runs:
 - Requantization is `nearbyintf` (vrintr.f32 at -O2 with -mfpu=fpv5-sp-d16) as in the portable
   kernels.
 - Dense layers are the same with a single position whose column is the input vector.
+- A convolution followed by a non-overlapping max pool runs fused (`conv2d_maxpool2d`, see
+  `nnc.passes.fuse_conv_maxpool`): per pooled position the columns of its window's positions
+  are filled, each channel pair keeps the max of its accumulators, and only that is requantized
+  and stored. The convolution's full output never exists: LeNet-5's arena shrinks from 5,880 B
+  to the pooled tensors.
 
 The intrinsics (`nnc_m7_sxtb16`, `nnc_m7_sxtb16_ror8`, `nnc_m7_smlad`) are inline assembly when
 `__ARM_FEATURE_DSP` is defined and portable C otherwise, so the very same kernel source is
-bit-exact-tested on the host. Scratch: one static int16 column shared by all m7 kernels of a model
-(sized for the largest), `nnc_m7_col`; its size in bytes is in the comment above it.
+bit-exact-tested on the host. Scratch: the columns live in the arena (`Kernel.scratch_bytes`), in
+bytes that are free while the kernel runs, so they cost no RAM beyond the plan's peak.
 
 Depthwise/grouped convolutions, weight zero points and shift requantization are left to the
 portable provider (listed after this one).
@@ -56,6 +61,12 @@ static inline int32_t nnc_m7_smlad(uint32_t a, uint32_t b, int32_t acc)
     __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
     return r;
 }
+static inline int32_t nnc_m7_ssat8(int32_t x)
+{
+    int32_t r;
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(x));
+    return r;
+}
 #else
 /* Bytes 0 and 2, sign-extended to the two halfwords. */
 static inline uint32_t nnc_m7_sxtb16(uint32_t x)
@@ -75,12 +86,21 @@ static inline int32_t nnc_m7_smlad(uint32_t a, uint32_t b, int32_t acc)
     const int32_t p1 = (int32_t)(int16_t)(uint16_t)(a >> 16) * (int32_t)(int16_t)(uint16_t)(b >> 16);
     return (int32_t)((uint32_t)acc + (uint32_t)p0 + (uint32_t)p1);
 }
+/* Saturation to the int8 range. */
+static inline int32_t nnc_m7_ssat8(int32_t x)
+{
+    return x < -128 ? -128 : (x > 127 ? 127 : x);
+}
 #endif
 /* 32-bit load of any alignment (one LDR on the Cortex-M7). */
+/* Kernels stay separate functions (one per layer, for the debugger and the benchmark); the dot
+ * products are always inlined into them, where their lengths are constants. */
 #if defined(__GNUC__)
 #define NNC_M7_NOINLINE __attribute__((noinline))
+#define NNC_M7_INLINE static inline __attribute__((always_inline))
 #else
 #define NNC_M7_NOINLINE
+#define NNC_M7_INLINE static inline
 #endif
 static inline uint32_t nnc_m7_load32(const void* p)
 {
@@ -92,8 +112,12 @@ static inline uint32_t nnc_m7_load32(const void* p)
 """
 
 DOT = """\
+/* The dot products of the kernels. `col` holds int16 values (input minus zero point), `w` the
+ * weights as pack_weights() lays them out, n4 = column length / 4. Inlined into each kernel, where
+ * n4 is a constant. */
+
 /* One output channel (the last of an odd count). */
-static inline int32_t nnc_m7_dot1(const int16_t* col, const int8_t* w, int32_t n4, int32_t acc)
+NNC_M7_INLINE int32_t nnc_m7_dot1(const int16_t* col, const int8_t* w, int32_t n4, int32_t acc)
 {
     for (int32_t g = 0; g < n4; ++g) {
         const uint32_t w0 = nnc_m7_load32(w);
@@ -104,7 +128,96 @@ static inline int32_t nnc_m7_dot1(const int16_t* col, const int8_t* w, int32_t n
     }
     return acc;
 }
+
+/* Two output channels (their weights alternate word by word), one column:
+ * acc[0] += w0 . col, acc[1] += w1 . col. */
+NNC_M7_INLINE void nnc_m7_dot2(const int16_t* col, const int8_t* w, int32_t n4, int32_t acc[2])
+{
+    int32_t a0 = acc[0], a1 = acc[1];
+    for (int32_t g = 0; g < n4; ++g) {
+        const uint32_t x01 = nnc_m7_load32(col), x23 = nnc_m7_load32(col + 2);
+        const uint32_t w0 = nnc_m7_load32(w), w1 = nnc_m7_load32(w + 4);
+        a0 = nnc_m7_smlad(nnc_m7_sxtb16(w0), x01, a0);
+        a1 = nnc_m7_smlad(nnc_m7_sxtb16(w1), x01, a1);
+        a0 = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w0), x23, a0);
+        a1 = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w1), x23, a1);
+        col += 4;
+        w += 8;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* Two output channels, two columns a and b: each weight word is loaded and widened once for
+ * both. acc = { w0 . a, w1 . a, w0 . b, w1 . b } (plus what acc held). */
+NNC_M7_INLINE void nnc_m7_dot2x2(const int16_t* a, const int16_t* b, const int8_t* w, int32_t n4,
+                                 int32_t acc[4])
+{
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    for (int32_t g = 0; g < n4; ++g) {
+        const uint32_t a01 = nnc_m7_load32(a), a23 = nnc_m7_load32(a + 2);
+        const uint32_t b01 = nnc_m7_load32(b), b23 = nnc_m7_load32(b + 2);
+        const uint32_t w0 = nnc_m7_load32(w), w1 = nnc_m7_load32(w + 4);
+        uint32_t s = nnc_m7_sxtb16(w0);
+        a0 = nnc_m7_smlad(s, a01, a0);
+        b0 = nnc_m7_smlad(s, b01, b0);
+        s = nnc_m7_sxtb16_ror8(w0);
+        a0 = nnc_m7_smlad(s, a23, a0);
+        b0 = nnc_m7_smlad(s, b23, b0);
+        s = nnc_m7_sxtb16(w1);
+        a1 = nnc_m7_smlad(s, a01, a1);
+        b1 = nnc_m7_smlad(s, b01, b1);
+        s = nnc_m7_sxtb16_ror8(w1);
+        a1 = nnc_m7_smlad(s, a23, a1);
+        b1 = nnc_m7_smlad(s, b23, b1);
+        a += 4;
+        b += 4;
+        w += 8;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
+}
 """
+
+MAX3 = """\
+NNC_M7_INLINE int32_t nnc_m7_max3(int32_t a, int32_t b, int32_t c)
+{
+    const int32_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+"""
+
+REQUANT_SSAT = """\
+/* nnc_requant_float with the int8 saturation on `ssat`; `lo` above -128 is a fused ReLU. */
+NNC_M7_INLINE int8_t nnc_m7_requant(int32_t acc, float multiplier, int32_t zero_point, int32_t lo)
+{
+    const int32_t q = nnc_m7_ssat8((int32_t)nearbyintf((float)acc * multiplier) + zero_point);
+    return (int8_t)(q < lo ? lo : q);
+}
+"""
+
+
+class _Shape:
+    """The numbers every m7 kernel of one op is generated from."""
+
+    def __init__(self, op, kp: int):
+        w = op.params["weight"]
+        self.kp, self.n4 = kp, kp // 4
+        self.k = int(np.prod(w.shape[1:]))
+        self.cout = int(w.shape[0])
+        self.even = self.cout // 2 * 2
+        self.npos = int(np.prod(op.output.shape[2:])) if op.kind != "dense" else 1
+        self.izp = op.inputs[0].qparams.zero_point
+        self.zp = op.output.qparams.zero_point
+        self.lo, self.hi = op.attrs["clamp"]
+        self.ssat = self.hi == 127     # saturate with ssat, then apply a ReLU's lower bound
+
+    def requant(self, acc: str, channel: str) -> str:
+        if self.ssat:
+            return f"nnc_m7_requant({acc}, multiplier[{channel}], {self.zp}, {self.lo})"
+        return f"nnc_requant_float({acc}, multiplier[{channel}], {self.zp}, {self.lo}, {self.hi})"
 
 
 def pack_weights(weight: np.ndarray) -> tuple:
@@ -132,173 +245,170 @@ class M7Kernels(KernelProvider):
     name = "m7"
 
     def __init__(self):
-        # One prelude dict shared by every kernel of this provider: the emitter collects the
-        # preludes after all kernels are made, so the column is sized for the largest layer.
-        self._prelude = {"m7_0_intrinsics": INTRINSICS, "m7_1_dot": DOT,
-                         "requant_float": REQUANT_FLOAT}
-        self.col_elements = 0
+        self._prelude = {"m7_0_intrinsics": INTRINSICS, "m7_1_dot": DOT, "m7_2_max3": MAX3}
 
     def supports(self, op) -> bool:
-        if op.kind not in ("conv2d", "dense") or op.attrs.get("requant") != "float":
+        if op.kind == "conv2d_maxpool2d":
+            pool = op.attrs["pool"]
+            (kh, kw), (oh, ow) = pool["kernel"], op.output.shape[2:]
+            # Non-overlapping windows that tile the convolution's output (floor): each conv
+            # position is computed once, and the window's positions go two by two.
+            return (pool["stride"] == pool["kernel"] and pool["padding"] == (0, 0)
+                    and pool["dilation"] == (1, 1) and (kh * kw) % 2 == 0
+                    and (oh, ow) == tuple(d // k for d, k in zip(op.attrs["conv_shape"][2:], (kh, kw)))
+                    and self._supports_conv(op))
+        return op.kind in ("conv2d", "dense") and self._supports_conv(op)
+
+    @staticmethod
+    def _supports_conv(op) -> bool:
+        if op.attrs.get("requant") != "float":
             return False
         wzp = op.params.get("weight_zp")
         if wzp is not None and np.any(wzp != 0):
             return False
-        if op.kind == "conv2d" and op.attrs["groups"] != 1:
+        if op.kind != "dense" and op.attrs["groups"] != 1:
             return False
         return op.inputs[0].qparams is not None
-
-    def _use_column(self, kp: int) -> None:
-        self.col_elements = max(self.col_elements, kp)
-        n = self.col_elements
-        self._prelude["m7_2_col"] = (
-            f"/* Scratch of the m7 kernels: one int16 column of {n} values ({2 * n} bytes),\n"
-            " * the current input window minus its zero point, zero-padded. */\n"
-            f"static union {{ int32_t align; int16_t v[{n}]; }} nnc_m7_col;\n")
 
     def emit(self, op, function: str) -> Kernel:
         w = op.params["weight"]
         packed, kp = pack_weights(w.reshape(w.shape[0], -1))
         consts = {"weight": packed, "bias": op.params["bias"].astype(np.int32),
                   "multiplier": op.params["multiplier"].astype(np.float32)}
-        decls = ["const int8_t* weight", "const int32_t* bias", "const float* multiplier"]
-        lo, hi = op.attrs["clamp"]
-        zp = op.output.qparams.zero_point
-        izp = op.inputs[0].qparams.zero_point
-        cout = w.shape[0]
-        n4 = kp // 4
-        k = int(np.prod(w.shape[1:]))
-        if op.kind == "dense":
-            fill = f"""\
-    for (int32_t i = 0; i < {k}; ++i) {{
-        col[i] = (int16_t)((int32_t)input[i] - {izp});
+        decls = ["const int8_t* weight", "const int32_t* bias", "const float* multiplier",
+                 "void* scratch"]
+        shape = _Shape(op, kp)
+        if op.kind == "conv2d_maxpool2d":
+            body, header, ncols = self._conv_pool(op, shape)
+        elif op.kind == "dense" or shape.npos == 1:
+            body, header, ncols = self._one_position(op, shape)
+        else:
+            body, header, ncols = self._position_pairs(op, shape)
+        zero_tail = ""
+        if kp > shape.k:   # the padding of each column to a multiple of 4 stays zero
+            zero_tail = f"""\
+    for (int32_t q = 0; q < {ncols}; ++q) {{
+        for (int32_t i = {shape.k}; i < {kp}; ++i) {{
+            col[q * {kp} + i] = 0;
+        }}
     }}
 """
-            loops_open, loops_close, pos, npos, header = "", "", "0", 1, f"dense {k} -> {cout}"
-            indent = "    "
-        else:
-            fill, header, npos = self._conv_fill(op, izp)
-            loops_open = f"""\
-    for (int32_t oy = 0; oy < {op.output.shape[2]}; ++oy) {{
-        for (int32_t ox = 0; ox < {op.output.shape[3]}; ++ox) {{
-"""
-            loops_close = "        }\n    }\n"
-            pos = f"oy * {op.output.shape[3]} + ox"
-            indent = "            "
-        zero_tail = ""
-        if kp > k:
-            zero_tail = f"    for (int32_t i = {k}; i < {kp}; ++i) {{\n        col[i] = 0;\n    }}\n"
-        pairs = cout // 2
-        odd = ""
-        if cout % 2:
-            odd = f"""\
-{indent}{{
-{indent}    const int32_t acc = nnc_m7_dot1(col, weight + {pairs * 2 * kp}, {n4}, bias[{cout - 1}]);
-{indent}    output[{cout - 1} * {npos} + p] = nnc_requant_float(acc, multiplier[{cout - 1}], {zp}, {lo}, {hi});
-{indent}}}
-"""
-        body = f"""\
-{indent}const int32_t p = {pos};
-{fill}{indent}for (int32_t oc = 0; oc < {2 * pairs}; oc += 2) {{
-{indent}    int32_t acc0 = bias[oc], acc1 = bias[oc + 1];
-{indent}    const int16_t* c = col;
-{indent}    const int8_t* w = weight + oc * {kp};
-{indent}    for (int32_t g = 0; g < {n4}; ++g) {{
-{indent}        const uint32_t x01 = nnc_m7_load32(c), x23 = nnc_m7_load32(c + 2);
-{indent}        const uint32_t w0 = nnc_m7_load32(w), w1 = nnc_m7_load32(w + 4);
-{indent}        acc0 = nnc_m7_smlad(nnc_m7_sxtb16(w0), x01, acc0);
-{indent}        acc1 = nnc_m7_smlad(nnc_m7_sxtb16(w1), x01, acc1);
-{indent}        acc0 = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w0), x23, acc0);
-{indent}        acc1 = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w1), x23, acc1);
-{indent}        c += 4;
-{indent}        w += 8;
-{indent}    }}
-{indent}    output[oc * {npos} + p] = nnc_requant_float(acc0, multiplier[oc], {zp}, {lo}, {hi});
-{indent}    output[(oc + 1) * {npos} + p] = nnc_requant_float(acc1, multiplier[oc + 1], {zp}, {lo}, {hi});
-{indent}}}
-{odd}"""
-        if op.kind == "conv2d" and npos >= 2:
-            body, ncols = self._conv_pairs(op, fill, npos, kp, k, n4, cout, zp, lo, hi, body), 2
-            loops_open = loops_close = ""
-        else:
-            ncols = 1
-        self._use_column(ncols * kp)
-        if kp > k and ncols == 2:
-            zero_tail += f"    for (int32_t i = {kp + k}; i < {2 * kp}; ++i) {{\n        col[i] = 0;\n    }}\n"
         src = f"""\
-/* {op.name}: {header}; Cortex-M7 DSP kernel (smlad on sxtb16-widened weight pairs),
- * 2 output channels x {ncols} output positions per pass, columns of {kp} int16 values. */
+/* {op.name}: {header}.
+ * Cortex-M7 DSP kernel: smlad on sxtb16-widened weights, two output channels per pass;
+ * scratch: {ncols} column(s) of {kp} int16 values. */
 NNC_M7_NOINLINE {_signature(function, decls)}
 {{
-    int16_t* const col = nnc_m7_col.v;
-{zero_tail}{loops_open}{body}{loops_close}}}
+    int16_t* const col = (int16_t*)scratch;
+{zero_tail}{body}}}
 """
-        args = ["in0", "out0"] + [f"const:{c}" for c in consts]
-        return Kernel(function, src, args, consts, self.name, self._prelude)
+        args = ["in0", "out0"] + [f"const:{c}" for c in consts] + ["scratch"]
+        prelude = dict(self._prelude)
+        prelude["m7_3_requant" if shape.ssat else "requant_float"] = (
+            REQUANT_SSAT if shape.ssat else REQUANT_FLOAT)
+        return Kernel(function, src, args, consts, self.name, prelude,
+                      scratch_bytes=2 * ncols * kp)
 
-    def _conv_pairs(self, op, fill, npos, kp, k, n4, cout, zp, lo, hi, single_body):
-        """Two output positions per pass: each weight word is loaded and widened once for both."""
-        ow = op.output.shape[3]
-        i = "        "
-        fill_b = fill.replace("col[", "cb[")
-        pairs = cout // 2
-        odd = ""
-        if cout % 2:
-            odd = f"""\
-{i}{{
-{i}    const int8_t* w = weight + {pairs * 2 * kp};
-{i}    const int32_t acc0 = nnc_m7_dot1(col, w, {n4}, bias[{cout - 1}]);
-{i}    const int32_t acc1 = nnc_m7_dot1(col + {kp}, w, {n4}, bias[{cout - 1}]);
-{i}    output[{cout - 1} * {npos} + p] = nnc_requant_float(acc0, multiplier[{cout - 1}], {zp}, {lo}, {hi});
-{i}    output[{cout - 1} * {npos} + p + 1] = nnc_requant_float(acc1, multiplier[{cout - 1}], {zp}, {lo}, {hi});
-{i}}}
+    def _one_position(self, op, sh):
+        """Dense layers and convolutions with one output position: one column."""
+        if op.kind == "dense":
+            fill = f"""\
+    for (int32_t i = 0; i < {sh.k}; ++i) {{
+        col[i] = (int16_t)((int32_t)input[i] - {sh.izp});
+    }}
 """
-        tail = ""
-        if npos % 2:
-            tail = f"""\
-    if (p < {npos}) {{
-        const int32_t oy = p / {ow}, ox = p % {ow};
-{single_body.split(chr(10), 1)[1]}    }}
+            header = f"dense {sh.k} -> {sh.cout}"
+        else:
+            fill, header = self._conv_fill(op, sh.izp, indent="    ")
+            fill = "    const int32_t oy = 0, ox = 0;\n" + fill
+        body = f"""\
+{fill}    for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
+        int32_t acc[2] = {{ bias[oc], bias[oc + 1] }};
+        nnc_m7_dot2(col, weight + oc * {sh.kp}, {sh.n4}, acc);
+        output[oc] = {sh.requant("acc[0]", "oc")};
+        output[oc + 1] = {sh.requant("acc[1]", "oc + 1")};
+    }}
 """
-        return f"""\
-    int32_t p = 0;
-    for (; p + 1 < {npos}; p += 2) {{
-        for (int32_t half = 0; half < 2; ++half) {{
-            int16_t* const cb = col + half * {kp};
-            const int32_t oy = (p + half) / {ow}, ox = (p + half) % {ow};
-{fill_b}        }}
-{i}for (int32_t oc = 0; oc < {2 * pairs}; oc += 2) {{
-{i}    int32_t a00 = bias[oc], a01 = bias[oc + 1], a10 = a00, a11 = a01;
-{i}    const int16_t* c = col;
-{i}    const int8_t* w = weight + oc * {kp};
-{i}    for (int32_t g = 0; g < {n4}; ++g) {{
-{i}        const uint32_t xa01 = nnc_m7_load32(c), xa23 = nnc_m7_load32(c + 2);
-{i}        const uint32_t xb01 = nnc_m7_load32(c + {kp}), xb23 = nnc_m7_load32(c + {kp + 2});
-{i}        const uint32_t w0 = nnc_m7_load32(w), w1 = nnc_m7_load32(w + 4);
-{i}        uint32_t s = nnc_m7_sxtb16(w0);
-{i}        a00 = nnc_m7_smlad(s, xa01, a00);
-{i}        a10 = nnc_m7_smlad(s, xb01, a10);
-{i}        s = nnc_m7_sxtb16_ror8(w0);
-{i}        a00 = nnc_m7_smlad(s, xa23, a00);
-{i}        a10 = nnc_m7_smlad(s, xb23, a10);
-{i}        s = nnc_m7_sxtb16(w1);
-{i}        a01 = nnc_m7_smlad(s, xa01, a01);
-{i}        a11 = nnc_m7_smlad(s, xb01, a11);
-{i}        s = nnc_m7_sxtb16_ror8(w1);
-{i}        a01 = nnc_m7_smlad(s, xa23, a01);
-{i}        a11 = nnc_m7_smlad(s, xb23, a11);
-{i}        c += 4;
-{i}        w += 8;
-{i}    }}
-{i}    output[oc * {npos} + p] = nnc_requant_float(a00, multiplier[oc], {zp}, {lo}, {hi});
-{i}    output[oc * {npos} + p + 1] = nnc_requant_float(a10, multiplier[oc], {zp}, {lo}, {hi});
-{i}    output[(oc + 1) * {npos} + p] = nnc_requant_float(a01, multiplier[oc + 1], {zp}, {lo}, {hi});
-{i}    output[(oc + 1) * {npos} + p + 1] = nnc_requant_float(a11, multiplier[oc + 1], {zp}, {lo}, {hi});
-{i}}}
-{odd}    }}
-{tail}"""
+        if sh.cout % 2:
+            last = sh.cout - 1
+            body += f"""\
+    output[{last}] = {sh.requant(f"nnc_m7_dot1(col, weight + {sh.even * sh.kp}, {sh.n4}, bias[{last}])", str(last))};
+"""
+        return body, header, 1
 
-    def _conv_fill(self, op, izp):
+    def _position_pairs(self, op, sh):
+        """Convolutions: two output positions per pass (an odd last one is computed twice and
+        stored once)."""
+        fill, header = self._conv_fill(op, sh.izp, indent=" " * 12)
+        ow, npos, kp = op.output.shape[3], sh.npos, sh.kp
+        body = f"""\
+    for (int32_t p = 0; p < {npos}; p += 2) {{
+        const int32_t pb = p + 1 < {npos} ? p + 1 : p;
+        for (int32_t q = 0; q < 2; ++q) {{
+            int16_t* const cb = col + q * {kp};
+            const int32_t pos = q ? pb : p, oy = pos / {ow}, ox = pos % {ow};
+{fill.replace("col[", "cb[")}        }}
+        for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
+            int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
+            nnc_m7_dot2x2(col, col + {kp}, weight + oc * {kp}, {sh.n4}, acc);
+            output[oc * {npos} + p] = {sh.requant("acc[0]", "oc")};
+            output[(oc + 1) * {npos} + p] = {sh.requant("acc[1]", "oc + 1")};
+            output[oc * {npos} + pb] = {sh.requant("acc[2]", "oc")};
+            output[(oc + 1) * {npos} + pb] = {sh.requant("acc[3]", "oc + 1")};
+        }}
+"""
+        if sh.cout % 2:
+            last = sh.cout - 1
+            w = f"weight + {sh.even * kp}"
+            body += f"""\
+        output[{last * npos} + p] = {sh.requant(f"nnc_m7_dot1(col, {w}, {sh.n4}, bias[{last}])", str(last))};
+        output[{last * npos} + pb] = {sh.requant(f"nnc_m7_dot1(col + {kp}, {w}, {sh.n4}, bias[{last}])", str(last))};
+"""
+        return body + "    }\n", header, 2
+
+    def _conv_pool(self, op, sh):
+        """conv2d + max pool: per pooled position, the columns of the window's conv positions,
+        then per channel pair the max of the accumulators, requantized once (requantization is
+        monotonic, so this equals the max of the requantized values)."""
+        (kh, kw) = op.attrs["pool"]["kernel"]
+        win, kp = kh * kw, sh.kp
+        _, _, ph, pw = op.output.shape
+        npos = ph * pw
+        fill, conv_header = self._conv_fill(op, sh.izp, indent=" " * 16)
+        header = f"{conv_header}, then max pool {kh}x{kw} -> {sh.cout}x{ph}x{pw}"
+        body = f"""\
+    for (int32_t p = 0; p < {npos}; ++p) {{
+        const int32_t py = p / {pw}, px = p % {pw};
+        /* the columns of the {win} convolution positions under this pooling window */
+        for (int32_t q = 0; q < {win}; ++q) {{
+            int16_t* const cb = col + q * {kp};
+            const int32_t oy = py * {kh} + q / {kw}, ox = px * {kw} + q % {kw};
+{fill.replace("col[", "cb[")}        }}
+        for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
+            int32_t max0 = INT32_MIN, max1 = INT32_MIN;
+            for (int32_t q = 0; q < {win}; q += 2) {{
+                int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
+                nnc_m7_dot2x2(col + q * {kp}, col + (q + 1) * {kp}, weight + oc * {kp}, {sh.n4}, acc);
+                max0 = nnc_m7_max3(max0, acc[0], acc[2]);
+                max1 = nnc_m7_max3(max1, acc[1], acc[3]);
+            }}
+            output[oc * {npos} + p] = {sh.requant("max0", "oc")};
+            output[(oc + 1) * {npos} + p] = {sh.requant("max1", "oc + 1")};
+        }}
+"""
+        if sh.cout % 2:
+            last = sh.cout - 1
+            body += f"""\
+        int32_t max = INT32_MIN;
+        for (int32_t q = 0; q < {win}; ++q) {{
+            const int32_t acc = nnc_m7_dot1(col + q * {kp}, weight + {sh.even * kp}, {sh.n4}, bias[{last}]);
+            max = acc > max ? acc : max;
+        }}
+        output[{last * npos} + p] = {sh.requant("max", str(last))};
+"""
+        return body + "    }\n", header, win
+
+    def _conv_fill(self, op, izp, indent=" " * 12):
         a = op.attrs
         _, cin, h, w = op.inputs[0].shape
         _, _, oh, ow = op.output.shape
@@ -306,7 +416,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
         header = (f"conv2d {cin}x{h}x{w} -> {op.output.shape[1]}x{oh}x{ow}, kernel {kh}x{kw}, "
                   f"stride {sh}x{sw}, padding {ph}x{pw}, dilation {dh}x{dw}")
-        i = "            "
+        i = indent
         interior = f"""\
 {i}    for (int32_t ic = 0; ic < {cin}; ++ic) {{
 {i}        for (int32_t ky = 0; ky < {kh}; ++ky) {{
@@ -324,7 +434,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 {i}{{
 {interior}{i}}}
 """
-            return fill, header, oh * ow
+            return fill, header
         k = cin * kh * kw
         fill = f"""\
 {i}const int32_t iy0 = oy * {sh} - {ph}, ix0 = ox * {sw} - {pw};
@@ -349,4 +459,4 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 {i}    }}
 {i}}}
 """
-        return fill, header, oh * ow
+        return fill, header
