@@ -193,3 +193,71 @@ def test_conv_grid_bit_exact(scheme, tmp_path):
     r = subprocess.run([CORTEX_M7_CC, *STRICT, *CORTEX_M7_FLAGS, "-c", source, "-I",
                         os.path.dirname(source), "-o", obj], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+# -- the add and the average pool ---------------------------------------------------------------
+
+def make_residual_model(seed: int):
+    """conv+ReLU -> conv -> add+ReLU (skip) -> avg pool 3x5 stride 2 (a row of 5: one word and a
+    tail) -> fc."""
+    import torch
+    import torch.nn as nn
+    from models import quant
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+            self.r1 = nn.ReLU()
+            self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+            self.skip = torch.ao.nn.quantized.FloatFunctional()
+            self.pool = nn.AvgPool2d((3, 5), stride=2)
+            self.fc = nn.Linear(4 * 5 * 4, 6)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            y = self.r1(self.c1(x))
+            x = self.skip.add_relu(y, self.c2(y))
+            x = self.pool(x).reshape(x.shape[0], -1)
+            return self.dequant(self.fc(x))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["c1", "r1"]], inplace=True)
+
+    torch.manual_seed(seed)
+    model = Net()
+    quant.prepare_ptq(model, "per_tensor")
+    with quant.quiet(), torch.no_grad():
+        model(torch.randn(64, 1, 11, 11) * 1.5)
+    quant.convert(model)
+    return model, torch.randn(1, 1, 11, 11)
+
+
+def test_add_and_avgpool_bit_exact(tmp_path):
+    qmodel, example = make_residual_model(seed=4)
+    graph = import_torch_model(qmodel, example, "m7residual")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, "m7residual")
+    kinds = {op.kind: compiled.kernels[id(op)].provider for op in compiled.graph.ops
+             if id(op) in compiled.kernels}
+    assert kinds["add"] == "m7" and kinds["avgpool2d"] == "m7", kinds
+    x = edge_and_random_inputs((1, 1, 11, 11), N_INPUTS, seed=8)
+    expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
+    got = lib.run(x)
+    assert int(np.count_nonzero(got != expected)) == 0
+
+
+def test_add_whose_folded_form_overflows_stays_portable():
+    """A tiny input/output scale ratio makes qnnpack shift by 31: the folded rounding would leave
+    int32, so the exhaustive export-time check must refuse the m7 add."""
+    from nnc.ir import Op, QParams, Tensor
+    from nnc.kernels.m7_pointwise import add_is_exact
+    a = Tensor("a", (1, 4), qparams=QParams.make(0.001, 0))
+    b = Tensor("b", (1, 4), qparams=QParams.make(0.0005, 3))
+    out = Tensor("out", (1, 4), qparams=QParams.make(2.0, 0))
+    tiny = Op("add", "add", [a, b], [out], {"requant": "qnnpack_add", "clamp": (-128, 127)})
+    assert not add_is_exact(tiny)
+    usual = Op("add", "add", [a, b], [Tensor("o", (1, 4), qparams=QParams.make(0.002, -5))],
+               {"requant": "qnnpack_add", "clamp": (-128, 127)})
+    assert add_is_exact(usual)

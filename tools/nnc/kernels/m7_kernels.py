@@ -4,11 +4,11 @@ Same arithmetic as the portable kernels (`nnc.arith`: int32 accumulator includin
 float32 requantization rounded half to even), so the same tests apply whichever kernel runs.
 
 How a layer runs:
-- For each output position the input window is copied once into an int16 column, `x - zp`
-  (0..255 for an int8 input: fits in int16), laid out like the flattened OIHW weight row
-  (ic, ky, kx) and padded with zeros to a multiple of 4. Padded image positions are written as
-  0 there (interior positions are copied with constant bounds, border positions take a separate
-  path), so the MAC loop has no bounds checks. One input channel (a first layer) needs nothing
+- For each output position the input window is copied once into an int16 column (sign-extended
+  int8; the input zero point is folded into the bias at export, see `folded_bias`), laid out like
+  the flattened OIHW weight row (ic, ky, kx) and padded with zeros to a multiple of 4. Padded
+  image positions are written as the zero point there (interior positions are copied with
+  constant bounds, border positions take a separate path), so the MAC loop has no bounds checks. One input channel (a first layer) needs nothing
   special: its column is kh*kw long and the MAC loop runs over it like any other.
 - The weights are rearranged at export time: each group of 4 int8 weights is stored as
   w0 w2 w1 w3, so that `sxtb16(word)` gives the int16 pair (w0, w1) and `sxtb16(word ror 8)`
@@ -29,14 +29,15 @@ The intrinsics (`nnc_m7_sxtb16`, `nnc_m7_sxtb16_ror8`, `nnc_m7_smlad`) are inlin
 bit-exact-tested on the host. Scratch: the columns live in the arena (`Kernel.scratch_bytes`), in
 bytes that are free while the kernel runs, so they cost no RAM beyond the plan's peak.
 
-Depthwise/grouped convolutions, weight zero points and shift requantization are left to the
-portable provider (listed after this one).
+The qnnpack add and average pooling without padding have Cortex-M7 kernels too (`m7_pointwise`).
+Depthwise/grouped convolutions, other pools, weight zero points and shift requantization are left
+to the portable provider (listed after this one).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import Kernel, KernelProvider
+from . import Kernel, KernelProvider, m7_pointwise
 from .c_kernels import REQUANT_FLOAT, _signature
 
 INTRINSICS = """\
@@ -112,7 +113,7 @@ static inline uint32_t nnc_m7_load32(const void* p)
 """
 
 DOT = """\
-/* The dot products of the kernels. `col` holds int16 values (input minus zero point), `w` the
+/* The dot products of the kernels. `col` holds int16 values (the input, sign-extended), `w` the
  * weights as pack_weights() lays them out, n4 = column length / 4. Inlined into each kernel, where
  * n4 is a constant. */
 
@@ -199,6 +200,23 @@ NNC_M7_INLINE int8_t nnc_m7_requant(int32_t acc, float multiplier, int32_t zero_
 """
 
 
+def _folded_bias64(op) -> tuple:
+    w = op.params["weight"].reshape(op.params["weight"].shape[0], -1).astype(np.int64)
+    return w, op.params["bias"].astype(np.int64) - op.inputs[0].qparams.zero_point * w.sum(axis=1)
+
+
+def folded_bias(op) -> np.ndarray:
+    """bias - zp_in * sum(weights) per output channel: the columns then hold the raw input values
+    (padding at the zero point) and sum(w * x) + this equals bias + sum(w * (x - zp_in)) exactly."""
+    return _folded_bias64(op)[1].astype(np.int32)
+
+
+def _bias_folds(op) -> bool:
+    """The folded bias and every partial sum stay inside int32 (else: the portable kernel)."""
+    w, folded = _folded_bias64(op)
+    return bool(np.all(np.abs(folded) + 128 * np.abs(w).sum(axis=1) < 2 ** 31))
+
+
 class _Shape:
     """The numbers every m7 kernel of one op is generated from."""
 
@@ -241,7 +259,8 @@ def pack_weights(weight: np.ndarray) -> tuple:
 
 
 class M7Kernels(KernelProvider):
-    """Cortex-M7 DSP kernels for conv2d (groups 1) and dense with float requantization."""
+    """Cortex-M7 DSP kernels: conv2d (groups 1, alone or fused with a max pool) and dense with
+    float requantization, the qnnpack add, average pooling without padding."""
     name = "m7"
 
     def __init__(self):
@@ -257,6 +276,10 @@ class M7Kernels(KernelProvider):
                     and pool["dilation"] == (1, 1) and (kh * kw) % 2 == 0
                     and (oh, ow) == tuple(d // k for d, k in zip(op.attrs["conv_shape"][2:], (kh, kw)))
                     and self._supports_conv(op))
+        if op.kind == "add":
+            return m7_pointwise.add_is_exact(op)
+        if op.kind == "avgpool2d":
+            return m7_pointwise.avgpool_has_full_windows(op)
         return op.kind in ("conv2d", "dense") and self._supports_conv(op)
 
     @staticmethod
@@ -268,12 +291,14 @@ class M7Kernels(KernelProvider):
             return False
         if op.kind != "dense" and op.attrs["groups"] != 1:
             return False
-        return op.inputs[0].qparams is not None
+        return op.inputs[0].qparams is not None and _bias_folds(op)
 
     def emit(self, op, function: str) -> Kernel:
+        if op.kind in ("add", "avgpool2d"):
+            return self._emit_pointwise(op, function)
         w = op.params["weight"]
         packed, kp = pack_weights(w.reshape(w.shape[0], -1))
-        consts = {"weight": packed, "bias": op.params["bias"].astype(np.int32),
+        consts = {"weight": packed, "bias": folded_bias(op),
                   "multiplier": op.params["multiplier"].astype(np.float32)}
         decls = ["const int8_t* weight", "const int32_t* bias", "const float* multiplier",
                  "void* scratch"]
@@ -309,12 +334,20 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         return Kernel(function, src, args, consts, self.name, prelude,
                       scratch_bytes=2 * ncols * kp)
 
+    def _emit_pointwise(self, op, function: str) -> Kernel:
+        prelude = dict(self._prelude, m7_3_requant=REQUANT_SSAT)
+        if op.kind == "add":
+            return Kernel(function, m7_pointwise.emit_add(op, function), ["in0", "in1", "out0"], {},
+                          self.name, prelude)
+        return Kernel(function, m7_pointwise.emit_avgpool(op, function), ["in0", "out0"], {},
+                      self.name, prelude)
+
     def _one_position(self, op, sh):
         """Dense layers and convolutions with one output position: one column."""
         if op.kind == "dense":
             fill = f"""\
     for (int32_t i = 0; i < {sh.k}; ++i) {{
-        col[i] = (int16_t)((int32_t)input[i] - {sh.izp});
+        col[i] = input[i];
     }}
 """
             header = f"dense {sh.k} -> {sh.cout}"
@@ -423,7 +456,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 {i}            const int8_t* x = &input[(ic * {h} + iy0 + ky * {dh}) * {w} + ix0];
 {i}            int16_t* c = &col[(ic * {kh} + ky) * {kw}];
 {i}            for (int32_t kx = 0; kx < {kw}; ++kx) {{
-{i}                c[kx] = (int16_t)((int32_t)x[kx * {dw}] - {izp});
+{i}                c[kx] = x[kx * {dw}];
 {i}            }}
 {i}        }}
 {i}    }}
@@ -444,16 +477,16 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 {i}const int32_t kx_hi = ({w} - ix0 + {dw - 1}) / {dw} < {kw} ? ({w} - ix0 + {dw - 1}) / {dw} : {kw};
 {i}if (ky_lo == 0 && ky_hi == {kh} && kx_lo == 0 && kx_hi == {kw}) {{
 {interior}{i}}} else {{
-{i}    /* border: zero the window, then copy the rows and columns inside the image */
+{i}    /* border: the window at the zero point (real 0), then the rows and columns inside the image */
 {i}    for (int32_t j = 0; j < {k}; ++j) {{
-{i}        col[j] = 0;
+{i}        col[j] = {izp};
 {i}    }}
 {i}    for (int32_t ic = 0; ic < {cin}; ++ic) {{
 {i}        for (int32_t ky = ky_lo; ky < ky_hi; ++ky) {{
 {i}            const int32_t row = (ic * {h} + iy0 + ky * {dh}) * {w} + ix0;
 {i}            int16_t* c = &col[(ic * {kh} + ky) * {kw}];
 {i}            for (int32_t kx = kx_lo; kx < kx_hi; ++kx) {{
-{i}                c[kx] = (int16_t)((int32_t)input[row + kx * {dw}] - {izp});
+{i}                c[kx] = input[row + kx * {dw}];
 {i}            }}
 {i}        }}
 {i}    }}

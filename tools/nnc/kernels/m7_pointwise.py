@@ -1,0 +1,121 @@
+"""Cortex-M7 kernels for the ops around the convolutions: the qnnpack add and average pooling.
+
+In a residual network these cost as much as a convolution when written as portable loops (the
+add's rounding shift, the pool's per-element bounds checks). Same arithmetic as `nnc.arith`:
+
+- add: acc = a*(x0 - zp0) + b*(x1 - zp1) with qnnpack's 22-bit multipliers, then a right shift
+  rounding half away from zero. Here the zero points are folded into one constant and the rounding
+  is `(acc + half - (acc < 0)) >> shift`, three instructions instead of qnnpack's mask/compare.
+  Whether this is exact (no int32 overflow on the way) depends on the multipliers, so it is not
+  argued but checked at export time over all 65,536 input pairs against `arith.qnnpack_add`;
+  an add that fails the check stays with the portable kernel.
+- average pool without padding (every window inside the input, so one divisor): four int8 values
+  per load, widened by `sxtb16` and summed by `smlad` with (1, 1); the zero point is subtracted
+  once per window.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import arith
+from .c_kernels import _signature
+
+
+def _add_constants(op) -> dict:
+    p = arith.qnnpack_add_params(op.inputs[0].qparams, op.inputs[1].qparams, op.output.qparams)
+    return {"a": p["a_mult"], "b": p["b_mult"], "shift": p["shift"], "half": 1 << (p["shift"] - 1),
+            "k": -p["a_mult"] * p["a_zp"] - p["b_mult"] * p["b_zp"], "out_zp": p["out_zp"], "params": p}
+
+
+def add_is_exact(op) -> bool:
+    """True if the folded add below equals qnnpack's for every pair of int8 inputs, with every
+    intermediate of the C expression inside int32."""
+    if op.kind != "add" or op.attrs.get("requant") != "qnnpack_add" or op.attrs["clamp"][1] != 127:
+        return False
+    c = _add_constants(op)
+    x0, x1 = np.meshgrid(np.arange(-128, 128, dtype=np.int64), np.arange(-128, 128, dtype=np.int64))
+    partial = c["a"] * x0 + c["b"] * x1            # evaluation order of the C expression
+    acc = partial + c["k"]
+    rounded = acc + c["half"] + np.where(acc < 0, -1, 0)
+    lo32, hi32 = -(1 << 31), (1 << 31) - 1
+    for v in (c["a"] * x0, partial, acc, rounded):
+        if v.min() < lo32 or v.max() > hi32:
+            return False
+    lo, hi = op.attrs["clamp"]
+    got = np.clip((rounded >> c["shift"]) + c["out_zp"], lo, hi)
+    want = arith.qnnpack_add(x0.astype(np.int8), x1.astype(np.int8), c["params"], (lo, hi))
+    return bool(np.array_equal(got, want))
+
+
+def emit_add(op, function: str) -> str:
+    c = _add_constants(op)
+    n = op.output.size
+    lo = op.attrs["clamp"][0]
+    return f"""\
+/* {op.name}: add of {n} elements, qnnpack integer arithmetic: {c['a']} * (x0 - {c['params']['a_zp']})
+ * + {c['b']} * (x1 - {c['params']['b_zp']}), shifted right by {c['shift']} rounding half away from zero
+ * (the `acc >> 31` term: -1 below zero), plus {c['out_zp']}. Cortex-M7 kernel: zero points folded
+ * into {c['k']}, clamp on ssat; checked equal to qnnpack for all int8 pairs at export. */
+NNC_M7_NOINLINE {_signature(function, [], 2)}
+{{
+    for (int32_t i = 0; i < {n}; ++i) {{
+        const int32_t acc = {c['a']} * (int32_t)input0[i] + {c['b']} * (int32_t)input1[i] + {c['k']};
+        const int32_t q = nnc_m7_ssat8(((acc + {c['half']} + (acc >> 31)) >> {c['shift']}) + {c['out_zp']});
+        output[i] = (int8_t)(q < {lo} ? {lo} : q);
+    }}
+}}
+"""
+
+
+def avgpool_has_full_windows(op) -> bool:
+    """No padding and every window inside the input: one divisor (kh * kw) for all outputs."""
+    if op.kind != "avgpool2d" or op.inputs[0].qparams is None:
+        return False
+    a = op.attrs
+    (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+    _, _, h, w = op.inputs[0].shape
+    _, _, oh, ow = op.output.shape
+    return tuple(a["padding"]) == (0, 0) and (oh - 1) * sh + kh <= h and (ow - 1) * sw + kw <= w
+
+
+def emit_avgpool(op, function: str) -> str:
+    a = op.attrs
+    (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+    _, c, h, w = op.inputs[0].shape
+    _, _, oh, ow = op.output.shape
+    n = kh * kw
+    src_q, dst_q = op.inputs[0].qparams, op.output.qparams
+    mult = arith.avgpool_multiplier(src_q, dst_q, n)
+    words = ""
+    if kw // 4:
+        words = f"""\
+            for (int32_t g = 0; g < {kw // 4}; ++g) {{
+                const uint32_t v = nnc_m7_load32(x + 4 * g);
+                sum = nnc_m7_smlad(nnc_m7_sxtb16(v), 0x00010001u, sum);
+                sum = nnc_m7_smlad(nnc_m7_sxtb16_ror8(v), 0x00010001u, sum);
+            }}
+"""
+    rest = ""
+    if kw % 4:
+        rest = f"""\
+            for (int32_t kx = {kw // 4 * 4}; kx < {kw}; ++kx) {{
+                sum += x[kx];
+            }}
+"""
+    return f"""\
+/* {op.name}: average pool {kh}x{kw}, stride {sh}x{sw}, no padding: {c}x{h}x{w} -> {c}x{oh}x{ow};
+ * qnnpack arithmetic: the sum of (x - {src_q.zero_point}) times one float32 scale
+ * s_in / (s_out * {n}) = {float(mult):.9g}. Cortex-M7 kernel: four values per load, summed in
+ * pairs by smlad with (1, 1); the zero point comes off once per window. */
+NNC_M7_NOINLINE {_signature(function, [])}
+{{
+    for (int32_t p = 0; p < {c * oh * ow}; ++p) {{
+        const int32_t ch = p / {oh * ow}, oy = p / {ow} % {oh}, ox = p % {ow};
+        const int8_t* x = input + (ch * {h} + oy * {sh}) * {w} + ox * {sw};
+        int32_t sum = 0;
+        for (int32_t ky = 0; ky < {kh}; ++ky, x += {w}) {{
+{words}{rest}        }}
+        output[p] = nnc_m7_requant(sum - {n * src_q.zero_point}, {arith.hex_float(mult)}, {dst_q.zero_point}, -128);
+    }}
+}}
+"""
