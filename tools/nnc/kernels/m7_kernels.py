@@ -407,7 +407,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         win, kp = kh * kw, sh.kp
         _, _, ph, pw = op.output.shape
         npos = ph * pw
-        fill, conv_header = self._conv_fill(op, sh.izp, indent=" " * 16)
+        fill, conv_header = self._conv_fill(op, sh.izp, indent=" " * 12)
         header = f"{conv_header}, then max pool {kh}x{kw} -> {sh.cout}x{ph}x{pw}"
         body = f"""\
     for (int32_t p = 0; p < {npos}; ++p) {{
@@ -441,7 +441,9 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 """
         return body + "    }\n", header, win
 
-    def _conv_fill(self, op, izp, indent=" " * 12):
+    def _conv_fill(self, op, izp, indent):
+        """C that fills the column `col` for the output position (oy, ox); returns it and a
+        one-line description of the convolution."""
         a = op.attrs
         _, cin, h, w = op.inputs[0].shape
         _, _, oh, ow = op.output.shape
@@ -450,46 +452,49 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         header = (f"conv2d {cin}x{h}x{w} -> {op.output.shape[1]}x{oh}x{ow}, kernel {kh}x{kw}, "
                   f"stride {sh}x{sw}, padding {ph}x{pw}, dilation {dh}x{dw}")
         i = indent
-        interior = f"""\
-{i}    for (int32_t ic = 0; ic < {cin}; ++ic) {{
-{i}        for (int32_t ky = 0; ky < {kh}; ++ky) {{
-{i}            const int8_t* x = &input[(ic * {h} + iy0 + ky * {dh}) * {w} + ix0];
-{i}            int16_t* c = &col[(ic * {kh} + ky) * {kw}];
-{i}            for (int32_t kx = 0; kx < {kw}; ++kx) {{
-{i}                c[kx] = x[kx * {dw}];
-{i}            }}
-{i}        }}
-{i}    }}
+
+        def rows(ky_from, ky_to, kx_from, kx_to, j):
+            """Copy rows ky_from..ky_to of every channel's window (indent j)."""
+            chan = "ic * " + str(h) + " + " if cin > 1 else ""
+            slot = f"(ic * {kh} + ky) * {kw}" if cin > 1 else f"ky * {kw}"
+            body = f"""\
+{j}    for (int32_t ky = {ky_from}; ky < {ky_to}; ++ky) {{
+{j}        const int8_t* x = &input[({chan}iy0 + {_times("ky", dh)}) * {w} + ix0];
+{j}        int16_t* c = &col[{slot}];
+{j}        for (int32_t kx = {kx_from}; kx < {kx_to}; ++kx) {{
+{j}            c[kx] = x[{_times("kx", dw)}];
+{j}        }}
+{j}    }}
 """
+            if cin == 1:
+                return body
+            inner = "".join("    " + line + "\n" for line in body.splitlines())
+            return f"{j}    for (int32_t ic = 0; ic < {cin}; ++ic) {{\n{inner}{j}    }}\n"
+
         if ph == 0 and pw == 0:
-            fill = f"""\
-{i}const int32_t iy0 = oy * {sh}, ix0 = ox * {sw};
-{i}{{
-{interior}{i}}}
-"""
-            return fill, header
-        k = cin * kh * kw
+            fill = f"{i}const int32_t iy0 = {_times('oy', sh)}, ix0 = {_times('ox', sw)};\n"
+            return fill + rows(0, kh, 0, kw, i[:-4]), header
         fill = f"""\
-{i}const int32_t iy0 = oy * {sh} - {ph}, ix0 = ox * {sw} - {pw};
-{i}const int32_t ky_lo = iy0 < 0 ? (-iy0 + {dh - 1}) / {dh} : 0;
-{i}const int32_t ky_hi = ({h} - iy0 + {dh - 1}) / {dh} < {kh} ? ({h} - iy0 + {dh - 1}) / {dh} : {kh};
-{i}const int32_t kx_lo = ix0 < 0 ? (-ix0 + {dw - 1}) / {dw} : 0;
-{i}const int32_t kx_hi = ({w} - ix0 + {dw - 1}) / {dw} < {kw} ? ({w} - ix0 + {dw - 1}) / {dw} : {kw};
+{i}const int32_t iy0 = {_times("oy", sh)} - {ph}, ix0 = {_times("ox", sw)} - {pw};
+{i}/* the window's rows and columns inside the image */
+{i}const int32_t ky_lo = iy0 < 0 ? {_ceil_div("-iy0", dh)} : 0;
+{i}const int32_t ky_hi = {_ceil_div(f"{h} - iy0", dh)} < {kh} ? {_ceil_div(f"{h} - iy0", dh)} : {kh};
+{i}const int32_t kx_lo = ix0 < 0 ? {_ceil_div("-ix0", dw)} : 0;
+{i}const int32_t kx_hi = {_ceil_div(f"{w} - ix0", dw)} < {kw} ? {_ceil_div(f"{w} - ix0", dw)} : {kw};
 {i}if (ky_lo == 0 && ky_hi == {kh} && kx_lo == 0 && kx_hi == {kw}) {{
-{interior}{i}}} else {{
-{i}    /* border: the window at the zero point (real 0), then the rows and columns inside the image */
-{i}    for (int32_t j = 0; j < {k}; ++j) {{
+{rows(0, kh, 0, kw, i)}{i}}} else {{
+{i}    /* border: the window at the zero point (real 0), then the part inside the image */
+{i}    for (int32_t j = 0; j < {cin * kh * kw}; ++j) {{
 {i}        col[j] = {izp};
 {i}    }}
-{i}    for (int32_t ic = 0; ic < {cin}; ++ic) {{
-{i}        for (int32_t ky = ky_lo; ky < ky_hi; ++ky) {{
-{i}            const int32_t row = (ic * {h} + iy0 + ky * {dh}) * {w} + ix0;
-{i}            int16_t* c = &col[(ic * {kh} + ky) * {kw}];
-{i}            for (int32_t kx = kx_lo; kx < kx_hi; ++kx) {{
-{i}                c[kx] = input[row + kx * {dw}];
-{i}            }}
-{i}        }}
-{i}    }}
-{i}}}
+{rows("ky_lo", "ky_hi", "kx_lo", "kx_hi", i)}{i}}}
 """
         return fill, header
+
+
+def _times(var: str, n: int) -> str:
+    return var if n == 1 else f"{var} * {n}"
+
+
+def _ceil_div(num: str, d: int) -> str:
+    return num if d == 1 else f"({num} + {d - 1}) / {d}"
