@@ -93,6 +93,14 @@ def test_zoo_model_bit_exact(zoo_build):
     assert heavy and all(provs[n] == "m7" for n in heavy), provs
     if name == "lenet5":   # both conv+pool pairs run fused: the conv outputs are never stored
         assert [n for n in heavy if "+" in n] == ["conv1+maxpool2d", "conv2+maxpool2d_1"]
+    # both ways of padding are exercised: a padded copy of a small input, the border path of a
+    # large one (residual_cnn's conv2: 8x30x30 padded bytes, above PADDED_COPY_MAX)
+    sources = {op.name: compiled.kernels[id(op)].source for op in compiled.graph.ops
+               if id(op) in compiled.kernels}
+    first = sources["conv1+maxpool2d" if name == "lenet5" else "conv1"]
+    assert "padded" in first and "border" not in first
+    if name == "residual_cnn":
+        assert "border" in sources["conv2"] and "padded" not in sources["conv2"]
     x = edge_and_random_inputs(graph.inputs[0].shape, N_INPUTS, seed=5)
     assert len(x) >= 1000
     expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]

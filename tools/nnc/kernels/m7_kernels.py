@@ -217,6 +217,14 @@ def _bias_folds(op) -> bool:
     return bool(np.all(np.abs(folded) + 128 * np.abs(w).sum(axis=1) < 2 ** 31))
 
 
+# Window rows up to this long are copied with straight-line code.
+UNROLLED_ROW = 8
+# A padded input up to this many bytes is copied once into the scratch, padding at the zero point:
+# every window is then inside the image, and no position takes the slower border path. Larger
+# inputs (wide layers) keep the border path rather than spend that much RAM.
+PADDED_COPY_MAX = 2048
+
+
 class _Shape:
     """The numbers every m7 kernel of one op is generated from."""
 
@@ -231,6 +239,21 @@ class _Shape:
         self.zp = op.output.qparams.zero_point
         self.lo, self.hi = op.attrs["clamp"]
         self.ssat = self.hi == 127     # saturate with ssat, then apply a ReLU's lower bound
+        if op.kind == "conv2d_maxpool2d":
+            self.ncols = int(np.prod(op.attrs["pool"]["kernel"]))
+        else:
+            self.ncols = 1 if self.npos == 1 else 2
+        self.padded_shape = None       # (c, h, w) of the padded input copy, if the kernel makes one
+        if op.kind != "dense" and any(op.attrs["padding"]):
+            _, c, h, w = op.inputs[0].shape
+            ph, pw = op.attrs["padding"]
+            if c * (h + 2 * ph) * (w + 2 * pw) <= PADDED_COPY_MAX:
+                self.padded_shape = (c, h + 2 * ph, w + 2 * pw)
+
+    @property
+    def scratch_bytes(self) -> int:
+        padded = int(np.prod(self.padded_shape)) if self.padded_shape else 0
+        return 2 * self.ncols * self.kp + padded
 
     def requant(self, acc: str, channel: str) -> str:
         if self.ssat:
@@ -318,10 +341,14 @@ class M7Kernels(KernelProvider):
         }}
     }}
 """
+        scratch_note = f"{ncols} column(s) of {kp} int16 values"
+        if shape.padded_shape:
+            zero_tail += self._padded_copy(op, shape)
+            scratch_note += ", then the padded input ({}x{}x{} int8)".format(*shape.padded_shape)
         src = f"""\
 /* {op.name}: {header}.
  * Cortex-M7 DSP kernel: smlad on sxtb16-widened weights, two output channels per pass;
- * scratch: {ncols} column(s) of {kp} int16 values. */
+ * scratch: {scratch_note}. */
 NNC_M7_NOINLINE {_signature(function, decls)}
 {{
     int16_t* const col = (int16_t*)scratch;
@@ -332,7 +359,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         prelude["m7_3_requant" if shape.ssat else "requant_float"] = (
             REQUANT_SSAT if shape.ssat else REQUANT_FLOAT)
         return Kernel(function, src, args, consts, self.name, prelude,
-                      scratch_bytes=2 * ncols * kp)
+                      scratch_bytes=shape.scratch_bytes)
 
     def _emit_pointwise(self, op, function: str) -> Kernel:
         prelude = dict(self._prelude, m7_3_requant=REQUANT_SSAT)
@@ -341,6 +368,26 @@ NNC_M7_NOINLINE {_signature(function, decls)}
                           self.name, prelude)
         return Kernel(function, m7_pointwise.emit_avgpool(op, function), ["in0", "out0"], {},
                       self.name, prelude)
+
+    @staticmethod
+    def _padded_copy(op, sh) -> str:
+        _, c, h, w = op.inputs[0].shape
+        ph, pw = op.attrs["padding"]
+        _, hp, wp = sh.padded_shape
+        return f"""\
+    /* the input with its padding at the zero point (real 0): every window lies inside it */
+    int8_t* const padded = (int8_t*)scratch + {2 * sh.ncols * sh.kp};
+    for (int32_t i = 0; i < {c * hp * wp}; ++i) {{
+        padded[i] = {sh.izp};
+    }}
+    for (int32_t row = 0; row < {c * h}; ++row) {{
+        const int8_t* src = input + row * {w};
+        int8_t* dst = padded + (row / {h} * {hp} + row % {h} + {ph}) * {wp} + {pw};
+        for (int32_t x = 0; x < {w}; ++x) {{
+            dst[x] = src[x];
+        }}
+    }}
+"""
 
     def _one_position(self, op, sh):
         """Dense layers and convolutions with one output position: one column."""
@@ -352,7 +399,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 """
             header = f"dense {sh.k} -> {sh.cout}"
         else:
-            fill, header = self._conv_fill(op, sh.izp, indent="    ")
+            fill, header = self._conv_fill(op, sh.izp, "    ", sh.padded_shape)
             fill = "    const int32_t oy = 0, ox = 0;\n" + fill
         body = f"""\
 {fill}    for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
@@ -372,7 +419,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
     def _position_pairs(self, op, sh):
         """Convolutions: two output positions per pass (an odd last one is computed twice and
         stored once)."""
-        fill, header = self._conv_fill(op, sh.izp, indent=" " * 12)
+        fill, header = self._conv_fill(op, sh.izp, " " * 12, sh.padded_shape)
         ow, npos, kp = op.output.shape[3], sh.npos, sh.kp
         body = f"""\
     for (int32_t p = 0; p < {npos}; p += 2) {{
@@ -407,7 +454,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         win, kp = kh * kw, sh.kp
         _, _, ph, pw = op.output.shape
         npos = ph * pw
-        fill, conv_header = self._conv_fill(op, sh.izp, indent=" " * 12)
+        fill, conv_header = self._conv_fill(op, sh.izp, " " * 12, sh.padded_shape)
         header = f"{conv_header}, then max pool {kh}x{kw} -> {sh.cout}x{ph}x{pw}"
         body = f"""\
     for (int32_t p = 0; p < {npos}; ++p) {{
@@ -441,9 +488,10 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 """
         return body + "    }\n", header, win
 
-    def _conv_fill(self, op, izp, indent):
+    def _conv_fill(self, op, izp, indent, padded_shape=None):
         """C that fills the column `col` for the output position (oy, ox); returns it and a
-        one-line description of the convolution."""
+        one-line description of the convolution. With `padded_shape` the windows are read from
+        the padded copy of the input (no border path)."""
         a = op.attrs
         _, cin, h, w = op.inputs[0].shape
         _, _, oh, ow = op.output.shape
@@ -451,20 +499,28 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
         header = (f"conv2d {cin}x{h}x{w} -> {op.output.shape[1]}x{oh}x{ow}, kernel {kh}x{kw}, "
                   f"stride {sh}x{sw}, padding {ph}x{pw}, dilation {dh}x{dw}")
+        source = "input"
+        if padded_shape:
+            _, h, w = padded_shape
+            ph = pw = 0
+            source = "padded"
         i = indent
 
         def rows(ky_from, ky_to, kx_from, kx_to, j):
             """Copy rows ky_from..ky_to of every channel's window (indent j)."""
             chan = "ic * " + str(h) + " + " if cin > 1 else ""
             slot = f"(ic * {kh} + ky) * {kw}" if cin > 1 else f"ky * {kw}"
+            if kx_from == 0 and kx_to == kw and kw <= UNROLLED_ROW:
+                # a whole row of the window: straight-line copies (half the instructions of a loop)
+                copy = "".join(f"{j}        c[{kx}] = x[{kx * dw}];\n" for kx in range(kw))
+            else:
+                copy = (f"{j}        for (int32_t kx = {kx_from}; kx < {kx_to}; ++kx) {{\n"
+                        f"{j}            c[kx] = x[{_times('kx', dw)}];\n{j}        }}\n")
             body = f"""\
 {j}    for (int32_t ky = {ky_from}; ky < {ky_to}; ++ky) {{
-{j}        const int8_t* x = &input[({chan}iy0 + {_times("ky", dh)}) * {w} + ix0];
+{j}        const int8_t* x = &{source}[({chan}iy0 + {_times("ky", dh)}) * {w} + ix0];
 {j}        int16_t* c = &col[{slot}];
-{j}        for (int32_t kx = {kx_from}; kx < {kx_to}; ++kx) {{
-{j}            c[kx] = x[{_times("kx", dw)}];
-{j}        }}
-{j}    }}
+{copy}{j}    }}
 """
             if cin == 1:
                 return body
