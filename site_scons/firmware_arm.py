@@ -1,5 +1,6 @@
 """SCons side of the Cortex-M7 firmware (firmware/riot): build, size report, fit check, and the
-run / flash / size / bench aliases. Called from firmware/riot/SConscript.
+run / flash / size / bench aliases, plus the bench summary over several models. Called from
+firmware/riot/SConscript (one model) and from the SConstruct (bench_summary).
 
 Two ways to build the same application sources:
   - bare metal (default): startup, vector table, linker script and UART of firmware/riot/board/<board>
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 
-from SCons.Script import AlwaysBuild, Dir, File
+from SCons.Script import AlwaysBuild, Dir, GetOption
 
 CC = "arm-none-eabi-gcc"
 OBJCOPY = "arm-none-eabi-objcopy"
@@ -155,20 +157,28 @@ def object_breakdown(objs: list, model: str) -> dict:
     return b
 
 
-def fit_error(stderr: str, board: str, model: str, objs: list, elf: str) -> str | None:
-    """A readable 'does not fit' message from ld's region overflow errors, or None."""
+def link_overflow(stderr: str, board: str) -> dict:
+    """{region: {"needed", "available", "origin"}} from ld's region overflow errors ({} if none);
+    the lengths are the board's (BOARDS), needed = length + the overflow ld reports."""
     over = {}
     for region, n in re.findall(r"region `(\w+)' overflowed by (\d+) bytes", stderr):
         over[region] = max(over.get(region, 0), int(n))
-    if not over:
-        return None
-    b = object_breakdown(objs, model)
     spec = BOARDS[board]
-    lines = [f"error: model {model!r} does not fit the {board} ({spec['what']})"]
+    regions = {}
     for region, n in sorted(over.items()):
         origin, length = spec["flash"] if region == "FLASH" else spec["ram"]
-        lines.append(f"  {region}: {length + n:,} bytes needed, {length:,} available "
-                     f"(at {origin:#010x}), {n:,} bytes too many")
+        regions[region] = {"needed": length + n, "available": length, "origin": origin}
+    return regions
+
+
+def fit_error(regions: dict, board: str, model: str, objs: list, elf: str, severity: str = "error") -> str:
+    """A readable 'does not fit' message for the overflowing regions of link_overflow()."""
+    b = object_breakdown(objs, model)
+    lines = [f"{severity}: model {model!r} does not fit the {board} ({BOARDS[board]['what']})"]
+    for region, r in regions.items():
+        n = r["needed"] - r["available"]
+        lines.append(f"  {region}: {r['needed']:,} bytes needed, {r['available']:,} available "
+                     f"(at {r['origin']:#010x}), {n:,} bytes too many")
         if region == "FLASH":
             lines.append(f"    model weights {b['model_weights']:,} B, model code {b['model_code']:,} B, "
                          f"runtime ~{b['runtime_flash']:,} B (object sizes before unused code is dropped)")
@@ -183,6 +193,46 @@ def fit_error(stderr: str, board: str, model: str, objs: list, elf: str) -> str 
                          "8 MB SDRAM")
     lines.append(f"  nothing was produced: {elf} removed")
     return "\n".join(lines)
+
+
+def describe_no_fit(fit: dict) -> str:
+    """'does not fit: needs N B flash of L' from a fit.json record."""
+    what = {"FLASH": "flash", "RAM": "RAM"}
+    return "does not fit: " + ", ".join(f"needs {r['needed']:,} B {what.get(k, k)} of {r['available']:,}"
+                                        for k, r in sorted(fit["regions"].items()))
+
+
+def _write_atomic(path: str, text: str):
+    """Readers never see half a file: write a temporary file, then rename it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_fit(path: str, board: str, model: str, regions: dict):
+    """fit.json, the result of the link's fit check: fits, or the regions that overflow."""
+    _write_atomic(path, json.dumps({"board": board, "model": model, "fits": not regions,
+                                    "regions": regions}, indent=1) + "\n")
+
+
+def _link_failed(stderr: str, board: str, model: str, objs: list, elf: str, fit_path: str,
+                 nofit_ok: bool) -> int:
+    """After a failed link: no outputs left; a region overflow is recorded in fit.json and, with
+    nofit_ok (a bench over several models), reported as a note instead of failing the build."""
+    _remove_outputs(elf)
+    regions = link_overflow(stderr, board)
+    if not regions:
+        sys.stderr.write((stderr.rstrip() or "link failed") + "\n")
+        return 1
+    _write_fit(fit_path, board, model, regions)
+    if nofit_ok:
+        print(fit_error(regions, board, model, objs, elf, severity="note")
+              + "\n  the bench lists it as 'does not fit'")
+        return 0
+    sys.stderr.write(fit_error(regions, board, model, objs, elf) + "\n")
+    return 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,24 +257,23 @@ def _model_files(gen_dir, model):
 def _remove_outputs(elf: str):
     """After a failed link: no fw.elf, and no older fw.bin/.hex/size.json that could pass for it."""
     d = os.path.dirname(elf)
-    for name in ("fw.elf", "fw.map", "fw.bin", "fw.hex", "size.json", "bench.json", "bench.txt"):
+    for name in ("fw.elf", "fw.map", "fw.bin", "fw.hex", "size.json", "fit.json", "bench.json",
+                 "bench.txt"):
         p = os.path.join(d, name)
         if os.path.exists(p):
             os.remove(p)
 
 
-def _link_action(board, model, objs_paths):
+def _link_action(board, model, nofit_ok):
     def link(target, source, env):
-        elf, map_file = str(target[0]), str(target[1])
+        elf, map_file, fit_path = (str(t) for t in target[:3])
         cmd = [CC, *CPU_FLAGS, *LINK_FLAGS, "-L", env["FW_COMMON_DIR"], "-T", env["FW_LDSCRIPT"],
                f"-Wl,-Map={map_file}", "-o", elf, *[str(s) for s in source if str(s).endswith(".o")], "-lm"]
         print(" ".join(cmd))
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
-            _remove_outputs(elf)
-            msg = fit_error(r.stderr, board, model, [str(s) for s in source], elf)
-            sys.stderr.write((msg or r.stderr.rstrip()) + "\n")
-            return 1
+            return _link_failed(r.stderr, board, model, [str(s) for s in source], elf, fit_path, nofit_ok)
+        _write_fit(fit_path, board, model, {})
         if r.stderr.strip():
             sys.stderr.write(r.stderr)
         return 0
@@ -255,9 +304,9 @@ def _input_shape(header_path: str):
     return tuple(int(v) for v in m.group(1).split(",")) if m else None
 
 
-def _samples_args(header_node) -> str:
+def _samples_args(header_path: str) -> str:
     """Digits for single-channel square image models (NCHW or NHWC), random inputs otherwise."""
-    shape = _input_shape(header_node.abspath) if os.path.exists(header_node.abspath) else None
+    shape = _input_shape(header_path)
     if shape and len(shape) == 4:
         n, a, b, c = shape
         if (a == 1 and b == c) or (c == 1 and a == b):
@@ -265,7 +314,7 @@ def _samples_args(header_node) -> str:
     return "--random 10"
 
 
-def bare_metal(env, board, model, src_c, hdr, bdir, fw_dir):
+def bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok=False):
     e = env.Clone()
     e.Replace(CC=CC, AS=CC, OBJSUFFIX=".o", CCFLAGS=CPU_FLAGS + C_FLAGS, CFLAGS=[],
               CPPPATH=[fw_dir.abspath, fw_dir.Dir("board/common").abspath, hdr.dir.abspath],
@@ -286,14 +335,13 @@ def bare_metal(env, board, model, src_c, hdr, bdir, fw_dir):
     ld = fw_dir.File(f"board/{board}/linker.ld")
     e["FW_LDSCRIPT"] = ld.abspath
     e["FW_COMMON_DIR"] = fw_dir.Dir("board/common").abspath
-    elf, map_file = e.Command([bdir.File("fw.elf"), bdir.File("fw.map")], objs,
-                              e.Action(_link_action(board, model, [str(o) for o in objs]),
-                                       None))
+    elf, map_file, fit = e.Command([bdir.File("fw.elf"), bdir.File("fw.map"), bdir.File("fit.json")], objs,
+                                   e.Action(_link_action(board, model, nofit_ok), None))
     e.Depends(elf, [ld, fw_dir.File("board/common/sections.ld")])
-    return e, elf, map_file
+    return e, elf, map_file, fit
 
 
-def riot(env, board, model, src_c, hdr, bdir, fw_dir, riotbase):
+def riot(env, board, model, src_c, hdr, bdir, fw_dir, riotbase, nofit_ok=False):
     """Build through RIOT's make; the elf and map are copied to build_dir/fw.elf, fw.map."""
     e = env.Clone()
     riot_bin = bdir.Dir("riot")
@@ -308,31 +356,34 @@ def riot(env, board, model, src_c, hdr, bdir, fw_dir, riotbase):
         sys.stdout.write(r.stdout)
         elf = os.path.join(riot_bin.abspath, board, "nnc_app.elf")
         if r.returncode != 0 or not os.path.exists(elf):
-            msg = fit_error(r.stderr, board, model, [], str(target[0]))
-            sys.stderr.write((msg or r.stderr.rstrip() or "RIOT build failed") + "\n")
-            _remove_outputs(str(target[0]))
-            return 1
+            return _link_failed(r.stderr or "RIOT build failed", board, model, [], str(target[0]),
+                                str(target[2]), nofit_ok)
         shutil.copyfile(elf, str(target[0]))
         mp = elf[:-4] + ".map"
         if os.path.exists(mp):
             shutil.copyfile(mp, str(target[1]))
         else:
             open(str(target[1]), "w").close()
+        _write_fit(str(target[2]), board, model, {})
         return 0
 
     sources = [src_c, hdr, fw_dir.File("main.c"), fw_dir.File("platform_riot.c"), fw_dir.File("Makefile"),
                fw_dir.File("pkg/nnc_model/Makefile"), fw_dir.File("pkg/nnc_model/Makefile.include")]
-    elf, map_file = e.Command([bdir.File("fw.elf"), bdir.File("fw.map")], sources,
-                              e.Action(make, f"RIOT make for {board}"))
+    elf, map_file, fit = e.Command([bdir.File("fw.elf"), bdir.File("fw.map"), bdir.File("fit.json")], sources,
+                                   e.Action(make, f"RIOT make for {board}"))
     AlwaysBuild(elf)   # RIOT's make tracks its own dependencies
-    return e, elf, map_file
+    return e, elf, map_file, fit
 
 
 def firmware(env, board, model, gen_dir, build_dir, fw_dir):
-    """Defines the firmware of one board/model and its aliases; returns the default targets."""
+    """Defines the firmware of one board/model and its aliases; returns the default targets.
+
+    env["NOFIT_OK"] true (a bench over several models): a model that does not fit is recorded in
+    fit.json and benched as 'does not fit' instead of failing the build."""
     if board not in BOARDS:
         raise ValueError(f"firmware/riot builds for {', '.join(BOARDS)}, not {board!r}")
     opts = env.get("OPTS", {}) or {}
+    nofit_ok = bool(env.get("NOFIT_OK"))
     python = env.get("PYTHON", sys.executable)
     root = fw_dir.Dir("../..")   # the repository, also when called from a SConstruct elsewhere
     bdir = Dir(build_dir if os.path.isabs(str(build_dir)) else "#" + str(build_dir))
@@ -340,11 +391,11 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     riotbase = opts.get("RIOTBASE") or ""
 
     if riotbase and board == "stm32f746g-disco":
-        e, elf, map_file = riot(env, board, model, src_c, hdr, bdir, fw_dir, riotbase)
+        e, elf, map_file, fit = riot(env, board, model, src_c, hdr, bdir, fw_dir, riotbase, nofit_ok)
     else:
         if riotbase:
             print(f"note: RIOT has no {board} board; building the bare-metal firmware for it")
-        e, elf, map_file = bare_metal(env, board, model, src_c, hdr, bdir, fw_dir)
+        e, elf, map_file, fit = bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok)
 
     binf = e.Command(bdir.File("fw.bin"), elf, f"{OBJCOPY} -O binary $SOURCE $TARGET")
     hexf = e.Command(bdir.File("fw.hex"), elf, f"{OBJCOPY} -O ihex $SOURCE $TARGET")
@@ -358,33 +409,33 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
 
     client = root.File("tools/serial_client.py").abspath
     so = Dir("#").File(f"build/host/{model}/lib{model}.so")
-    compare = ""
+    compare = []
     run_deps = [elf]
     if so.has_builder() or os.path.exists(so.abspath):
-        compare = f" --so {so.abspath} --header {hdr.abspath}"
+        compare = ["--so", so.abspath, "--header", hdr.abspath]
         run_deps.append(so)
-    samples = _samples_args(hdr)
+    fw = _bench_paths(board, model, bdir, hdr, model_json)
 
     if board == "mps2-an500":
         run = e.Command(bdir.File(".run"), run_deps,
-                        f'"{python}" {client} --qemu {elf.abspath} {samples} --count 20{compare}')
-        bench_json = bdir.File("bench.json")
-        bench = e.Command(bdir.File("bench.txt"), run_deps + [size_json] + ([model_json] if model_json else []),
-                          [f'"{python}" {client} --qemu {elf.abspath} {samples} --count 5 --quiet '
-                           f'--bench {bench_json.abspath}{compare}',
-                           e.Action(_bench_action(model, model_json, bench_json), None)])
+                        f'"{python}" {client} --qemu {elf.abspath} {_samples_args(hdr.abspath)} --count 20'
+                        + "".join(f" {a}" for a in compare))
+        bench_deps = run_deps + [map_file, fit, hdr] + ([model_json] if model_json else [])
+        bench = e.Command(bdir.File("bench.txt"), bench_deps,
+                          e.Action(_bench_action(fw, [python, client], compare), None))
     else:
         port = opts.get("port") or "/dev/ttyACM0"
         run = e.Command(bdir.File(".run"), run_deps,
-                        f'"{python}" {client} --port {port} {samples} --count 20{compare}')
+                        f'"{python}" {client} --port {port} {_samples_args(hdr.abspath)} --count 20'
+                        + "".join(f" {a}" for a in compare))
         programmer = opts.get("programmer") or "openocd"
         flash = e.Command(bdir.File(".flash"), [elf, binf[0]],
                           f'"{python}" {root.File("tools/flash.py").abspath} --programmer {programmer} '
                           f'--elf {elf.abspath} --bin {binf[0].abspath}')
         AlwaysBuild(flash)
         e.Alias("flash", flash)
-        bench = e.Command(bdir.File(".bench-note"), size_json,
-                          e.Action(_bench_board_note(model), None))
+        bench = e.Command(bdir.File(".bench-note"), [elf, map_file, fit],
+                          e.Action(_bench_board_note(fw), None))
     AlwaysBuild(run)
     AlwaysBuild(bench)
     e.Alias("run", run)
@@ -400,63 +451,188 @@ def _no_flash_emulator(target, source, env):
     return 2
 
 
-def _bench_board_note(model):
+def _bench_paths(board, model, bdir, hdr, model_json) -> dict:
+    """Where the bench of one board/model finds its inputs (paths: they end up in action closures)."""
+    return {"board": board, "model": model, "elf": bdir.File("fw.elf").abspath,
+            "map": bdir.File("fw.map").abspath, "fit": bdir.File("fit.json").abspath,
+            "bench_json": bdir.File("bench.json").abspath, "header": hdr.abspath,
+            "model_json": model_json.abspath if model_json is not None else None}
+
+
+def _fit_record(fw: dict) -> dict:
+    return json.load(open(fw["fit"]))
+
+
+def _size(fw: dict) -> dict:
+    return size_report(fw["elf"], fw["map"], fw["model"], fw["board"])
+
+
+def _bench_board_note(fw):
     def act(target, source, env):
-        print(format_size_report(json.load(open(str(source[0])))))
+        fit = _fit_record(fw)
+        if not fit["fits"]:
+            print(f"bench: {fw['model']} on {fw['board']}: {describe_no_fit(fit)}")
+            return 0
+        print(format_size_report(_size(fw)))
         print(f"bench: instruction counts come from the emulated Cortex-M7: "
-              f"scons board=mps2-an500 model={model} bench")
+              f"scons board=mps2-an500 model={fw['model']} bench")
         return 0
     return act
 
 
-def _bench_action(model, model_json, bench_json):
+BENCH_INFERENCES = 5
+
+
+def _bench_action(fw, client, compare):
+    """Runs the firmware under QEMU (serial client, BENCH_INFERENCES inputs, outputs compared with
+    the host library) and prints/writes the report; a model that does not fit gets a one-line
+    report. Any failure of the client (QEMU, mismatch) fails the bench and leaves no bench.json."""
     def act(target, source, env):
-        b = json.load(open(bench_json.abspath))
-        size = json.load(open([str(s) for s in source if str(s).endswith("size.json")][0]))
-        names = []
-        if model_json is not None and os.path.exists(model_json.abspath):
-            meta = json.load(open(model_json.abspath))
-            names = [(l["name"], l.get("kind", ""), l.get("macs", 0)) for l in meta.get("layers", [])]
-        text = format_bench(b, size, names)
+        fit = _fit_record(fw)
+        if not fit["fits"]:
+            text = f"bench: {fw['model']} on {fw['board']}: {describe_no_fit(fit)} (not run)"
+            print(text)
+            _write_atomic(str(target[0]), text + "\n")
+            return 0
+        bench_json = fw["bench_json"]
+        cmd = [*client, "--qemu", fw["elf"], *_samples_args(fw["header"]).split(),
+               "--count", str(BENCH_INFERENCES), "--quiet", "--bench", bench_json, *compare]
+        print(" ".join(shlex.quote(c) for c in cmd))
+        sys.stdout.flush()
+        if subprocess.run(cmd).returncode != 0:
+            if os.path.exists(bench_json):
+                os.remove(bench_json)
+            sys.stderr.write(f"error: bench of {fw['model']} failed (see above)\n")
+            return 1
+        meta = _model_meta(fw)
+        names = [(l["name"], l.get("kind", ""), l.get("macs", 0)) for l in meta.get("layers", [])]
+        text = format_bench(json.load(open(bench_json)), _size(fw), names)
         print(text)
-        with open(str(target[0]), "w") as f:
-            f.write(text + "\n")
+        _write_atomic(str(target[0]), text + "\n")
         return 0
     return act
+
+
+def _model_meta(fw: dict) -> dict:
+    mj = fw["model_json"]
+    return json.load(open(mj)) if mj is not None and os.path.exists(mj) else {}
+
+
+def bench_figures(b: dict, size: dict, macs: int) -> dict:
+    """The headline numbers of one bench (bench.json of the serial client + the size report)."""
+    per = b["per_inference"]
+    mean = sum(per) / len(per)
+    r = size["ram"]
+    return {"mean": mean, "min": min(per), "max": max(per), "per_mac": mean / macs if macs else None,
+            "ram_in_use": r["total"] - r["stack_reserve"] + b["stack_used"]}
 
 
 def format_bench(b: dict, size: dict, names: list) -> str:
-    per = b["per_inference"]
     unit = b["unit"]
-    lo, hi = min(per), max(per)
-    mean = sum(per) / len(per)
     f, r = size["flash"], size["ram"]
     total_macs = sum(n[2] for n in names) if names else 0
+    fig = bench_figures(b, size, total_macs)
+    mean = fig["mean"]
     lines = [f"bench: {b['model']} on the emulated Cortex-M7 (QEMU mps2-an500, -icount shift="
              f"{b['icount_shift']}: exact {unit}), {b['inferences']} inferences",
-             f"  {unit} per inference: {mean:,.0f} (min {lo:,}, max {hi:,})"
-             + (f", {mean / total_macs:.2f} per MAC ({total_macs:,} MACs)" if total_macs else ""),
+             f"  {unit} per inference: {mean:,.0f} (min {fig['min']:,}, max {fig['max']:,})"
+             + (f", {fig['per_mac']:.2f} per MAC ({total_macs:,} MACs)" if total_macs else ""),
              f"  flash {f['total']:,} B (weights {f['model_weights']:,}, model code {f['model_code']:,}, "
              f"runtime {f['runtime']:,})",
              f"  RAM {r['total']:,} B (arena+model data {r['model_arena_and_data']:,}, stack reserve "
              f"{r['stack_reserve']:,}, runtime {r['runtime']:,}); stack used {b['stack_used']:,} B, "
-             f"so RAM in use {r['total'] - r['stack_reserve'] + b['stack_used']:,} B"]
+             f"so RAM in use {fig['ram_in_use']:,} B"]
     if b["per_layer"]:
         lines.append(f"  {'layer':<24}{'kind':<14}{'MACs':>10}{unit:>14}{'per MAC':>9}")
         for i, v in enumerate(b["per_layer"]):
             name, kind, macs = names[i] if i < len(names) else (f"layer {i}", "", 0)
             per_mac = f"{v / macs:.2f}" if macs else ""
             lines.append(f"  {name:<24}{kind:<14}{macs:>10,}{v:>14,}{per_mac:>9}")
-        lines.append(f"  (per layer includes the layer hook, ~10 instructions; the rest of the total is "
-                     f"the call and timer reads)")
+        lines.append("  (per layer includes the layer hook, ~10 instructions; the rest of the total is "
+                     "the call and timer reads)")
     if b["model"] == "lenet5":
         t = MICROTVM_LENET5
         lines.append(f"  microTVM on the real STM32F746G-DISCO (RIOT, published): {t['ms']} ms, "
                      f"{t['ram_kb']} KB RAM, {t['flash_kb']} KB flash")
         lines.append(f"  this firmware: {mean / 216e3:.1f} ms at 216 MHz if it ran 1 instruction per cycle "
                      f"(an estimate: QEMU has no timing model; the M7 dual-issues, flash wait states cost), "
-                     f"{(r['total'] - r['stack_reserve'] + b['stack_used']) / 1000:.1f} KB RAM in use, "
+                     f"{fig['ram_in_use'] / 1000:.1f} KB RAM in use, "
                      f"{f['total'] / 1000:.1f} KB flash")
         for what, n in REFERENCE_LENET5_INSTRUCTIONS:
             lines.append(f"  reference, same emulator (notes/targets.md): {what}: {n:,} instructions")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench summary over several models
+# ---------------------------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = ["model", "MACs", "instructions / inference", "instructions / MAC", "arena B",
+                   "stack used B", "flash B", "RAM in use B"]   # numbers right-aligned
+
+
+def bench_summary(env, board, models, gen_dirs, summary):
+    """After the per-model benches of `models` (firmware() of each, build/<board>/<model>), one
+    table over all of them, printed and written to `summary` (markdown). A model that does not
+    fit is a row 'does not fit: needs N B flash of L'. Returns the summary node.
+
+    The previous summary is removed now, before anything is built (not for -n, -q, -h): a bench
+    that fails leaves no summary that could pass for its result."""
+    fws, bench_nodes = [], []
+    for model in models:
+        bdir = Dir(f"#build/{board}/{model}")
+        _src, hdr, model_json = _model_files(gen_dirs[model], model)
+        fws.append(_bench_paths(board, model, bdir, hdr, model_json))
+        bench_nodes.append(bdir.File("bench.txt"))
+    out = env.File(summary)
+    if os.path.exists(out.abspath) and not any(GetOption(o) for o in ("no_exec", "question", "help")):
+        os.remove(out.abspath)
+    node = env.Command(out, bench_nodes, env.Action(_summary_action(fws), None))
+    AlwaysBuild(node)
+    env.Alias("bench", node)
+    return node
+
+
+def _summary_action(fws):
+    def act(target, source, env):
+        text = format_summary(fws)
+        print(text)
+        _write_atomic(str(target[0]), text + "\n")
+        return 0
+    return act
+
+
+def format_summary(fws: list) -> str:
+    rows, shifts, inferences, kernels = [], set(), set(), set()
+    for fw in fws:
+        meta = _model_meta(fw)
+        macs = meta.get("macs", 0)
+        kernels.add(meta.get("kernels", "?"))
+        fit = _fit_record(fw)
+        if not fit["fits"]:
+            rows.append([fw["model"], f"{macs:,}", describe_no_fit(fit)] + [""] * (len(SUMMARY_COLUMNS) - 3))
+            continue
+        b = json.load(open(fw["bench_json"]))
+        size = _size(fw)
+        fig = bench_figures(b, size, macs)
+        shifts.add(b["icount_shift"])
+        inferences.add(b["inferences"])
+        rows.append([fw["model"], f"{macs:,}", f"{fig['mean']:,.0f}",
+                     f"{fig['per_mac']:.2f}" if fig["per_mac"] is not None else "",
+                     f"{b['workspace']:,}", f"{b['stack_used']:,}", f"{size['flash']['total']:,}",
+                     f"{fig['ram_in_use']:,}"])
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(SUMMARY_COLUMNS)]
+    right = [False] + [True] * (len(SUMMARY_COLUMNS) - 1)
+
+    def line(cells, right):
+        return "| " + " | ".join(c.rjust(w) if r else c.ljust(w)
+                                 for c, w, r in zip(cells, widths, right)) + " |"
+    sep = "|" + "|".join("-" * (w + 1) + (":" if r else "-") for w, r in zip(widths, right)) + "|"
+    board = fws[0]["board"] if fws else "?"
+    caption = [f"Bench summary: {len(fws)} zoo models on the emulated Cortex-M7 (QEMU {board}, -icount "
+               f"shift={'/'.join(map(str, sorted(shifts))) or '-'}: exact instruction counts),",
+               f"kernels={'/'.join(sorted(kernels))}, mean of {'/'.join(map(str, sorted(inferences))) or '-'} "
+               f"inferences per model. Flash and RAM: the firmware (arm-none-eabi-size);",
+               "RAM in use = static RAM - stack reserve + stack used (measured)."]
+    return "\n".join(caption + ["", line(SUMMARY_COLUMNS, [False] * len(widths)), sep]
+                     + [line(r, right) for r in rows])

@@ -44,19 +44,25 @@ def build_host_library(graph, kernels: str, out_dir, tag: str):
 
     Returns (CompiledModel, loaded library, path of the generated .c); the C must compile
     with the host flags and print nothing (no warning)."""
-    import subprocess
     import hostlib
     from nnc.compiler import compile_graph
     from nnc.targets.cpu import CpuTarget
-    from nnc.toolchains import HOST_CC, HOST_CFLAGS
     compiled = compile_graph(graph, CpuTarget(kernels=kernels))
     out = os.path.join(str(out_dir), tag)
     header, source = compiled.write(out)
     so = os.path.join(out, f"lib{tag}.so")
-    r = subprocess.run([HOST_CC, "-shared", "-fPIC", "-o", so, source, "-I", out, "-lm"] + HOST_CFLAGS,
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and r.stderr == "", r.stderr
+    compile_host_library(source, so)
     return compiled, hostlib.load(so, header), source
+
+
+def compile_host_library(source: str, so: str):
+    """Generated C (next to its header) -> a host shared library, with the host compiler and flags
+    of `./scons host`; the C must compile without printing anything (no warning)."""
+    import subprocess
+    from nnc.toolchains import HOST_CC, HOST_CFLAGS
+    r = subprocess.run([HOST_CC, "-shared", "-fPIC", "-o", so, source, "-I", os.path.dirname(source), "-lm"]
+                       + HOST_CFLAGS, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,18 @@
 
 - LeNet-5, 1000 inputs over the serial line (digits, random images, edge and random int8
   tensors): every output equals the host library and torch qnnpack.
+- Every other stateless zoo model that fits the board (the registry's fits_stm32, checked against
+  the link of every model): 1000 int8 inputs (-128, 127, 0, zero point, checkerboard, random) over
+  the serial line, zero mismatching output elements against torch qnnpack and the host library
+  built from the same C.
 - Bad frames (garbage, short, oversize, bad checksum, bad version/type/length, bad text) each
   get an error reply and the next good frame is answered correctly.
 - `flash` without a probe fails with one clear message; a model that does not fit fails the build
   with the numbers and leaves no fw.elf; the F746 firmware has no double-precision instructions.
 """
+import contextlib
 import glob
+import json
 import os
 import re
 import shutil
@@ -22,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 import serial_client as sc  # noqa: E402
+from conftest import compile_host_library, edge_and_random_inputs  # noqa: E402
 from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
 
 MODEL = "lenet5"
@@ -67,11 +74,11 @@ def host(lenet_build):
     return load(lenet_build["so"], lenet_build["header"])
 
 
-@pytest.fixture(scope="module")
-def fw(lenet_build):
-    qemu = sc.Qemu(lenet_build["elf"], time_limit=1200)
-    url = qemu.start()
-    fw = sc.Firmware(url, timeout=30)
+@contextlib.contextmanager
+def emulated(elf, timeout=30):
+    """The firmware under QEMU (-icount: exact instruction counts); it must leave with status 0."""
+    qemu = sc.Qemu(elf, time_limit=1200)
+    fw = sc.Firmware(qemu.start(), timeout=timeout)
     try:
         yield fw
         fw.exit(0)
@@ -81,12 +88,17 @@ def fw(lenet_build):
         qemu.stop()
 
 
-def torch_int8_outputs(q, host):
-    """torch qnnpack on int8 inputs (the zoo's quantized LeNet-5)."""
+@pytest.fixture(scope="module")
+def fw(lenet_build):
+    with emulated(lenet_build["elf"]) as fw:
+        yield fw
+
+
+def torch_int8_outputs(q, port, model=MODEL):
+    """torch qnnpack on int8 inputs (the zoo's quantized model)."""
     from models.registry import get
     from nnc.frontend.torch_eager import run_torch_int8
-    qmodel = get(MODEL).load_quantized()
-    port = host.inputs[0]
+    qmodel = get(model).load_quantized()
     return np.concatenate([run_torch_int8(qmodel, [q[i:i + 250]], [port])[0] for i in range(0, len(q), 250)])
 
 
@@ -137,7 +149,7 @@ def test_1000_inputs_equal_host_library_and_torch(fw, host):
     expected_host = host.run(q).reshape(1000, -1)
     bad = np.flatnonzero((got != expected_host).any(axis=1))
     assert len(bad) == 0, f"{len(bad)} of 1000 inputs differ from the host library (first: {bad[:10]})"
-    expected_torch = torch_int8_outputs(q, host).reshape(1000, -1)
+    expected_torch = torch_int8_outputs(q, host.inputs[0]).reshape(1000, -1)
     bad = np.flatnonzero((got != expected_torch).any(axis=1))
     assert len(bad) == 0, f"{len(bad)} of 1000 inputs differ from torch qnnpack (first: {bad[:10]})"
 
@@ -224,6 +236,104 @@ def test_scons_run_alias(lenet_build):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "20 of 20 inputs answered" in r.stdout
     assert "0 mismatches against the host library" in r.stdout
+
+
+# ---- every zoo model that fits the board ---------------------------------------------------
+
+def stateless_zoo():
+    from models.registry import MODELS
+    return [name for name, spec in MODELS.items() if not spec.stateful]
+
+
+def fits_by_registry():
+    """The registry's fits_stm32 flag; test_zoo_fit_agrees_with_the_build checks it against the link.
+    LeNet-5 has its own 1000-input test above (pixels and tensors)."""
+    from models.registry import MODELS
+    return [name for name in stateless_zoo() if MODELS[name].fits_stm32 and name != MODEL]
+
+
+@pytest.fixture(scope="module")
+def zoo_build():
+    """Every stateless model's emulator firmware in one `scons -k` run: a model that does not fit
+    fails its own link and nothing else. Returns the scons output."""
+    models = stateless_zoo()
+    r = scons("-k", "-j2", "board=mps2-an500", "model=all",
+              *[f"build/mps2-an500/{m}/fw.elf" for m in models], timeout=1800)
+    return r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("name", stateless_zoo())
+def test_zoo_fit_agrees_with_the_build(zoo_build, name):
+    from models.registry import get
+    d = os.path.join(ROOT, "build", "mps2-an500", name)
+    fit_json = os.path.join(d, "fit.json")
+    assert os.path.exists(fit_json), f"{name}: the link did not run\n{zoo_build[-3000:]}"
+    fit = json.load(open(fit_json))
+    assert fit["fits"] == get(name).fits_stm32, \
+        f"{name}: registry fits_stm32={get(name).fits_stm32}, the link says {fit}"
+    assert os.path.exists(os.path.join(d, "fw.elf")) == fit["fits"]
+    if not fit["fits"]:
+        assert f"error: model '{name}' does not fit the mps2-an500" in zoo_build, zoo_build[-3000:]
+        flash = fit["regions"]["FLASH"]
+        assert flash["available"] == 1024 * 1024 < flash["needed"]
+        assert f"FLASH: {flash['needed']:,} bytes needed, 1,048,576 available" in zoo_build
+
+
+@pytest.fixture(scope="module")
+def m7_host_libs(tmp_path_factory):
+    """The firmware's C (build/gen/m7) compiled for the host. Not build/host/<m>: that holds the
+    kernels of whichever board was built last, and other tests expect the portable ones there."""
+    from hostlib import load
+    out = tmp_path_factory.mktemp("m7_host")
+
+    def lib(name):
+        so = str(out / f"lib{name}.so")
+        if not os.path.exists(so):
+            compile_host_library(os.path.join(ROOT, "build", "gen", "m7", name, f"tvmgen_{name}.c"), so)
+        return load(so, os.path.join(ROOT, "build", "gen", "m7", name, f"tvmgen_{name}.h"))
+    return lib
+
+
+def infer_on_emulators(elf, x, model, input_size):
+    """The outputs of the firmware for every input in x, in order. One QEMU per core (QEMU runs a
+    guest on one host thread, and most of the time per input is the serial transfer, byte by
+    byte), each answering a contiguous share of x over its own serial line."""
+    from concurrent.futures import ThreadPoolExecutor
+    instances = max(1, min(2, os.cpu_count() or 1))
+
+    def run(share):
+        with emulated(elf, timeout=120) as fw:
+            info = fw.info()
+            assert info["model"] == model and info["input_size"] == input_size
+            return [fw.infer_i8(t.ravel())["output"] for t in share]
+    with ThreadPoolExecutor(instances) as pool:
+        shares = list(pool.map(run, np.array_split(x, instances)))
+    return np.stack([out for share in shares for out in share])
+
+
+@pytest.mark.parametrize("name", fits_by_registry())
+def test_zoo_model_1000_inputs_equal_torch_and_host_library(zoo_build, m7_host_libs, name):
+    elf = os.path.join(ROOT, "build", "mps2-an500", name, "fw.elf")
+    assert os.path.exists(elf), f"{name}: no firmware\n{zoo_build[-3000:]}"
+    host = m7_host_libs(name)
+    port = host.inputs[0]
+    n = 1000
+    zero_point = np.full((1,) + tuple(port.shape[1:]), port.zero_point, dtype=np.int8)
+    x = np.concatenate([edge_and_random_inputs(port.shape, n - 5, seed=11), zero_point])
+    assert len(x) == n and x.min() == -128 and x.max() == 127
+
+    t0 = time.monotonic()
+    got = infer_on_emulators(elf, x, name, port.size)
+    elapsed = time.monotonic() - t0
+
+    expected_torch = torch_int8_outputs(x, port, name).reshape(n, -1)
+    expected_host = host.run(x).reshape(n, -1)
+    assert got.shape == expected_torch.shape
+    bad = int(np.count_nonzero(got != expected_torch))
+    assert bad == 0, f"{name}: {bad} of {got.size} output elements differ from torch qnnpack"
+    bad = int(np.count_nonzero(got != expected_host))
+    assert bad == 0, f"{name}: {bad} of {got.size} output elements differ from the host library"
+    print(f"{name}: {n} inferences on the emulated Cortex-M7 in {elapsed:.1f} s (wall)")
 
 
 # ---- the real board's firmware ------------------------------------------------------------
