@@ -39,6 +39,15 @@ def edge_and_random_inputs(shape, n_random: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([np.stack(edges), rand]).astype(np.int8)
 
 
+def quantize_ptq(model, scheme: str, calib):
+    """A small test network -> converted int8 model: PTQ (qnnpack) calibrated on `calib`."""
+    from models import quant
+    quant.prepare_ptq(model, scheme)
+    with quant.quiet():
+        quant.calibrate(model, calib.numpy())
+    return quant.convert(model)
+
+
 def build_host_library(graph, kernels: str, out_dir, tag: str):
     """Compile a graph for the cpu target with the given kernels into a host library.
 

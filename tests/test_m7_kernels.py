@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import build_host_library, edge_and_random_inputs
+from conftest import build_host_library, edge_and_random_inputs, quantize_ptq
 
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
 from nnc.kernels.m7_kernels import pack_weights
@@ -133,7 +133,6 @@ def test_zoo_source_compiles_warning_free(zoo_build, compiler, tmp_path):
 def make_grid_model(scheme: str, seed: int):
     import torch
     import torch.nn as nn
-    from models import quant
 
     class Net(nn.Module):
         def __init__(self):
@@ -175,11 +174,7 @@ def make_grid_model(scheme: str, seed: int):
 
     torch.manual_seed(seed)
     model = Net()
-    quant.prepare_ptq(model, scheme)
-    calib = torch.randn(64, *GRID_SHAPE[1:]) * 1.5 + 1.0
-    with quant.quiet(), torch.no_grad():
-        model(calib)
-    quant.convert(model)
+    model = quantize_ptq(model, scheme, torch.randn(64, *GRID_SHAPE[1:]) * 1.5 + 1.0)
     return model, torch.randn(*GRID_SHAPE)
 
 
@@ -210,7 +205,6 @@ def make_residual_model(seed: int):
     tail) -> fc."""
     import torch
     import torch.nn as nn
-    from models import quant
 
     class Net(nn.Module):
         def __init__(self):
@@ -236,10 +230,7 @@ def make_residual_model(seed: int):
 
     torch.manual_seed(seed)
     model = Net()
-    quant.prepare_ptq(model, "per_tensor")
-    with quant.quiet(), torch.no_grad():
-        model(torch.randn(64, 1, 11, 11) * 1.5)
-    quant.convert(model)
+    model = quantize_ptq(model, "per_tensor", torch.randn(64, 1, 11, 11) * 1.5)
     return model, torch.randn(1, 1, 11, 11)
 
 

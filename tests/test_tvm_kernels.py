@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import build_host_library, edge_and_random_inputs
+from conftest import build_host_library, edge_and_random_inputs, quantize_ptq
 
 from nnc import reference
 from nnc.compiler import compile_graph
@@ -32,7 +32,6 @@ CFLAGS = HOST_CFLAGS
 def make_model(scheme: str, seed: int):
     import torch
     import torch.nn as nn
-    from models import quant
 
     class Net(nn.Module):
         def __init__(self):
@@ -69,14 +68,9 @@ def make_model(scheme: str, seed: int):
 
     torch.manual_seed(seed)
     model = Net()
-    quant.prepare_ptq(model, scheme)
     # Offset data: the input zero point is far from 0, so padding must be the zero point.
-    calib = torch.randn(64, *SHAPE[1:]) * 1.5 + 1.0
-    with quant.quiet(), torch.no_grad():
-        model(calib)
-    quant.convert(model)
-    example = torch.randn(*SHAPE)
-    return model, example
+    model = quantize_ptq(model, scheme, torch.randn(64, *SHAPE[1:]) * 1.5 + 1.0)
+    return model, torch.randn(*SHAPE)
 
 
 def build(graph, tmp_path, tag):

@@ -327,11 +327,12 @@ class M7Kernels(KernelProvider):
                  "void* scratch"]
         shape = _Shape(op, kp)
         if op.kind == "conv2d_maxpool2d":
-            body, header, ncols = self._conv_pool(op, shape)
+            body, header = self._conv_pool(op, shape)
         elif op.kind == "dense" or shape.npos == 1:
-            body, header, ncols = self._one_position(op, shape)
+            body, header = self._one_position(op, shape)
         else:
-            body, header, ncols = self._position_pairs(op, shape)
+            body, header = self._position_pairs(op, shape)
+        ncols = shape.ncols
         zero_tail = ""
         if kp > shape.k:   # the padding of each column to a multiple of 4 stays zero
             zero_tail = f"""\
@@ -414,7 +415,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
             body += f"""\
     output[{last}] = {sh.requant(f"nnc_m7_dot1(col, weight + {sh.even * sh.kp}, {sh.n4}, bias[{last}])", str(last))};
 """
-        return body, header, 1
+        return body, header
 
     def _position_pairs(self, op, sh):
         """Convolutions: two output positions per pass (an odd last one is computed twice and
@@ -444,7 +445,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         output[{last * npos} + p] = {sh.requant(f"nnc_m7_dot1(col, {w}, {sh.n4}, bias[{last}])", str(last))};
         output[{last * npos} + pb] = {sh.requant(f"nnc_m7_dot1(col + {kp}, {w}, {sh.n4}, bias[{last}])", str(last))};
 """
-        return body + "    }\n", header, 2
+        return body + "    }\n", header
 
     def _conv_pool(self, op, sh):
         """conv2d + max pool: per pooled position, the columns of the window's conv positions,
@@ -486,7 +487,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         }}
         output[{last * npos} + p] = {sh.requant("max", str(last))};
 """
-        return body + "    }\n", header, win
+        return body + "    }\n", header
 
     def _conv_fill(self, op, izp, indent, padded_shape=None):
         """C that fills the column `col` for the output position (oy, ox); returns it and a
