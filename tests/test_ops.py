@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from conftest import build_host_library, edge_and_random_inputs
 
+from fixtures import mobilenetv3 as mbv3
 from nnc import reference
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
 
@@ -237,3 +238,56 @@ def test_device_softmax_error_against_float_softmax(tmp_path):
     probs = (reference.run(graph, [x])[0].astype(np.float32) + 128) / 256
     err = np.abs(probs - want)
     assert err.max() <= 1.5 / 256, err.max()       # documented bound (README): below 1.5 / 256
+
+
+# -- networks: torchvision's MobileNetV3 (small, large), a ShuffleNetV2 block, an SE block ----------
+def ptq(model, shape, seed=0):
+    from conftest import quantize_ptq
+    torch.manual_seed(seed)
+    for m in model.modules():          # BatchNorm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return quantize_ptq(model, "per_channel", torch.randn(32, *shape[1:]))
+
+
+NETWORKS = {
+    "mobilenet_v3_small": ((1, 3, 32, 32), lambda: mbv3.mobilenet_v3("small", 1.0, 10)),
+    "mobilenet_v3_large": ((1, 3, 32, 32), lambda: mbv3.mobilenet_v3("large", 1.0, 10)),
+    "shufflenet_block": ((1, 3, 16, 16), lambda: mbv3.ShuffleNetBlock()),
+    "se_block": ((1, 3, 8, 8), lambda: mbv3.SEBlock()),
+}
+
+
+@pytest.mark.parametrize("net", sorted(NETWORKS))
+def test_network_bit_exact(net, tmp_path):
+    shape, make = NETWORKS[net]
+    q = ptq(make(), shape)
+    compiled = check(q, shape, tmp_path, net)
+    kinds = {op.kind for op in compiled.graph.ops}
+    want = {"mobilenet_v3_small": {"lut", "mul", "add"}, "mobilenet_v3_large": {"lut", "mul", "add"},
+            "shufflenet_block": {"slice", "transpose", "cat"}, "se_block": {"mul", "lut"}}[net]
+    assert want <= kinds, kinds
+
+
+def test_unsupported_op_names_the_innermost_user_line(monkeypatch):
+    """The error points at the line inside the helper that calls the op, not at forward()."""
+    import inspect
+    from nnc.errors import NncError
+
+    def inner_helper(x):
+        return torch.cumsum(x, 1)          # <- the line the error must name
+
+    q = quantize(Single(lambda s, x: inner_helper(x)), (1, 4), 1.0)
+    line = inspect.getsourcelines(inner_helper)[1] + 1
+    monkeypatch.delenv("NNC_DEBUG", raising=False)
+    with pytest.raises(NncError) as e:
+        import_torch_model(q, torch.rand(1, 4), "bad")
+    where = e.value.where
+    assert f'test_ops.py", line {line}, in inner_helper' in where and "torch.cumsum(x, 1)" in where
+    assert "called from" not in where and "NNC_DEBUG=1" in where
+    monkeypatch.setenv("NNC_DEBUG", "1")
+    with pytest.raises(NncError) as e:
+        import_torch_model(q, torch.rand(1, 4), "bad")
+    assert "called from" in e.value.where and "in forward" in e.value.where
