@@ -291,3 +291,39 @@ def test_unsupported_op_names_the_innermost_user_line(monkeypatch):
     with pytest.raises(NncError) as e:
         import_torch_model(q, torch.rand(1, 4), "bad")
     assert "called from" in e.value.where and "in forward" in e.value.where
+
+
+def test_new_kernels_compile_warning_free_on_every_target(tmp_path):
+    """One model with every new op kind, compiled by gcc, arm-none-eabi-gcc and
+    riscv64-unknown-elf-gcc with -Wall -Wextra -Werror: no output at all."""
+    import os
+    import shutil
+    import subprocess
+    from nnc.compiler import compile_graph
+    from nnc.targets.cpu import CpuTarget
+    from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, RV32_CC, RV32_FLAGS
+
+    def body(s, x):
+        a, b = x.chunk(2, dim=1)
+        y = s.f.cat([s.act(channel_shuffle(F.pad(a, (1, 1, 1, 1)), 3)[:, :, 1:-1, 1:-1]), b], dim=1)
+        y = s.f.mul(y, torch.sigmoid(y.mean((3, 2), keepdim=True)))
+        y = F.interpolate(y.permute(0, 1, 3, 2), size=(7, 9), mode="nearest")
+        return s.sm(y[:, :, ::2])
+
+    shape = (1, 6, 5, 4)
+    q = quantize(Single(body, act=nn.Hardswish(), sm=nn.Identity()), shape, 1.5)
+    q.sm = torch.ao.nn.quantized.Softmax(dim=1, scale=1 / 256, zero_point=0)
+    compiled = check(q, shape, tmp_path, "allops")
+    kinds = {op.kind for op in compiled.graph.ops}
+    assert {"lut", "mul", "mean", "softmax", "slice", "pad", "upsample_nearest", "transpose"} <= kinds
+    out = compile_graph(import_torch_model(q, torch.rand(*shape), "allops"), CpuTarget("m7"))
+    header, source = out.write(str(tmp_path / "gen"))
+    for cc, flags in (("gcc", []), (CORTEX_M7_CC, CORTEX_M7_FLAGS), (RV32_CC, RV32_FLAGS)):
+        if shutil.which(cc) is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{cc} is missing")
+            continue
+        r = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-c",
+                            source, "-I", os.path.dirname(source), "-o", str(tmp_path / "x.o")] + flags,
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and r.stderr == "", f"{cc}: {r.stderr}"
