@@ -242,17 +242,6 @@ def test_device_softmax_error_against_float_softmax(tmp_path):
 
 
 # -- networks: torchvision's MobileNetV3 (small, large), a ShuffleNetV2 block, an SE block ----------
-def ptq(model, shape, seed=0):
-    from conftest import quantize_ptq
-    torch.manual_seed(seed)
-    for m in model.modules():          # BatchNorm statistics that are not the identity
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    return quantize_ptq(model, "per_channel", torch.randn(32, *shape[1:]))
-
-
 NETWORKS = {
     "mobilenet_v3_small": ((1, 3, 32, 32), lambda: mbv3.mobilenet_v3("small", 1.0, 10)),
     "mobilenet_v3_large": ((1, 3, 32, 32), lambda: mbv3.mobilenet_v3("large", 1.0, 10)),
@@ -264,7 +253,7 @@ NETWORKS = {
 @pytest.mark.parametrize("net", sorted(NETWORKS))
 def test_network_bit_exact(net, tmp_path):
     shape, make = NETWORKS[net]
-    q = ptq(make(), shape)
+    q = mbv3.quantize_with_random_bn(make(), shape)
     compiled = check(q, shape, tmp_path, net)
     kinds = {op.kind for op in compiled.graph.ops}
     want = {"mobilenet_v3_small": {"lut", "mul", "add"}, "mobilenet_v3_large": {"lut", "mul", "add"},
