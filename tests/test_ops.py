@@ -324,3 +324,96 @@ def test_new_kernels_compile_warning_free_on_every_target(cc, tmp_path):
                         source, "-I", os.path.dirname(source), "-o", str(tmp_path / "x.o")] + flags,
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", f"{cc}: {r.stderr}"
+
+
+# -- tools/export.py: --device-softmax and --debug ----------------------------------------------------
+class _TestSpec:
+    """Stands in for a zoo ModelSpec: tools/export.py takes zoo names."""
+
+    def __init__(self, qmodel, shape):
+        self.qmodel, self.shape = qmodel, shape
+
+    def load_quantized(self):
+        return self.qmodel
+
+    def example_input(self):
+        return torch.rand(*self.shape)
+
+
+def export_cli(monkeypatch, capsys, qmodel, shape, *flags):
+    import json
+    import os
+    import tempfile
+    import export
+    from models import registry
+    monkeypatch.setitem(registry.MODELS, "testnet", _TestSpec(qmodel, shape))
+    out = os.path.join(tempfile.mkdtemp(), "gen")
+    rc = export.main(["--model", "testnet", "--out", out, "--quiet", *flags])
+    err = capsys.readouterr().err
+    meta = json.load(open(os.path.join(out, "model.json"))) if rc == 0 else None
+    assert rc == 0 or not os.path.exists(out), "a failed export wrote output"
+    return rc, err, meta
+
+
+class SoftmaxNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return torch.softmax(self.dequant(self.fc(self.quant(x))), dim=1)
+
+
+def test_export_help_names_the_flags(capsys):
+    import export
+    with pytest.raises(SystemExit) as e:
+        export.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "--device-softmax" in text and "--debug" in text and "NNC_DEBUG=1" in text
+
+
+def test_export_device_softmax(monkeypatch, capsys):
+    q = quantize(SoftmaxNet(), (1, 16), 2.0)
+    rc, err, plain = export_cli(monkeypatch, capsys, q, (1, 16))
+    assert rc == 0, err
+    assert [l["kind"] for l in plain["layers"]] == ["dense"]
+    rc, err, meta = export_cli(monkeypatch, capsys, q, (1, 16), "--device-softmax")
+    assert rc == 0, err
+    assert [l["kind"] for l in meta["layers"]] == ["dense", "softmax"]
+    assert meta["outputs"][0]["scale"] == 1 / 256 and meta["outputs"][0]["zero_point"] == -128
+    assert any("softmax compiled on the device" in n for n in meta["notes"])
+
+
+def test_export_device_softmax_refuses_log_softmax_and_no_softmax(monkeypatch, capsys):
+    """A model ending in log_softmax, and one with nothing after its DeQuantStub: exit 2, the
+    reason and the fix, nothing written."""
+    class LogSoftmaxNet(SoftmaxNet):
+        def forward(self, x):
+            return F.log_softmax(self.dequant(self.fc(self.quant(x))), dim=1)
+
+    class Logits(SoftmaxNet):
+        def forward(self, x):
+            return self.dequant(self.fc(self.quant(x)))
+
+    rc, err, _ = export_cli(monkeypatch, capsys, quantize(LogSoftmaxNet(), (1, 16), 2.0), (1, 16),
+                            "--device-softmax")
+    assert rc == 2 and "log_softmax cannot run on the device" in err and "in forward" in err, err
+    assert "Traceback" not in err
+    rc, err, _ = export_cli(monkeypatch, capsys, quantize(Logits(), (1, 16), 2.0), (1, 16),
+                            "--device-softmax")
+    assert rc == 2 and "no softmax after its DeQuantStub" in err and "fix:" in err, err
+
+
+def test_export_debug_prints_the_call_chain(monkeypatch, capsys):
+    def helper(x):
+        return torch.cumsum(x, 1)
+
+    q = quantize(Single(lambda s, x: helper(x)), (1, 4), 1.0)
+    monkeypatch.setenv("NNC_DEBUG", "0")          # restored after the test (--debug sets it)
+    rc, err, _ = export_cli(monkeypatch, capsys, q, (1, 4))
+    assert rc == 2 and "in helper" in err and "called from" not in err and "--debug" in err, err
+    rc, err, _ = export_cli(monkeypatch, capsys, q, (1, 4), "--debug")
+    assert rc == 2 and "in helper" in err and "called from" in err and "in forward" in err, err
+    assert "Traceback" not in err
