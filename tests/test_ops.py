@@ -216,19 +216,28 @@ def test_softmax_equals_qnnpack(shape, dim, spread, tmp_path):
     assert [op.kind for op in compiled.graph.ops] == ["softmax"]
 
 
-def test_device_softmax_error_against_float_softmax(tmp_path):
+class SoftmaxNet(nn.Module):
+    def __init__(self, features=16, classes=10):
+        super().__init__()
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.fc = nn.Linear(features, classes)
+
+    def forward(self, x):
+        return torch.softmax(self.dequant(self.fc(self.quant(x))), dim=1)
+
+
+# (classes, calibration spread): logit scales from about 0.03 to 0.13; a wide spread makes
+# near-certain predictions, whose probability rounds above 255/256, the largest int8 output
+SOFTMAX_CASES = [(10, 2.0), (10, 8.0), (2, 2.0), (100, 2.0)]
+
+
+@pytest.mark.parametrize("classes,spread", SOFTMAX_CASES)
+def test_device_softmax_error_against_float_softmax(classes, spread, tmp_path):
     """softmax after the DeQuantStub, compiled on the device: the error of its int8
-    probabilities (scale 1/256) against torch's float softmax of the same logits."""
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
-            self.fc = nn.Linear(16, 10)
-
-        def forward(self, x):
-            return torch.softmax(self.dequant(self.fc(self.quant(x))), dim=1)
-
-    q = quantize(Net(), (1, 16), 2.0)
+    probabilities (scale 1/256) against torch's float softmax of the same logits, on 1004 inputs.
+    Measured (README): at most 1/256, reached only where the output saturates at 255/256."""
+    torch.manual_seed(classes)                 # the weights too: the figures are reproducible
+    q = quantize(SoftmaxNet(16, classes), (1, 16), spread)
     plain = import_torch_model(q, torch.rand(1, 16), "logits")
     check(q, (1, 16), tmp_path, "devsoftmax", device_softmax=True)
     graph = import_torch_model(q, torch.rand(1, 16), "devsoftmax", device_softmax=True)
@@ -238,7 +247,12 @@ def test_device_softmax_error_against_float_softmax(tmp_path):
     want = torch.softmax(torch.from_numpy((logits.astype(np.float32) - lq.zero_point) * lq.scale), 1).numpy()
     probs = (reference.run(graph, [x])[0].astype(np.float32) + 128) / 256
     err = np.abs(probs - want)
-    assert err.max() <= 1.5 / 256, err.max()       # documented bound (README): below 1.5 / 256
+    below = err[probs < 255 / 256]
+    print(f"device softmax, {classes} classes, logit scale {lq.scale:.4g}, {len(x)} inputs: max error "
+          f"{err.max() * 256:.3f}/256 ({below.max() * 256:.3f}/256 below saturation), mean "
+          f"{err.mean() * 256:.3f}/256")
+    assert err.max() <= 1 / 256, err.max() * 256
+    assert below.max() <= 0.6 / 256, below.max() * 256
 
 
 # -- networks: torchvision's MobileNetV3 (small, large), a ShuffleNetV2 block, an SE block ----------
@@ -353,16 +367,6 @@ def export_cli(monkeypatch, capsys, qmodel, shape, *flags):
     meta = json.load(open(os.path.join(out, "model.json"))) if rc == 0 else None
     assert rc == 0 or not os.path.exists(out), "a failed export wrote output"
     return rc, err, meta
-
-
-class SoftmaxNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        return torch.softmax(self.dequant(self.fc(self.quant(x))), dim=1)
 
 
 def test_export_help_names_the_flags(capsys):
