@@ -8,7 +8,9 @@ plus the loop. Here the work is done four codes at a time:
 - one 32-bit load brings four codes, four table loads (`ldrb` with a register offset; the table
   is a constant array, in flash) give four results, merged by three `orr` into one 32-bit store;
 - two words per pass (eight elements) share the loop's compare and branch; the 0..7 elements left
-  over take a byte loop.
+  over take a byte loop;
+- the table pointer is kept opaque to the optimiser, so every lookup is one `ldrb` with a register
+  offset (gcc otherwise folds the constant table's address into an extra add per element).
 Loads and stores go through memcpy (one LDR/STR on the M7, which allows unaligned access), so a
 tensor that aliases a slice at any byte offset works; input and output may be the same buffer
 (every word is read before it is written).
@@ -27,6 +29,16 @@ static inline void nnc_m7_store32(void* p, uint32_t v)
 {
     __builtin_memcpy(p, &v, 4);
 }
+"""
+
+OPAQUE = """\
+/* Keeps a pointer in a register of its own: otherwise gcc may fold a constant table's address
+ * into every lookup as (shared base + index) + offset, one more instruction per element. */
+#if defined(__GNUC__)
+#define NNC_M7_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define NNC_M7_OPAQUE(p) ((void)0)
+#endif
 """
 
 LOOKUP4 = """\
@@ -81,8 +93,10 @@ class M7Lut(KernelProvider):
  * code's raw byte, four codes per 32-bit load and store, two words per pass. */
 NNC_M7_NOINLINE {_signature(function, ["const int8_t* table"])}
 {{
-    const uint8_t* const t = (const uint8_t*)table;
+    const uint8_t* t = (const uint8_t*)table;
+    NNC_M7_OPAQUE(t);
 {body}}}
 """
-        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_lut_store32": STORE32, "m7_lut_lookup4": LOOKUP4}
+        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_lut_store32": STORE32, "m7_lut_lookup4": LOOKUP4,
+                   "m7_lut_opaque": OPAQUE}
         return Kernel(function, src, ["in0", "out0", "const:table"], consts, self.name, prelude)
