@@ -117,7 +117,8 @@ def _convert(key: str, text: str, where: str):
 
     if spec.kind == "int":
         if not _INT.match(text):
-            raise bad("a non-negative integer (decimal or 0x-hex)")
+            raise bad("a non-negative integer" if _INT.match(text[1:]) and text[0] == "-" else
+                      "an integer (decimal or 0x-hex)")
         value = int(text, 16 if text[:2].lower() == "0x" else 10)
         if value >= 1 << 32:
             raise bad("a 32-bit value (at most 0xFFFFFFFF)")
