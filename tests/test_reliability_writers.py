@@ -126,6 +126,15 @@ def test_output_dir_refuses_a_folder_it_did_not_make(tmp_path):
     assert snapshot(user) == before and leftovers(tmp_path) == []
 
 
+def test_output_dir_refuses_pre_marker_output_with_a_hint(tmp_path):
+    old = tmp_path / "gen"
+    old.mkdir()
+    (old / "tvmgen_lenet5.os").write_text("an object of an older build")
+    with pytest.raises(NncError) as e:
+        fill(old, {"a.c": "1"})
+    assert "delete it once" in e.value.fix and os.listdir(old) == ["tvmgen_lenet5.os"]
+
+
 def test_output_dir_takes_empty_and_old_diana_folders(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)        # build tools pre-create folders
     fill(tmp_path / "empty", {"a.c": "1"})

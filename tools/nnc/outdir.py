@@ -103,11 +103,20 @@ def check_target(path: str, where: str) -> str:
         raise NncError(f"output folder {path} exists and is not a folder", where,
                        "give the path of a folder (new, empty, or made by nnc before)")
     if os.path.isdir(real) and not is_ours(real) and _holds_files(real):
+        fix = "give a new or empty folder, or delete this one yourself if nothing in it is needed"
+        if _looks_like_old_output(real):
+            fix = ("it looks like the output of an nnc from before output folders carried the marker "
+                   "(e.g. an old build/ tree): delete it once, or give a new or empty folder")
         raise NncError(f"output folder {path} exists, holds files, and was not made by nnc "
                        f"(it has no {MARKER} marker); nnc replaces only folders it made itself", where,
-                       "give a new or empty folder, or delete this one yourself if nothing in it "
-                       "is needed")
+                       fix)
     return real
+
+
+def _looks_like_old_output(path: str) -> bool:
+    """Names nnc writes, only for a better hint: such a folder is refused like any other."""
+    names = os.listdir(path)
+    return any(n.startswith("tvmgen_") or n in ("model.json", "manifest.json", "deploy.cfg") for n in names)
 
 
 def _write_error(path: str, where: str, err: OSError) -> NncError:
