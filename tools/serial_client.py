@@ -2,8 +2,9 @@
 """Send images to the inference firmware over a serial line and print what it answers.
 
 Works the same against a board (`--port /dev/ttyACM0`), any pyserial URL
-(`--port socket://127.0.0.1:4444`) and the emulated Cortex-M7, which it can start itself
-(`--qemu build/mps2-an500/lenet5/fw.elf`).
+(`--port socket://127.0.0.1:4444`), the emulated Cortex-M7, which it can start itself
+(`--qemu build/mps2-an500/lenet5/fw.elf`), and the RIOT app on RIOT's native64 board, a Linux
+process it starts on a pseudo-terminal (`--native build/native64/lenet5/riot/fw.elf`).
 
     serial_client.py --port /dev/ttyACM0 digit.png
     serial_client.py --qemu fw.elf --dataset digits --count 20 \\
@@ -305,6 +306,72 @@ class Qemu:
         return (err or b"").decode(errors="replace")
 
 
+# ---- RIOT native64 ----------------------------------------------------------------------
+
+class Native:
+    """The RIOT application built for RIOT's native64 board: a Linux process whose stdio (RIOT's
+    UART) is the slave side of a pseudo-terminal; the client opens that pty as its serial port.
+    The pty is raw (no echo, no line editing) before the process starts, so no byte is changed."""
+
+    def __init__(self, elf: str, time_limit: float = 900):
+        if not os.path.isfile(elf):
+            raise UserError(f"{elf}: no such firmware file (build it: scons board=native64 RIOTBASE=...)")
+        self.elf, self.time_limit = elf, time_limit
+        self.proc = None
+        self._master = None
+
+    def start(self) -> str:
+        """Start the process; returns the pty device for the serial port."""
+        import pty
+        import tty
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        tty.setraw(master)
+        cmd = [self.elf]
+        if shutil.which("timeout"):
+            cmd = ["timeout", "--kill-after=5", str(int(self.time_limit))] + cmd
+        # RIOT native reads fd 0 and writes fd 1: both on the pty's master side, so that the
+        # client's slave device behaves like the board's serial line
+        self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self._master = master
+        path = os.ttyname(slave)
+        self._slave = slave   # kept open until the client has opened the device (raw settings)
+        return path
+
+    def connected(self):
+        """The client has the pty open: the parent's extra descriptor can go."""
+        if getattr(self, "_slave", None) is not None:
+            os.close(self._slave)
+            self._slave = None
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise ProtocolError("the native64 process did not exit after the EXIT request") from None
+
+    def stop(self) -> str:
+        if self.proc is None:
+            return ""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            err = b""
+        for fd in (self._master, getattr(self, "_slave", None)):
+            if fd is not None:
+                os.close(fd)
+        self._master = self._slave = None
+        return (err or b"").decode(errors="replace")
+
+
 # ---- inputs ----------------------------------------------------------------------------
 
 class Sample:
@@ -419,6 +486,7 @@ def parse_args(argv):
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial device (/dev/ttyACM0) or pyserial URL (socket://HOST:PORT)")
     where.add_argument("--qemu", metavar="ELF", help="start this mps2-an500 firmware under QEMU and talk to it")
+    where.add_argument("--native", metavar="ELF", help="start this RIOT native64 build on a pty and talk to it")
     ap.add_argument("inputs", nargs="*", help="PNG images or .npy arrays")
     ap.add_argument("--dataset", help="send held-out samples of a data set: digits | mnist:DIR")
     ap.add_argument("--random", type=int, default=0, metavar="N", help="send N random images")
@@ -432,7 +500,7 @@ def parse_args(argv):
     ap.add_argument("--icount-shift", type=int, default=None, metavar="S",
                     help=f"QEMU -icount shift (with --qemu default {QEMU_ICOUNT_SHIFT}: exact instruction "
                          "counts); with --port to an emulator started elsewhere, the shift it runs with")
-    ap.add_argument("--qemu-time-limit", type=float, default=900, help="kill QEMU after this many seconds")
+    ap.add_argument("--qemu-time-limit", type=float, default=900, help="kill QEMU (or the native64 process) after this many seconds")
     ap.add_argument("--bench", metavar="JSON", help="write the per-inference and per-layer costs here")
     ap.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
     args = ap.parse_args(argv)
@@ -447,15 +515,20 @@ def parse_args(argv):
 
 def run(args) -> int:
     host = load_host(args)
-    qemu = None
+    qemu = None   # the emulator or the native64 process this client started
     if args.qemu:
         qemu = Qemu(args.qemu, args.icount_shift, args.qemu_time_limit)
+        port = qemu.start()
+    elif args.native:
+        qemu = Native(args.native, args.qemu_time_limit)
         port = qemu.start()
     else:
         port = args.port
     fw = None
     try:
         fw = Firmware(port, timeout=args.timeout, baudrate=args.baud)
+        if args.native:
+            qemu.connected()
         info = fw.info()
         print(f"firmware: model {info['model']} on {info['board']}, input {info['input_size']} int8, "
               f"output {info['output_size']}, arena {info['workspace']} B, protocol {info['protocol']}")
@@ -515,7 +588,8 @@ def run(args) -> int:
             fw.exit(0)
             rc = qemu.wait()
             if rc != 0:
-                print(f"error: QEMU exited with status {rc}", file=sys.stderr)
+                print(f"error: {'the native64 process' if args.native else 'QEMU'} exited with status {rc}",
+                      file=sys.stderr)
                 return 1
         return 1 if (mismatches or errors) else 0
     finally:
