@@ -225,6 +225,8 @@ def describe_cost(r: dict, icount_shift: int | None) -> str:
         return f"{r['cost']:,} cycles ({r['cost'] / r['hz'] * 1e3:.3f} ms at {r['hz'] / 1e6:g} MHz)"
     if icount_shift is not None:
         return f"{instructions(r['cost'], r['hz'], icount_shift):,} instructions"
+    if r["hz"] == 1_000_000:
+        return f"{r['cost']:,} us (timer ticks at 1 MHz)"
     return f"{r['cost']:,} timer ticks at {r['hz'] / 1e6:g} MHz"
 
 
@@ -579,7 +581,7 @@ def run(args) -> int:
             summary += f", {mismatches} mismatches against the host library"
         if costs:
             unit_r = {"cost": int(np.mean(costs)), "cost_unit": info["cost_unit"], "hz": info["hz"]}
-            summary += f", mean cost {describe_cost(unit_r, args.icount_shift)}"
+            summary += f", mean cost per inference {describe_cost(unit_r, args.icount_shift)}"
         summary += f", stack used {info_after['stack_used']} B"
         print(summary)
         if args.bench:
