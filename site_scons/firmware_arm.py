@@ -27,8 +27,9 @@ CPU_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=har
 # The code generation flags of the model (-O2, -ffp-contract=off, -fsingle-precision-constant: the
 # F746's FPU is single precision, a double operation would become a slow soft-float call), shared
 # with the RIOT build (firmware/riot/model.cflags). -Wdouble-promotion for the application.
-MODEL_CFLAGS = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                 "firmware", "riot", "model.cflags")).read().split()
+MODEL_CFLAGS = [flag for line in open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                  "firmware", "riot", "model.cflags"))
+                if not line.startswith("#") for flag in line.split()]
 C_FLAGS = ["-std=c99", "-g", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
            *MODEL_CFLAGS]
 APP_FLAGS = ["-Wdouble-promotion", "-Wstrict-prototypes", "-Wshadow"]

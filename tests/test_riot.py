@@ -30,7 +30,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 import serial_client as sc  # noqa: E402
 from test_stm32 import (BAD_FRAMES, bad_frame_then_good_frame, good_frame_works, scons,  # noqa: E402
-                        send_1000_inputs_and_compare)
+                        send_1000_inputs_and_compare, serving)
 
 BUILD = os.path.join(ROOT, "build")
 F746 = "stm32f746g-disco"
@@ -114,8 +114,9 @@ def f746_images(riotbase, tmp_path_factory):
             dst = keep / f"{name}.{f}"
             shutil.copyfile(os.path.join(d, f), dst)
             images[name][f] = str(dst)
-    built(scons(f"board={F746}", "model=lenet5"))
-    images["bare_lenet5_m7"] = {"fw.elf": os.path.join(BUILD, F746, "lenet5", "fw.elf")}
+    for model in ("lenet5", "residual_cnn"):
+        built(scons(f"board={F746}", f"model={model}"))
+        images[f"bare_{model}_m7"] = {"fw.elf": os.path.join(BUILD, F746, model, "fw.elf")}
     return images
 
 
@@ -191,15 +192,21 @@ def test_cost_is_dwt_cycles_at_216_mhz(f746_images):
     assert re.search(r"movs\tr0, #1\n", disassembly(elf, "plat_cost_unit"))
 
 
-def test_model_is_the_same_machine_code_as_bare_metal(f746_images):
-    """Both builds compile the model with model.cflags (-O2 ...), so the emulator's instruction
-    counts of the bare-metal image describe the RIOT image (RIOT's own -Os gave other code)."""
-    riot = symbols(f746_images["lenet5_m7"]["fw.elf"])
-    bare = symbols(f746_images["bare_lenet5_m7"]["fw.elf"])
-    model_funcs = sorted(n for n, (_a, _s, t) in bare.items() if t in "tT" and n.startswith("tvmgen_lenet5"))
+def mnemonics(elf: str, symbol: str) -> list:
+    return re.findall(r"^\s+[0-9a-f]+:\s+(?:[0-9a-f]{4} ?){1,2}\s+([a-z][\w.]*)", disassembly(elf, symbol), re.M)
+
+
+@pytest.mark.parametrize("model", ["lenet5", "residual_cnn"])
+def test_model_is_the_same_machine_code_as_bare_metal(f746_images, model):
+    """Both builds compile the model with model.cflags, so the emulator's instruction counts of the
+    bare-metal image describe the RIOT image (RIOT's own -Os and -fwrapv gave other code)."""
+    riot_elf, bare_elf = f746_images[f"{model}_m7"]["fw.elf"], f746_images[f"bare_{model}_m7"]["fw.elf"]
+    riot, bare = symbols(riot_elf), symbols(bare_elf)
+    model_funcs = sorted(n for n, (_a, _s, t) in bare.items() if t in "tT" and n.startswith(f"tvmgen_{model}"))
     assert len(model_funcs) >= 5
     for n in model_funcs:
         assert n in riot and riot[n][1] == bare[n][1], f"{n}: {riot.get(n)} under RIOT, {bare[n]} bare metal"
+        assert mnemonics(riot_elf, n) == mnemonics(bare_elf, n), n
 
 
 def test_size_report_counts_riot_sections(f746_images):
@@ -297,16 +304,8 @@ def native_host(native_elf):
 
 @pytest.fixture(scope="module")
 def native_fw(native_elf):
-    proc = sc.Native(native_elf, time_limit=1200)
-    fw = sc.Firmware(proc.start(), timeout=20)
-    proc.connected()
-    try:
+    with serving(sc.Native(native_elf, time_limit=1200), timeout=20) as fw:
         yield fw
-        fw.exit(0)
-        assert proc.wait() == 0
-    finally:
-        fw.close()
-        proc.stop()
 
 
 def test_native64_info(native_fw, native_host):

@@ -75,17 +75,23 @@ def host(lenet_build):
 
 
 @contextlib.contextmanager
-def emulated(elf, timeout=30):
-    """The firmware under QEMU (-icount: exact instruction counts); it must leave with status 0."""
-    qemu = sc.Qemu(elf, time_limit=1200)
-    fw = sc.Firmware(qemu.start(), timeout=timeout)
+def serving(proc, timeout=30):
+    """A connection to the firmware process `proc` starts (QEMU, native64); it must leave with
+    status 0 after the EXIT request."""
+    fw = sc.Firmware(proc.start(), timeout=timeout)
+    proc.connected()
     try:
         yield fw
         fw.exit(0)
-        assert qemu.wait() == 0
+        assert proc.wait() == 0
     finally:
         fw.close()
-        qemu.stop()
+        proc.stop()
+
+
+def emulated(elf, timeout=30):
+    """The firmware under QEMU (-icount: exact instruction counts)."""
+    return serving(sc.Qemu(elf, time_limit=1200), timeout)
 
 
 @pytest.fixture(scope="module")

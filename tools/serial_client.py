@@ -232,8 +232,41 @@ def describe_cost(r: dict, icount_shift: int | None) -> str:
 
 # ---- QEMU ------------------------------------------------------------------------------
 
-class Qemu:
+class ChildProcess:
+    """A firmware this client starts (QEMU, a native64 process): start() -> the port to open,
+    connected() once it is open, wait() for its exit status after EXIT, stop() -> its stderr."""
+    what = "the firmware process"
+    proc = None
+
+    def connected(self):
+        pass
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise ProtocolError(f"{self.what} did not exit after the EXIT request") from None
+
+    def stop(self) -> str:
+        if self.proc is None:
+            return ""
+        if self.proc.poll() is None:
+            self.proc.terminate()   # `timeout` passes SIGTERM on
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            err = b""
+        return (err or b"").decode(errors="replace")
+
+
+class Qemu(ChildProcess):
     """The firmware on QEMU's MPS2 AN500 (Cortex-M7), serial line on 127.0.0.1:<free port>."""
+    what = "QEMU"
 
     def __init__(self, elf: str, icount_shift: int = QEMU_ICOUNT_SHIFT, time_limit: float = 900,
                  trace: str | None = None):
@@ -285,42 +318,20 @@ class Qemu:
                 raise ProtocolError(f"QEMU did not start: {err.strip() or 'no output'}")
         raise ProtocolError("QEMU could not get a free TCP port")
 
-    def wait(self, timeout: float = 30) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise ProtocolError("QEMU did not exit after the EXIT request") from None
-
-    def stop(self) -> str:
-        if self.proc is None:
-            return ""
-        if self.proc.poll() is None:
-            self.proc.terminate()   # `timeout` passes SIGTERM on to QEMU
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            err = b""
-        return (err or b"").decode(errors="replace")
-
 
 # ---- RIOT native64 ----------------------------------------------------------------------
 
-class Native:
+class Native(ChildProcess):
     """The RIOT application built for RIOT's native64 board: a Linux process whose stdio (RIOT's
     UART) is the slave side of a pseudo-terminal; the client opens that pty as its serial port.
     The pty is raw (no echo, no line editing) before the process starts, so no byte is changed."""
+    what = "the native64 process"
 
     def __init__(self, elf: str, time_limit: float = 900):
         if not os.path.isfile(elf):
             raise UserError(f"{elf}: no such firmware file (build it: scons board=native64 RIOTBASE=...)")
         self.elf, self.time_limit = elf, time_limit
-        self.proc = None
-        self._master = None
+        self._master = self._slave = None
 
     def start(self) -> str:
         """Start the process; returns the pty device for the serial port."""
@@ -337,41 +348,22 @@ class Native:
         self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=subprocess.PIPE,
                                      start_new_session=True)
         self._master = master
-        path = os.ttyname(slave)
         self._slave = slave   # kept open until the client has opened the device (raw settings)
-        return path
+        return os.ttyname(slave)
 
     def connected(self):
         """The client has the pty open: the parent's extra descriptor can go."""
-        if getattr(self, "_slave", None) is not None:
+        if self._slave is not None:
             os.close(self._slave)
             self._slave = None
 
-    def wait(self, timeout: float = 30) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise ProtocolError("the native64 process did not exit after the EXIT request") from None
-
     def stop(self) -> str:
-        if self.proc is None:
-            return ""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            err = b""
-        for fd in (self._master, getattr(self, "_slave", None)):
+        err = super().stop()
+        for fd in (self._master, self._slave):
             if fd is not None:
                 os.close(fd)
         self._master = self._slave = None
-        return (err or b"").decode(errors="replace")
+        return err
 
 
 # ---- inputs ----------------------------------------------------------------------------
@@ -529,7 +521,7 @@ def run(args) -> int:
     fw = None
     try:
         fw = Firmware(port, timeout=args.timeout, baudrate=args.baud)
-        if args.native:
+        if qemu is not None:
             qemu.connected()
         info = fw.info()
         print(f"firmware: model {info['model']} on {info['board']}, input {info['input_size']} int8, "
@@ -590,8 +582,7 @@ def run(args) -> int:
             fw.exit(0)
             rc = qemu.wait()
             if rc != 0:
-                print(f"error: {'the native64 process' if args.native else 'QEMU'} exited with status {rc}",
-                      file=sys.stderr)
+                print(f"error: {qemu.what} exited with status {rc}", file=sys.stderr)
                 return 1
         return 1 if (mismatches or errors) else 0
     finally:
