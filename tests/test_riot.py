@@ -366,3 +366,17 @@ def test_check_on_the_f746_without_a_board_fails_clearly():
     assert "Traceback" not in out
     r = scons(f"board={F746}", "model=lenet5", "check", "count=zero")
     assert r.returncode == 2 and "count=zero: give the number of inputs" in r.stdout
+
+
+def test_check_fails_when_outputs_differ(native_elf):
+    """What check relies on: the serial client exits 1 when the firmware's outputs differ from the
+    host library's (here: LeNet-5's firmware against residual_cnn's library, same shapes)."""
+    r = built(scons("build/host/residual_cnn/libresidual_cnn.so"))
+    client = os.path.join(ROOT, "tools", "serial_client.py")
+    r = subprocess.run([sys.executable, client, "--native", native_elf, "--random", "5", "--quiet",
+                        "--so", os.path.join(BUILD, "host", "residual_cnn", "libresidual_cnn.so"),
+                        "--header", os.path.join(BUILD, "gen", "c", "residual_cnn", "tvmgen_residual_cnn.h")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    m = re.search(r"5 of 5 inputs answered, ([1-5]) mismatches against the host library", r.stdout)
+    assert m, r.stdout
