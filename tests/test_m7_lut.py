@@ -84,3 +84,28 @@ def test_m7_lut_compiles_to_word_loads_and_stores(tmp_path):
     body = re.search(r"<\w+_act(\.constprop\.\d+)?>:\n(.*?)\n\n", dis, re.S).group(2)
     assert re.search(r"\bldr(\.w)?\s", body) and re.search(r"\bstr(\.w)?\s", body), body
     assert len(re.findall(r"\bldrb(\.w)?\s", body)) >= 8, body
+
+
+def test_bench_tools_run_the_lut_layer_on_the_emulated_m7(tmp_path):
+    """networks.py generates the table layer, bench.py counts it on QEMU's Cortex-M7 and checks the
+    firmware's outputs against the host library (the measurement of the README)."""
+    import json
+    import shutil
+    import sys
+    missing = [t for t in ("qemu-system-arm", CORTEX_M7_CC) if shutil.which(t) is None]
+    if missing:
+        message = f"{', '.join(missing)} not installed (needed to run the model on the emulated M7)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "m7")
+    gen = str(tmp_path / "gen")
+    subprocess.run([sys.executable, os.path.join(fixtures, "networks.py"), "lut", gen, "--kernels", "m7"],
+                   check=True, capture_output=True)
+    r = subprocess.run([sys.executable, os.path.join(fixtures, "bench.py"), gen, "--check", "20"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert [(l["kind"], l["kernel"]) for l in report["layers"]] == [("lut", "m7")]
+    assert report["layers"][0]["instructions"] > 0
+    assert report["check"] == {"inputs": 25, "elements": 25 * 4096, "mismatches": 0}
