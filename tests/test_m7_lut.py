@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import build_host_library, edge_and_random_inputs
+from conftest import build_host_library, edge_and_random_inputs, require_tools
 from test_ops import ACTIVATIONS, Single, quantize
 
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
@@ -90,14 +90,8 @@ def test_bench_tools_run_the_lut_layer_on_the_emulated_m7(tmp_path):
     """networks.py generates the table layer, bench.py counts it on QEMU's Cortex-M7 and checks the
     firmware's outputs against the host library (the measurement of the README)."""
     import json
-    import shutil
     import sys
-    missing = [t for t in ("qemu-system-arm", CORTEX_M7_CC) if shutil.which(t) is None]
-    if missing:
-        message = f"{', '.join(missing)} not installed (needed to run the model on the emulated M7)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tools("qemu-system-arm", CORTEX_M7_CC, needed_for="to run the model on the emulated M7")
     fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "m7")
     gen = str(tmp_path / "gen")
     subprocess.run([sys.executable, os.path.join(fixtures, "networks.py"), "lut", gen, "--kernels", "m7"],

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import build_host_library, edge_and_random_inputs
+from conftest import build_host_library, edge_and_random_inputs, require_tools
 
 from fixtures import mobilenetv3 as mbv3
 from nnc import reference
@@ -307,17 +307,12 @@ def test_new_kernels_compile_warning_free_on_every_target(cc, tmp_path):
     riscv64-unknown-elf-gcc with -Wall -Wextra -Werror: no output at all. A missing compiler
     skips its case by name (and fails it when CI=true: CI has every compiler)."""
     import os
-    import shutil
     import subprocess
     from nnc.compiler import compile_graph
     from nnc.targets.cpu import CpuTarget
 
     flags = TARGET_COMPILERS[cc]
-    if shutil.which(cc) is None:
-        missing = f"{cc} is not installed (needed to check the generated C is warning-free on its target)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
+    require_tools(cc, needed_for="to check the generated C is warning-free on its target")
 
     def body(s, x):
         a, b = x.chunk(2, dim=1)
