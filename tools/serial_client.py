@@ -99,15 +99,23 @@ class Firmware:
 
     # ---- raw frames --------------------------------------------------------------------
     def send_raw(self, data: bytes):
-        self.ser.write(data)
-        self.ser.flush()
+        import serial
+        try:
+            self.ser.write(data)
+            self.ser.flush()
+        except (serial.SerialException, OSError) as e:
+            raise ProtocolError(f"connection to the firmware lost while sending: {e}") from None
 
     def _read_exact(self, n: int, deadline: float) -> bytes:
+        import serial
         buf = b""
         while len(buf) < n:
             if time.monotonic() > deadline:
                 raise ProtocolError(f"timeout: got {len(buf)} of {n} bytes")
-            buf += self.ser.read(n - len(buf))
+            try:
+                buf += self.ser.read(n - len(buf))
+            except (serial.SerialException, OSError) as e:
+                raise ProtocolError(f"connection to the firmware lost: {e}") from None
         return buf
 
     def read_frame(self, timeout: float | None = None):
@@ -232,6 +240,14 @@ def describe_cost(r: dict, icount_shift: int | None) -> str:
 
 # ---- QEMU ------------------------------------------------------------------------------
 
+def require_elf(path: str, build: str):
+    """A firmware that is not an ELF file would only crash the emulator: say so up front."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            raise UserError(f"{path} is not an ELF file; pass the firmware image the build made "
+                            f"(build it: {build})")
+
+
 class ChildProcess:
     """A firmware this client starts (QEMU, a native64 process): start() -> the port to open,
     connected() once it is open, wait() for its exit status after EXIT, stop() -> its stderr."""
@@ -247,6 +263,13 @@ class ChildProcess:
         except subprocess.TimeoutExpired:
             self.stop()
             raise ProtocolError(f"{self.what} did not exit after the EXIT request") from None
+
+    def exited_within(self, seconds: float) -> bool:
+        try:
+            self.proc.wait(seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
 
     def stop(self) -> str:
         if self.proc is None:
@@ -272,6 +295,7 @@ class Qemu(ChildProcess):
                  trace: str | None = None):
         if not os.path.isfile(elf):
             raise UserError(f"{elf}: no such firmware file (build it: scons board=mps2-an500)")
+        require_elf(elf, "scons board=mps2-an500")
         self.qemu = shutil.which("qemu-system-arm")
         if not self.qemu:
             raise UserError("qemu-system-arm not found: apt-get install --no-install-recommends "
@@ -330,6 +354,7 @@ class Native(ChildProcess):
     def __init__(self, elf: str, time_limit: float = 900):
         if not os.path.isfile(elf):
             raise UserError(f"{elf}: no such firmware file (build it: scons board=native64 RIOTBASE=...)")
+        require_elf(elf, "scons board=native64 RIOTBASE=...")
         self.elf, self.time_limit = elf, time_limit
         self._master = self._slave = None
 
@@ -585,6 +610,13 @@ def run(args) -> int:
                 print(f"error: {qemu.what} exited with status {rc}", file=sys.stderr)
                 return 1
         return 1 if (mismatches or errors) else 0
+    except ProtocolError as e:
+        if qemu is not None and qemu.proc is not None and qemu.exited_within(5):
+            # the process died (e.g. not a firmware image): its own words say why
+            rc, err = qemu.proc.returncode, qemu.stop().strip()
+            raise ProtocolError(f"{e}; {qemu.what} exited with status {rc}"
+                                + (": " + "\n".join(err.splitlines()[:4]) if err else "")) from None
+        raise
     finally:
         if fw is not None:
             fw.close()
