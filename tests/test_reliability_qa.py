@@ -30,3 +30,25 @@ def test_serial_client_reports_qemu_dying_instead_of_a_traceback(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "connection to the firmware lost" in r.stderr or "timeout" in r.stderr, r.stderr
     assert "QEMU exited with status" in r.stderr, r.stderr
+
+
+def test_diana_script_that_fails_names_its_own_line(tmp_path):
+    """A --script that raises (a typo, a syntax error, a bug in a helper) used to print a
+    traceback through runpy and diana_compile.py with exit 1; now: exit 2, the script's line,
+    nothing written."""
+    out = tmp_path / "out"
+    cases = {
+        "typo.py": ("keep\n", "NameError", "line 1, in <module>: keep"),
+        "syntax.py": ("def create_model(:\n", "SyntaxError", "line 1: def create_model(:"),
+        "helper.py": ("def create_model():\n    return helper()\n\n"
+                      "def helper():\n    return 1 / 0\n",
+                      "ZeroDivisionError", "line 5, in helper: return 1 / 0"),
+    }
+    for name, (text, kind, where) in cases.items():
+        script = tmp_path / name
+        script.write_text(text)
+        r = run_tool("diana_compile.py", "--script", script, "--out", out)
+        assert r.returncode == 2, r.stderr
+        assert f"{script} raised {kind}" in r.stderr, r.stderr
+        assert f"where: {script}, {where}" in r.stderr, r.stderr
+        assert not out.exists()

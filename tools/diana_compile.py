@@ -35,6 +35,28 @@ from nnc import outdir  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
 
 
+def run_user_code(script: str, call):
+    """call() runs the user's script; its exceptions become an error naming the script's own
+    line (the innermost frame in the script), not a traceback through this tool."""
+    import traceback
+    try:
+        return call()
+    except NncError:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything the user's code raises is the user's error
+        path = os.path.abspath(script)
+        if isinstance(e, SyntaxError) and e.filename and os.path.abspath(e.filename) == path:
+            where = f"{script}, line {e.lineno}: {(e.text or '').strip()}"
+        else:
+            frames = [f for f in traceback.extract_tb(e.__traceback__)
+                      if os.path.abspath(f.filename) == path]
+            where = (f"{script}, line {frames[-1].lineno}, in {frames[-1].name}: {frames[-1].line}"
+                     if frames else script)
+        raise NncError(f"{script} raised {type(e).__name__}: {e}", where,
+                       "fix the script: it must run and define create_model() returning a graph "
+                       "made with nnc.builder") from None
+
+
 def load_graph(args):
     from nnc.ir import Graph
     from nnc.targets.diana_examples import EXAMPLES, example
@@ -45,11 +67,11 @@ def load_graph(args):
         return example(args.graph)
     if not os.path.exists(args.script):
         raise NncError(f"{args.script} does not exist", "--script")
-    ns = runpy.run_path(args.script, run_name="diana_user_graph")
+    ns = run_user_code(args.script, lambda: runpy.run_path(args.script, run_name="diana_user_graph"))
     if "create_model" not in ns:
         raise NncError(f"{args.script} defines no create_model()", "--script",
                        "define create_model() returning a graph made with nnc.builder")
-    g = ns["create_model"]()
+    g = run_user_code(args.script, ns["create_model"])
     if isinstance(g, tuple):
         g = g[0]
     if not isinstance(g, Graph):
