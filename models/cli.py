@@ -86,7 +86,11 @@ def calibration_from(spec, train_split, n: int, calib_data: str | None = None) -
         path = calib_data[4:]
         if not os.path.isfile(path):
             raise UserError(f"calibration file {path!r} does not exist")
-        x = np.load(path).astype(np.float32)
+        try:   # allow_pickle=False: an object array (a pickle) is refused, never unpickled
+            x = np.load(path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError, EOFError) as e:
+            raise UserError(f"calibration file {path!r} is not a readable numeric .npy array ({e}); "
+                            "save one with numpy.save(PATH, float32 array of inputs)") from None
         return x[:n]
     raise UserError(f"--calib-data {calib_data!r}: use 'train', 'random' or 'npy:FILE'")
 

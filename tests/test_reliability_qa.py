@@ -52,3 +52,31 @@ def test_diana_script_that_fails_names_its_own_line(tmp_path):
         assert f"{script} raised {kind}" in r.stderr, r.stderr
         assert f"where: {script}, {where}" in r.stderr, r.stderr
         assert not out.exists()
+
+
+def test_quantize_calibration_npy_that_is_hostile_truncated_or_text(tmp_path):
+    """quantize.py --calib-data npy:FILE used to end in numpy's traceback (exit 1) for a pickled
+    object array, a truncated file or strings; now exit 2 naming the file, nothing written, and
+    the pickle's payload never runs."""
+    import os
+
+    import numpy as np
+
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((4, 1, 28, 28), np.float32))
+    np.save(tmp_path / "pickle.npy", np.array([Payload()], dtype=object), allow_pickle=True)
+    (tmp_path / "truncated.npy").write_bytes(good.read_bytes()[:200])
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    out = tmp_path / "int8.pt"
+    for name in ("pickle.npy", "truncated.npy", "text.npy"):
+        r = run_tool("quantize.py", "--model", "lenet5", "--calib-data", f"npy:{tmp_path / name}",
+                     "--calib", "4", "--out", out, "--no-eval", "--quiet")
+        assert r.returncode == 2, r.stderr
+        assert f"calibration file '{tmp_path / name}' is not a readable numeric .npy array" in r.stderr
+        assert not out.exists() and not marker.exists()
