@@ -2,9 +2,13 @@
 found by running the README's commands with wrong files, and checks that the tool names what
 is wrong and where, exits non-zero, and prints no traceback through nnc's code.
 """
+import os
+import shutil
 import subprocess
 
-from conftest import require_tools
+import pytest
+
+from conftest import ROOT, require_tools
 from test_reliability_writers import run_tool
 
 
@@ -58,8 +62,6 @@ def test_quantize_calibration_npy_that_is_hostile_truncated_or_text(tmp_path):
     """quantize.py --calib-data npy:FILE used to end in numpy's traceback (exit 1) for a pickled
     object array, a truncated file or strings; now exit 2 naming the file, nothing written, and
     the pickle's payload never runs."""
-    import os
-
     import numpy as np
 
     marker = tmp_path / "PWNED"
@@ -80,3 +82,32 @@ def test_quantize_calibration_npy_that_is_hostile_truncated_or_text(tmp_path):
         assert r.returncode == 2, r.stderr
         assert f"calibration file '{tmp_path / name}' is not a readable numeric .npy array" in r.stderr
         assert not out.exists() and not marker.exists()
+
+
+def test_divergence_with_c_that_does_not_compile(tmp_path):
+    """divergence.py --c-source DIR whose C does not compile (or has no header) used to end in a
+    RuntimeError / IndexError traceback with exit 1; now exit 2 with the compiler's words."""
+    gen = os.path.join(ROOT, "build", "gen", "c", "lenet5")
+    if not os.path.isfile(os.path.join(gen, "tvmgen_lenet5.h")):
+        pytest.skip("build/gen/c/lenet5 missing: run ./scons host model=lenet5")
+    c = tmp_path / "tvmgen_lenet5.c"
+    c.write_text("int x = ;\n")
+    r = run_tool("divergence.py", "--model", "lenet5", "--c-source", tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"no tvmgen_*.h next to {c}" in r.stderr
+    shutil.copy(os.path.join(gen, "tvmgen_lenet5.h"), tmp_path)
+    r = run_tool("divergence.py", "--model", "lenet5", "--c-source", tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"error: {c} does not compile" in r.stderr and "expected expression" in r.stderr
+
+
+def test_train_out_dir_that_is_a_file_is_refused_before_training(tmp_path):
+    """train.py --out-dir FILE used to train for minutes and then end in FileExistsError."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep\n")
+    for option, model in (("--out-dir", "lenet5"), ("--save-data", "ffn")):
+        r = run_tool("train.py", "--model", model, option, notes, "--epochs", "1", "--quiet")
+        assert r.returncode == 2, r.stderr
+        assert f"{option} {notes} exists and is not a folder" in r.stderr
+        assert "trained in" not in r.stdout
+        assert notes.read_text() == "keep\n"

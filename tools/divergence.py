@@ -36,10 +36,19 @@ def c_intermediates(c_source: str, header_dir: str, x: np.ndarray, n_outputs: in
     hostdir = os.path.join(ROOT, "hostlib")
     with tempfile.TemporaryDirectory() as tmp:
         so = os.path.join(tmp, "libdebug.so")
-        host_shared_library([c_source, os.path.join(hostdir, "debug_capture.c")], so,
-                            include_dirs=[header_dir, hostdir],
-                            extra_flags=[HOOK, "-include", "debug_capture.h"])
-        header = glob.glob(os.path.join(header_dir, "tvmgen_*.h"))[0]
+        headers = glob.glob(os.path.join(header_dir, "tvmgen_*.h"))
+        if not headers:
+            raise NncError(f"no tvmgen_*.h next to {c_source}", "--c-source",
+                           "give the directory of a whole export or deployment (.c and .h)")
+        try:
+            host_shared_library([c_source, os.path.join(hostdir, "debug_capture.c")], so,
+                                include_dirs=[header_dir, hostdir],
+                                extra_flags=[HOOK, "-include", "debug_capture.h"])
+        except RuntimeError as e:   # the user's C: show the compiler's words, not a traceback
+            raise NncError(f"{c_source} does not compile:\n{e}", "--c-source",
+                           "regenerate it (./scons host model=NAME deploy=DIR) or fix the "
+                           "compiler's first error above") from None
+        header = headers[0]
         lib = hostlib.load(so, header)
         ffi = cffi.FFI()
         ffi.cdef("typedef void (*nnc_capture_fn)(int32_t, const void*, int32_t);"

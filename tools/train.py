@@ -68,6 +68,11 @@ def main(argv=None):
     seed = args.seed if args.seed is not None else spec.data_defaults.get("seed", 0)
     if spec.dataset != "ffn_synthetic" and args.save_data:
         raise UserError("--save-data only applies to the ffn model")
+    for option, folder in (("--out-dir", None if args.no_save else args.out_dir),
+                           ("--save-data", args.save_data)):
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
+            # found now, not after the training it would throw away
+            raise UserError(f"{option} {folder} exists and is not a folder; give a folder")
     train, held = load_splits(spec, args.data, args.n_samples, seed if spec.dataset == "ffn_synthetic" else None)
     if args.save_data:
         from models.data import save_ffn_npy
