@@ -40,6 +40,40 @@ static int fail(const char* what, const char* path)
     return 2;
 }
 
+/* deploy.cfg names what to load and call: a typo or a hostile file must not make this program
+ * open a library outside DIR or call another function (dlsym would find libc's system()). */
+static int is_plain_file_name(const char* s)
+{
+    return s[0] && s[0] != '.' && !strchr(s, '/');
+}
+
+static int is_model_run_symbol(const char* s)
+{
+    size_t n = strlen(s);
+    if (n <= strlen("tvmgen__run") || strncmp(s, "tvmgen_", 7) != 0 || strcmp(s + n - 4, "_run") != 0)
+        return 0;
+    for (const char* c = s; *c; c++)
+        if (!(*c == '_' || (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z')))
+            return 0;
+    return 1;
+}
+
+/* A tensor size: a positive decimal number of bytes, at most 1 GiB; else -1. */
+static long parse_size(const char* s)
+{
+    char* end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return (errno || *end || end == s || v <= 0 || v > (1L << 30)) ? -1 : v;
+}
+
+static int bad_value(const char* path, const char* key, const char* value, const char* want)
+{
+    fprintf(stderr, "inference: error: %s: %s %s: %s (rewrite it with tools/deploy.py)\n", path, key,
+            value, want);
+    return 2;
+}
+
 static int read_config(const char* dir, struct deployment* d)
 {
     char path[4096], key[64], value[256];
@@ -49,17 +83,27 @@ static int read_config(const char* dir, struct deployment* d)
         return fail("cannot open the deployment's deploy.cfg (write it with tools/deploy.py)", path);
     memset(d, 0, sizeof *d);
     while (fscanf(f, "%63s %255s", key, value) == 2) {
-        int index;
-        if (strcmp(key, "library") == 0)
+        int index, bad = 0;
+        if (strcmp(key, "library") == 0) {
+            if (!is_plain_file_name(value))
+                bad = bad_value(path, key, value, "must be a file name inside the deployment directory");
             snprintf(d->library, sizeof d->library, "%s/%s", dir, value);
-        else if (strcmp(key, "run_symbol") == 0)
+        } else if (strcmp(key, "run_symbol") == 0) {
+            if (!is_model_run_symbol(value))
+                bad = bad_value(path, key, value, "must be a model's run function, tvmgen_<name>_run");
             snprintf(d->run_symbol, sizeof d->run_symbol, "%s", value);
-        else if (sscanf(key, "input%d_size", &index) == 1 && index >= 0 && index < MAX_PORTS) {
-            d->inputs[index].size = atol(value);
+        } else if (sscanf(key, "input%d_size", &index) == 1 && index >= 0 && index < MAX_PORTS) {
+            if ((d->inputs[index].size = parse_size(value)) < 0)
+                bad = bad_value(path, key, value, "must be a number of bytes from 1 to 2^30");
             if (index + 1 > d->num_inputs) d->num_inputs = index + 1;
         } else if (sscanf(key, "output%d_size", &index) == 1 && index >= 0 && index < MAX_PORTS) {
-            d->outputs[index].size = atol(value);
+            if ((d->outputs[index].size = parse_size(value)) < 0)
+                bad = bad_value(path, key, value, "must be a number of bytes from 1 to 2^30");
             if (index + 1 > d->num_outputs) d->num_outputs = index + 1;
+        }
+        if (bad) {
+            fclose(f);
+            return bad;
         }
     }
     fclose(f);

@@ -111,3 +111,27 @@ def test_train_out_dir_that_is_a_file_is_refused_before_training(tmp_path):
         assert f"{option} {notes} exists and is not a folder" in r.stderr
         assert "trained in" not in r.stdout
         assert notes.read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("key, value, want", [
+    ("run_symbol", "system", "must be a model's run function, tvmgen_<name>_run"),
+    ("library", "../elsewhere/liblenet5.so", "must be a file name inside the deployment directory"),
+    ("input0_size", "-5", "must be a number of bytes from 1 to 2^30"),
+    ("input0_size", "99999999999", "must be a number of bytes from 1 to 2^30"),
+    ("output0_size", "10x", "must be a number of bytes from 1 to 2^30"),
+])
+def test_inference_refuses_a_deploy_cfg_it_did_not_write(tmp_path, key, value, want):
+    """The inference app called whatever deploy.cfg named: `run_symbol system` made it call
+    libc's system() on the input bytes; a library path could point outside the deployment;
+    sizes were read with atol (garbage -> 0, negatives accepted). Now each is refused, exit 2."""
+    from test_deploy import run_inference
+    from deploy import deploy
+    out = tmp_path / "dep"
+    deploy("lenet5", str(out))
+    cfg = out / "deploy.cfg"
+    lines = [ln for ln in cfg.read_text().splitlines() if not ln.startswith(key + " ")]
+    cfg.write_text("\n".join(lines + [f"{key} {value}"]) + "\n")
+    r = run_inference(out, runs=1)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{cfg}: {key} {value}: {want}" in r.stderr
+    assert "latency" not in r.stdout
