@@ -135,3 +135,13 @@ def test_inference_refuses_a_deploy_cfg_it_did_not_write(tmp_path, key, value, w
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"{cfg}: {key} {value}: {want}" in r.stderr
     assert "latency" not in r.stdout
+
+
+def test_scons_diana_refuses_a_zoo_model_instead_of_ignoring_it():
+    """`./scons board=diana model=lenet5` built the seed's example graphs and said nothing, so the
+    user believed LeNet-5 ran on DIANA; now exit 2 naming model= and the way to a DIANA graph."""
+    r = subprocess.run([os.path.join(ROOT, "scons"), "board=diana", "model=lenet5", "-n"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "board=diana builds seed 004's example graphs, not the zoo model 'lenet5'" in r.stdout
+    assert "where: model=lenet5" in r.stdout and "diana_compile.py --script" in r.stdout
