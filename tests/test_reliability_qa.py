@@ -145,3 +145,15 @@ def test_scons_diana_refuses_a_zoo_model_instead_of_ignoring_it():
     assert r.returncode == 2, r.stdout + r.stderr
     assert "board=diana builds seed 004's example graphs, not the zoo model 'lenet5'" in r.stdout
     assert "where: model=lenet5" in r.stdout and "diana_compile.py --script" in r.stdout
+
+
+def test_export_deploy_divergence_of_the_stateful_model_point_to_the_imx681(tmp_path):
+    """export/deploy/divergence --model stateful told the user to 'remove data-dependent control
+    flow from forward()' of the zoo's own model; now: it keeps a state, use the IMX681 flow."""
+    for tool, extra in (("export.py", ["--out", tmp_path / "e", "--quiet"]),
+                        ("deploy.py", ["--out", tmp_path / "d"]), ("divergence.py", [])):
+        r = run_tool(tool, "--model", "stateful", *extra)
+        assert r.returncode == 2, r.stderr
+        assert "model 'stateful' keeps a state between frames" in r.stderr
+        assert "imx681_compile.py" in r.stderr and "control flow" not in r.stderr
+    assert not (tmp_path / "e").exists() and not (tmp_path / "d").exists()

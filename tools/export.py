@@ -74,6 +74,12 @@ def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw",
         raise NncError(getattr(e, "what", str(e).strip("'\"")), f"model {model_name!r}",
                        getattr(e, "fix", "see `python tools/train.py --help` to create a checkpoint")) \
             from None
+    if spec.stateful:   # its state needs the IMX681's STATIC_DATA, not the cpu target
+        raise NncError(f"model {model_name!r} keeps a state between frames; the cpu target "
+                       "compiles stateless models only", f"model {model_name!r}",
+                       "compile it for the IMX681: python tools/imx681_compile.py --config "
+                       "firmware/imx681/configs/imx681_pytorch_classification_with_state_c.cfg "
+                       "(or ./scons board=imx681)")
     graph = import_torch_model(qmodel, spec.example_input(), model_name, device_softmax=device_softmax)
     apply_input_layout(graph, layout)
     compiled = compile_graph(graph, CpuTarget(kernels=kernels))
