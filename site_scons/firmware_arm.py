@@ -18,6 +18,8 @@ import sys
 
 from SCons.Script import AlwaysBuild, Dir, GetOption
 
+from argv_action import argv_action
+
 CC = "arm-none-eabi-gcc"
 OBJCOPY = "arm-none-eabi-objcopy"
 SIZE = "arm-none-eabi-size"
@@ -397,8 +399,8 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
             print(f"note: RIOT has no {board} board; building the bare-metal firmware for it")
         e, elf, map_file, fit = bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok)
 
-    binf = e.Command(bdir.File("fw.bin"), elf, f"{OBJCOPY} -O binary $SOURCE $TARGET")
-    hexf = e.Command(bdir.File("fw.hex"), elf, f"{OBJCOPY} -O ihex $SOURCE $TARGET")
+    binf = e.Command(bdir.File("fw.bin"), elf, argv_action([OBJCOPY, "-O", "binary", elf, bdir.File("fw.bin")]))
+    hexf = e.Command(bdir.File("fw.hex"), elf, argv_action([OBJCOPY, "-O", "ihex", elf, bdir.File("fw.hex")]))
     size_json = e.Command(bdir.File("size.json"), [elf, map_file],
                           e.Action(_size_action(board, model), None))
     targets = [elf, binf[0], hexf[0], size_json[0]]
@@ -408,30 +410,33 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     e.Alias("size", size_alias)
 
     client = root.File("tools/serial_client.py").abspath
-    so = Dir("#").File(f"build/host/{model}/lib{model}.so")
+    # The firmware's outputs are compared with the host library of the portable reference
+    # (env["REFERENCE_LIBS"]: model -> (library, its header), from the SConstruct), not with a
+    # host build of the firmware's own kernels.
+    so, so_hdr = (env.get("REFERENCE_LIBS") or {}).get(model, (None, None))
     compare = []
     run_deps = [elf]
-    if so.has_builder() or os.path.exists(so.abspath):
-        compare = ["--so", so.abspath, "--header", hdr.abspath]
-        run_deps.append(so)
+    if so is not None:
+        compare = ["--so", so.abspath, "--header", so_hdr.abspath]
+        run_deps += [so, so_hdr]
     fw = _bench_paths(board, model, bdir, hdr, model_json)
 
     if board == "mps2-an500":
         run = e.Command(bdir.File(".run"), run_deps,
-                        f'"{python}" {client} --qemu {elf.abspath} {_samples_args(hdr.abspath)} --count 20'
-                        + "".join(f" {a}" for a in compare))
+                        argv_action([python, client, f"--qemu={elf.abspath}", *_samples_args(hdr.abspath).split(),
+                                     "--count", "20", *compare]))
         bench_deps = run_deps + [map_file, fit, hdr] + ([model_json] if model_json else [])
         bench = e.Command(bdir.File("bench.txt"), bench_deps,
                           e.Action(_bench_action(fw, [python, client], compare), None))
     else:
         port = opts.get("port") or "/dev/ttyACM0"
         run = e.Command(bdir.File(".run"), run_deps,
-                        f'"{python}" {client} --port {port} {_samples_args(hdr.abspath)} --count 20'
-                        + "".join(f" {a}" for a in compare))
+                        argv_action([python, client, f"--port={port}", *_samples_args(hdr.abspath).split(),
+                                     "--count", "20", *compare]))
         programmer = opts.get("programmer") or "openocd"
         flash = e.Command(bdir.File(".flash"), [elf, binf[0]],
-                          f'"{python}" {root.File("tools/flash.py").abspath} --programmer {programmer} '
-                          f'--elf {elf.abspath} --bin {binf[0].abspath}')
+                          argv_action([python, root.File("tools/flash.py"), "--programmer", programmer,
+                                       f"--elf={elf.abspath}", f"--bin={binf[0].abspath}"]))
         AlwaysBuild(flash)
         e.Alias("flash", flash)
         bench = e.Command(bdir.File(".bench-note"), [elf, map_file, fit],
