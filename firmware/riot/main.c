@@ -456,8 +456,10 @@ static void text_error(const char *what, uint32_t count)
 
 /* One text line is one image: exactly MODEL_INPUT_SIZE numbers, ended by a newline (or
  * NNC_TEXT_TIMEOUT_MS of silence). Too many or too few numbers, a bad character or a value
- * > 255 make the whole line an error; nothing of it carries over to the next line or frame. */
-static void handle_text(int first)
+ * > 255 make the whole line an error; nothing of it carries over to the next line or frame.
+ * Returns 1 when the line was ended by the first byte of a binary frame (to be served next).
+ * noinline: its locals stay out of main()'s frame, under which every inference runs. */
+__attribute__((noinline)) static int handle_text(int first)
 {
     uint32_t count = 0;   /* numbers of the line so far, also beyond the input size */
     uint32_t value = (uint32_t)(first - '0');
@@ -515,9 +517,7 @@ static void handle_text(int first)
     else {
         infer_text_line();
     }
-    if (end == LINE_FRAME) {
-        handle_frame();
-    }
+    return end == LINE_FRAME;
 }
 
 /* ---- main loop --------------------------------------------------------------------- */
@@ -535,11 +535,14 @@ int main(void)
 
     for (;;) {
         int c = plat_getc(0);
+        if (c >= '0' && c <= '9' && handle_text(c)) {
+            c = (int)NNC_MAGIC0;   /* the line ended where a frame starts */
+        }
         if (c == (int)NNC_MAGIC0) {
             handle_frame();
         }
         else if (c >= '0' && c <= '9') {
-            handle_text(c);
+            /* a text line, answered */
         }
         else if (c >= 0 && !is_separator(c)) {
             uint32_t n = 1 + discard_until_quiet();
