@@ -399,7 +399,10 @@ class Qemu:
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:   # gone in the meantime
+                    pass
         try:
             _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
