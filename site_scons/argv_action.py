@@ -9,7 +9,6 @@ the arguments go to the program exactly as given.
 """
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 
@@ -42,8 +41,9 @@ def argv_action(argv, cwd: str | None = None, env_vars: dict | None = None):
 
 
 def check_option_values(env) -> None:
-    """Stops the build (exit 2) before anything runs when an option value cannot be what it names:
-    a control character (a pasted newline, NUL), or RIOTBASE that is not a directory."""
+    """Stops the build (exit 2) before anything runs when an option value holds a control character
+    (a pasted newline, NUL): no path, port or expression has one. (RIOTBASE itself is checked by
+    firmware_riot.check_riotbase.)"""
     for name in TEXT_OPTIONS:
         value = env.get(name) or ""
         bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
@@ -52,8 +52,3 @@ def check_option_values(env) -> None:
                   f"{value.index(bad)}: {value!r}\n  fix: give the value without it (quote the whole "
                   f"option for the shell: {name}='...')")
             Exit(2)
-    riotbase = env.get("RIOTBASE") or ""
-    if riotbase and not os.path.isdir(riotbase):
-        print(f"error: RIOTBASE={riotbase!r} is not a directory\n  fix: give the path of a RIOT "
-              f"checkout, or leave RIOTBASE out for the bare-metal firmware")
-        Exit(2)
