@@ -408,10 +408,11 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     # The firmware's outputs are compared with the host library of the portable reference
     # (env["REFERENCE_LIBS"]: model -> (library, its header), from the SConstruct), not with a
     # host build of the firmware's own kernels.
-    so, so_hdr = (env.get("REFERENCE_LIBS") or {}).get(model, (None, None))
+    so, so_hdr = (env.get("REFERENCE_LIBS") or {}).get(
+        model, (Dir("#").File(f"build/host/{model}/lib{model}.so"), hdr))
     compare = []
     run_deps = [elf]
-    if so is not None:
+    if so.has_builder() or os.path.exists(so.abspath):
         compare = ["--so", so.abspath, "--header", so_hdr.abspath]
         run_deps += [so, so_hdr]
     fw = _bench_paths(board, model, bdir, hdr, model_json)
@@ -440,7 +441,7 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     AlwaysBuild(bench)
     e.Alias("run", run)
     e.Alias("bench", bench)
-    firmware_riot.check_alias(e, board, model, elf, binf[0], bdir, hdr, so, opts, python, root)
+    firmware_riot.check_alias(e, board, model, elf, binf[0], bdir, so_hdr, so, opts, python, root)
     if board == "mps2-an500":
         e.Alias("flash", e.Command(bdir.File(".flash"), [], e.Action(_no_flash_emulator, None)))
     return targets
