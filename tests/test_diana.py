@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import ROOT, edge_and_random_inputs
+from conftest import ROOT
+from diana_host import assert_bit_exact, build_host_library, inputs_for, quiet_compile
 
 from nnc import reference
 from nnc.builder import (flatten, graph_input, make_graph, maxpool2d, random_array, soma_add,
@@ -28,54 +29,9 @@ from nnc.targets.diana import (ACCEL, CPU, REVERSE, DianaFallbackWarning, compil
 from nnc.targets.diana_demo import DemoModel, create_demo_file, demo_inputs
 from nnc.targets.diana_examples import EXAMPLES, example, htvm_grid
 
-HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fPIC"]
 N_HOST = 1000          # random inputs per graph on the host (plus 4 edge cases)
 N_QEMU = 8             # samples per seed graph in the emulated firmware
 N_QEMU_GRID = 4        # samples per grid case in the emulated firmware
-
-
-def quiet_compile(graph, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DianaFallbackWarning)
-        return compile_diana(graph, **kw)
-
-
-def build_host_library(builds, out_dir):
-    """All models and the HAL in one shared library; returns {graph name: hostlib library}."""
-    import hostlib
-    os.makedirs(out_dir, exist_ok=True)
-    sources, headers = [], {}
-    for b in builds:
-        gen = os.path.join(out_dir, b.compiled.graph.name)
-        h, c = b.compiled.write(gen)
-        sources.append(c)
-        headers[b.compiled.graph.name] = h
-    so = os.path.join(out_dir, "libdiana_models.so")
-    incs = ["-I" + os.path.join(ROOT, "firmware", "diana", "hal")]
-    subprocess.run(["gcc"] + HOST_CFLAGS + ["-shared"] + incs + sources +
-                   [fw.HAL_SOURCE, "-o", so, "-lm"], check=True)
-    return {name: hostlib.load(so, h) for name, h in headers.items()}
-
-
-def inputs_for(graph, n_random, seed=0):
-    return [edge_and_random_inputs(t.shape, n_random, seed=seed + 7 * i)
-            for i, t in enumerate(graph.inputs)]
-
-
-def reference_outputs(graph, xs, chunk=250):
-    """nnc.reference in chunks (its int64 windows of a big batch would take gigabytes)."""
-    n = len(xs[0])
-    return np.concatenate([reference.run(graph, [x[i:i + chunk] for x in xs])[0]
-                           for i in range(0, n, chunk)])
-
-
-def assert_bit_exact(lib, graph, xs, label=""):
-    expected = reference_outputs(graph, xs)
-    got = lib.run(*xs)
-    assert got.shape == expected.shape
-    mismatches = int(np.count_nonzero(got != expected))
-    assert mismatches == 0, f"{label or graph.name}: {mismatches} of {got.size} bytes differ"
-    return expected
 
 
 def placements(build):

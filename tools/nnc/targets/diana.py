@@ -141,6 +141,16 @@ def accelerator_violations(op: Op) -> list:
     return [f"{op.kind} is not an operation of the digital accelerator"]
 
 
+def check_shift(op: Op) -> None:
+    """A shift outside [0, 31] has no backend: the C fallback would shift an int32 by 32 or
+    more (undefined behaviour), so it is an error, not a fallback."""
+    s = op.attrs.get("shift")
+    if op.attrs.get("requant") == "shift" and (
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) <= 31):
+        raise NncError(f"shift {s!r} is not an integer in [0, 31]", f"layer '{op.name}'",
+                       "build the layer with shift_bits between 0 and 31")
+
+
 def is_depthwise(op: Op) -> bool:
     return op.kind == "conv2d" and op.attrs["groups"] > 1
 
@@ -536,6 +546,7 @@ class DianaTarget:
         self.graph_name = graph.name
         self.placements = []
         for op in graph.ops:
+            check_shift(op)
             violations = accelerator_violations(op)
             if not violations:
                 op.attrs["diana_placement"] = ACCEL
