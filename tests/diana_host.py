@@ -9,7 +9,7 @@ from conftest import ROOT, edge_and_random_inputs
 
 from nnc import reference
 from nnc.targets.diana import DianaFallbackWarning, compile_diana
-from nnc.targets.diana_firmware import HAL_SOURCE
+from nnc.targets.diana.firmware import HAL_SOURCE
 from nnc.toolchains import host_shared_library
 
 

@@ -42,7 +42,7 @@ MARKER = ".diana_build"
 
 def load_graph(args):
     from nnc.ir import Graph
-    from nnc.targets.diana_examples import EXAMPLES, example
+    from nnc.targets.diana.examples import EXAMPLES, example
     if args.graph:
         if args.graph not in EXAMPLES:
             raise NncError(f"unknown example graph {args.graph!r}", "--graph",
@@ -95,7 +95,7 @@ def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dic
 
     from nnc import reference
     from nnc.targets.diana import DianaFallbackWarning, compile_diana
-    from nnc.targets.diana_demo import DemoModel, create_demo_file, demo_inputs
+    from nnc.targets.diana.demo import DemoModel, create_demo_file, demo_inputs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DianaFallbackWarning)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="do not print the placement report")
     args = ap.parse_args(argv)
     if args.list:
-        from nnc.targets.diana_examples import EXAMPLES
+        from nnc.targets.diana.examples import EXAMPLES
         print("\n".join(EXAMPLES))
         return 0
     if not args.graph and not args.script:

@@ -32,6 +32,7 @@ OP_KINDS = {
     "reshape": "shape change without data movement (flatten, view, reshape)",
     "cat": "concatenation along one axis, each input requantized to the output",
     "transpose": "permutation of axes (a layout change at the model boundary)",
+    "reverse_words": "swap the 4 bytes of every 32-bit word (an accelerator's word layout, DIANA)",
 }
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import c_identifier
-from .diana import ACCEL, REVERSE
+from ...ir import c_identifier
+from .hardware import ACCEL, REVERSE
 
 
 @dataclass
