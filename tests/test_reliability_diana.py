@@ -195,6 +195,17 @@ def test_cli_mistakes_in_the_user_script_name_the_line(tmp_path, body, needle):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_layer_named_like_a_generated_reversal_still_compiles(tmp_path):
+    """The layout pass names its ops '<layer>.reverse_out'; a user's 'conv1_reverse_out' has the
+    same C name, so the pass picks another one instead of emitting two functions of one name."""
+    x = graph_input("input", (1, 4, 6, 6))
+    y = soma_conv2d(x, "conv1", small_weights(), None, shift_bits=4)
+    g = make_graph("clash", maxpool2d(y, "conv1_reverse_out", 2))   # on the RISC-V core
+    b = quiet_compile(g)
+    lib = build_host_library([b], str(tmp_path))[g.name]
+    assert_bit_exact(lib, g, inputs_for(g, 1000))
+
+
 # -- property tests ---------------------------------------------------------------------------------
 
 def draw_bias(data, weights):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ... import reference
-from ...ir import Graph, Op, Tensor
+from ...ir import Graph, Op, Tensor, c_identifier
 from .hardware import ACCEL, CPU, REVERSE
 
 LAYOUT_AGNOSTIC = ("reshape", "relu")   # commute with a per-word byte reversal
@@ -33,9 +33,23 @@ def _fresh(t: Tensor, name: str) -> Tensor:
     return Tensor(name, tuple(t.shape), t.dtype, t.qparams)
 
 
+def _op_namer(graph: Graph):
+    """Names for new ops whose C identifiers differ from every other op's (a user's layer may be
+    called 'conv1_reverse_out'); a name is only changed when it would clash."""
+    taken = {c_identifier(op.name) for op in graph.ops}
+
+    def fresh(name: str) -> str:
+        while c_identifier(name) in taken:
+            name += "_"
+        taken.add(c_identifier(name))
+        return name
+    return fresh
+
+
 def insert_reversals(graph: Graph, stats: Optional[LayoutStats] = None) -> LayoutStats:
     """A reverse_words op on every edge of every accelerator op (before any cancellation)."""
     stats = stats or LayoutStats()
+    fresh = _op_namer(graph)
     new_ops = []
     for op in graph.ops:
         if op.attrs.get("diana_placement") != ACCEL:
@@ -43,14 +57,14 @@ def insert_reversals(graph: Graph, stats: Optional[LayoutStats] = None) -> Layou
             continue
         for i, t in enumerate(op.inputs):
             r = _fresh(t, f"{t.name}.rev_for_{op.name}_{i}")
-            new_ops.append(_reverse_op(f"{op.name}.reverse_in{i}", t, r))
+            new_ops.append(_reverse_op(fresh(f"{op.name}.reverse_in{i}"), t, r))
             op.inputs[i] = r
             stats.inserted += 1
         out = op.outputs[0]
         r = _fresh(out, f"{out.name}.rev")
         op.outputs[0] = r
         new_ops.append(op)
-        new_ops.append(_reverse_op(f"{op.name}.reverse_out", r, out))
+        new_ops.append(_reverse_op(fresh(f"{op.name}.reverse_out"), r, out))
         stats.inserted += 1
     graph.ops[:] = new_ops
     return stats
