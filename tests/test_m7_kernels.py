@@ -184,7 +184,7 @@ def test_conv_grid_bit_exact(scheme, tmp_path):
     graph = import_torch_model(qmodel, example, f"m7grid_{scheme}")
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grid_{scheme}")
     provs = providers_of(compiled)
-    assert provs["c5"] == "c"   # depthwise falls back to the portable kernel
+    assert provs["c5"] == "m7"  # depthwise: m7_depthwise
     assert provs["p3"] == "c"   # an overlapping pool is not fused
     assert all(provs[n] == "m7" for n in ("c1+p1", "c2", "c3", "c4", "c6", "c7", "fc1", "fc2")), provs
     x = edge_and_random_inputs(GRID_SHAPE, N_INPUTS, seed=3)
@@ -260,3 +260,62 @@ def test_add_whose_folded_form_overflows_stays_portable():
     usual = Op("add", "add", [a, b], [Tensor("o", (1, 4), qparams=QParams.make(0.002, -5))],
                {"requant": "qnnpack_add", "clamp": (-128, 127)})
     assert add_is_exact(usual)
+
+
+# -- depthwise convolution ------------------------------------------------------------------------
+
+DW_SHAPE = (1, 5, 13, 11)
+
+
+def make_depthwise_model(scheme: str, seed: int):
+    """Depthwise layers over a grid: odd and even channel counts, kernels 3/5/7 and non-square,
+    strides 1, 2 and (2, 1), with and without padding, odd and even output widths, ReLU."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.d1 = nn.Conv2d(5, 5, 3, padding=1, groups=5)                    # 13x11, odd width
+            self.r1 = nn.ReLU()
+            self.d2 = nn.Conv2d(5, 5, 5, stride=2, padding=2, groups=5)          # 7x6, stride 2
+            self.d3 = nn.Conv2d(5, 5, (3, 5), padding=(0, 2), groups=5)          # non-square
+            self.r3 = nn.ReLU()
+            self.pw = nn.Conv2d(5, 6, 1)
+            self.d4 = nn.Conv2d(6, 6, 7, padding=3, groups=6, bias=False)        # 7x7, no bias
+            self.d5 = nn.Conv2d(6, 6, (5, 3), stride=(2, 1), padding=(1, 0), groups=6)
+            self.fc = nn.Linear(6 * 2 * 4, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            x = self.r1(self.d1(x))
+            x = self.r3(self.d3(self.d2(x)))
+            x = self.d5(self.d4(self.pw(x)))
+            return self.dequant(self.fc(x.reshape(x.shape[0], -1)))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["d1", "r1"], ["d3", "r3"]], inplace=True)
+
+    torch.manual_seed(seed)
+    model = Net()
+    return quantize_ptq(model, scheme, torch.randn(64, *DW_SHAPE[1:]) * 1.5 + 0.5), torch.randn(*DW_SHAPE)
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_depthwise_grid_bit_exact(scheme, tmp_path):
+    qmodel, example = make_depthwise_model(scheme, seed=5 if scheme == "per_tensor" else 9)
+    graph = import_torch_model(qmodel, example, f"m7dw_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7dw_{scheme}")
+    provs = providers_of(compiled)
+    assert all(provs[n] == "m7" for n in ("d1", "d2", "d3", "d4", "d5")), provs
+    x = edge_and_random_inputs(DW_SHAPE, N_INPUTS, seed=2)
+    expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
+    got = lib.run(x)
+    mismatches = int(np.count_nonzero(got != expected))
+    assert mismatches == 0, f"{scheme}: {mismatches} of {got.size} outputs differ from torch"
+    obj = str(tmp_path / "dw.o")
+    r = subprocess.run([CORTEX_M7_CC, *STRICT, *CORTEX_M7_FLAGS, "-c", source, "-I",
+                        os.path.dirname(source), "-o", obj], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr

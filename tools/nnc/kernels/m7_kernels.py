@@ -30,14 +30,14 @@ bit-exact-tested on the host. Scratch: the columns live in the arena (`Kernel.sc
 bytes that are free while the kernel runs, so they cost no RAM beyond the plan's peak.
 
 The qnnpack add and average pooling without padding have Cortex-M7 kernels too (`m7_pointwise`).
-Depthwise/grouped convolutions, other pools, weight zero points and shift requantization are left
-to the portable provider (listed after this one).
+Depthwise convolutions run `m7_depthwise`. Grouped convolutions, other pools, weight zero points
+and shift requantization are left to the portable provider (listed after this one).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import Kernel, KernelProvider, m7_pointwise
+from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise
 from .c_kernels import REQUANT_FLOAT, _signature
 
 INTRINSICS = """\
@@ -288,6 +288,8 @@ class M7Kernels(KernelProvider):
 
     def __init__(self):
         self._prelude = {"m7_0_intrinsics": INTRINSICS, "m7_1_dot": DOT, "m7_2_max3": MAX3}
+        self._depthwise = m7_depthwise.M7Depthwise({"m7_0_intrinsics": INTRINSICS,
+                                                    "m7_3_requant": REQUANT_SSAT})
 
     def supports(self, op) -> bool:
         if op.kind == "conv2d_maxpool2d":
@@ -299,6 +301,8 @@ class M7Kernels(KernelProvider):
                     and pool["dilation"] == (1, 1) and (kh * kw) % 2 == 0
                     and (oh, ow) == tuple(d // k for d, k in zip(op.attrs["conv_shape"][2:], (kh, kw)))
                     and self._supports_conv(op))
+        if m7_depthwise.is_depthwise(op):
+            return self._depthwise.supports(op)
         if op.kind == "add":
             return m7_pointwise.add_is_exact(op)
         if op.kind == "avgpool2d":
@@ -319,6 +323,8 @@ class M7Kernels(KernelProvider):
     def emit(self, op, function: str) -> Kernel:
         if op.kind in ("add", "avgpool2d"):
             return self._emit_pointwise(op, function)
+        if m7_depthwise.is_depthwise(op):
+            return self._depthwise.emit(op, function)
         w = op.params["weight"]
         packed, kp = pack_weights(w.reshape(w.shape[0], -1))
         consts = {"weight": packed, "bias": folded_bias(op),
