@@ -2,7 +2,7 @@
 
 On the host the kernels run through the portable C definitions of the intrinsics (smlad,
 sxtb16); the same source is compiled for the Cortex-M7 with the real instructions, warning-free,
-with no double-precision instructions and with vrintr.f32 for the requantization.
+with no double-precision instructions and with vcvtr.s32.f32 for the requantization.
 """
 import copy
 import os
@@ -124,7 +124,7 @@ def test_zoo_source_compiles_warning_free(zoo_build, compiler, tmp_path):
                              check=True).stdout
         assert not re.search(r"\.f64|\t__aeabi_d", dis), "double-precision instruction"
         assert "smlad" in dis and "sxtb16" in dis
-        assert "vrintr.f32" in dis and "nearbyintf" not in dis
+        assert "vcvtr.s32.f32" in dis and "nearbyintf" not in dis
         assert "bl\t" not in dis or not re.search(r"bl\s+[0-9a-f]+ <(nearbyintf|__aeabi_)", dis)
 
 
@@ -187,12 +187,18 @@ def test_conv_grid_bit_exact(scheme, tmp_path):
     assert provs["c5"] == "m7"  # depthwise: m7_depthwise
     assert provs["p3"] == "c"   # an overlapping pool is not fused
     assert all(provs[n] == "m7" for n in ("c1+p1", "c2", "c3", "c4", "c6", "c7", "fc1", "fc2")), provs
-    x = edge_and_random_inputs(GRID_SHAPE, N_INPUTS, seed=3)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GRID_SHAPE, 3, tmp_path)
+
+
+def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_path):
+    """N_INPUTS inputs: the host library equals torch qnnpack; the source compiles warning-free
+    for the Cortex-M7."""
+    x = edge_and_random_inputs(shape, N_INPUTS, seed=seed)
     expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
     got = lib.run(x)
     mismatches = int(np.count_nonzero(got != expected))
-    assert mismatches == 0, f"{scheme}: {mismatches} of {got.size} outputs differ from torch"
-    obj = str(tmp_path / "grid.o")
+    assert mismatches == 0, f"{graph.name}: {mismatches} of {got.size} outputs differ from torch"
+    obj = str(tmp_path / "m7.o")
     r = subprocess.run([CORTEX_M7_CC, *STRICT, *CORTEX_M7_FLAGS, "-c", source, "-I",
                         os.path.dirname(source), "-o", obj], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
@@ -310,12 +316,4 @@ def test_depthwise_grid_bit_exact(scheme, tmp_path):
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7dw_{scheme}")
     provs = providers_of(compiled)
     assert all(provs[n] == "m7" for n in ("d1", "d2", "d3", "d4", "d5")), provs
-    x = edge_and_random_inputs(DW_SHAPE, N_INPUTS, seed=2)
-    expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
-    got = lib.run(x)
-    mismatches = int(np.count_nonzero(got != expected))
-    assert mismatches == 0, f"{scheme}: {mismatches} of {got.size} outputs differ from torch"
-    obj = str(tmp_path / "dw.o")
-    r = subprocess.run([CORTEX_M7_CC, *STRICT, *CORTEX_M7_FLAGS, "-c", source, "-I",
-                        os.path.dirname(source), "-o", obj], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, DW_SHAPE, 2, tmp_path)

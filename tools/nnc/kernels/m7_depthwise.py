@@ -81,10 +81,7 @@ class M7Depthwise(KernelProvider):
         decls = ["const int16_t* taps", "const int32_t* bias", "const float* multiplier", "void* scratch"]
         lo, hi = op.attrs["clamp"]
         zp_out = op.output.qparams.zero_point
-        if hi == 127 and lo == -128:   # ssat alone clamps (also a ReLU whose zero point is -128)
-            requant = f"(int8_t)nnc_m7_ssat8((int32_t)nearbyintf((float){{acc}} * m) + {zp_out})"
-            prelude = dict(self._prelude)
-        elif hi == 127:
+        if hi == 127:
             requant = f"nnc_m7_requant({{acc}}, m, {zp_out}, {lo})"
             prelude = dict(self._prelude)
         else:

@@ -15,8 +15,8 @@ How a layer runs:
   gives (w2, w3), matching the column's pairs (x0, x1) and (x2, x3). Two output channels are
   interleaved word by word, so the inner loop computes two channels at once: per 4 column values
   two loads of activations, two loads of weights, four `sxtb16` and four `smlad` (8 MACs).
-- Requantization is `nearbyintf` (vrintr.f32 at -O2 with -mfpu=fpv5-sp-d16) as in the portable
-  kernels.
+- Requantization is `nearbyintf` as in the portable kernels; on the M7 one `vcvtr.s32.f32`
+  (convert in the FPSCR rounding mode, round half to even: vrintr + vcvt in one instruction).
 - Dense layers are the same with a single position whose column is the input vector.
 - A convolution followed by a non-overlapping max pool runs fused (`conv2d_maxpool2d`, see
   `nnc.passes.fuse_conv_maxpool`): per pooled position the columns of its window's positions
@@ -91,6 +91,23 @@ static inline int32_t nnc_m7_smlad(uint32_t a, uint32_t b, int32_t acc)
 static inline int32_t nnc_m7_ssat8(int32_t x)
 {
     return x < -128 ? -128 : (x > 127 ? 127 : x);
+}
+#endif
+/* f32(acc) * multiplier rounded to an integer in the current rounding mode (half to even), as
+ * (int32_t)nearbyintf(...): on an FPU one vcvtr (vrintr + vcvt in one instruction). */
+#if defined(__ARM_FP) && (__ARM_FP & 4) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline int32_t nnc_m7_round(int32_t acc, float multiplier)
+{
+    float r;
+    int32_t i;
+    __asm__("vcvtr.s32.f32 %0, %1" : "=t"(r) : "t"((float)acc * multiplier));
+    __builtin_memcpy(&i, &r, 4);
+    return i;
+}
+#else
+static inline int32_t nnc_m7_round(int32_t acc, float multiplier)
+{
+    return (int32_t)nearbyintf((float)acc * multiplier);
 }
 #endif
 /* 32-bit load of any alignment (one LDR on the Cortex-M7). */
@@ -191,10 +208,14 @@ NNC_M7_INLINE int32_t nnc_m7_max3(int32_t a, int32_t b, int32_t c)
 """
 
 REQUANT_SSAT = """\
-/* nnc_requant_float with the int8 saturation on `ssat`; `lo` above -128 is a fused ReLU. */
+/* nnc_requant_float with the int8 saturation on `ssat`; `lo` above -128 is a fused ReLU (at -128,
+ * a constant once inlined, the ssat alone clamps). */
 NNC_M7_INLINE int8_t nnc_m7_requant(int32_t acc, float multiplier, int32_t zero_point, int32_t lo)
 {
-    const int32_t q = nnc_m7_ssat8((int32_t)nearbyintf((float)acc * multiplier) + zero_point);
+    const int32_t q = nnc_m7_ssat8(nnc_m7_round(acc, multiplier) + zero_point);
+    if (lo == -128) {
+        return (int8_t)q;
+    }
     return (int8_t)(q < lo ? lo : q);
 }
 """
