@@ -317,3 +317,28 @@ def test_depthwise_grid_bit_exact(scheme, tmp_path):
     provs = providers_of(compiled)
     assert all(provs[n] == "m7" for n in ("d1", "d2", "d3", "d4", "d5")), provs
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, DW_SHAPE, 2, tmp_path)
+
+
+def test_mobilenet_v3_depthwise_on_m7_bit_exact(tmp_path):
+    """torchvision's MobileNetV3-small (3x3 and 5x5 depthwise, strides 1 and 2, between
+    hardswish tables and squeeze-excite muls) with kernels=m7: every depthwise layer on the m7
+    kernel, 1000 inputs equal to torch qnnpack."""
+    import torch
+    import torch.nn as nn
+
+    from fixtures import mobilenetv3 as mbv3
+    torch.manual_seed(0)
+    model = mbv3.mobilenet_v3("small", 1.0, 10)
+    for m in model.modules():          # batch-norm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    shape = (1, 3, 32, 32)
+    qmodel = quantize_ptq(model, "per_channel", torch.randn(32, *shape[1:]))
+    graph = import_torch_model(qmodel, torch.randn(*shape), "m7mbv3")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, "m7mbv3")
+    depthwise = [op for op in compiled.graph.ops if op.kind == "conv2d" and op.attrs["groups"] > 1]
+    assert {tuple(op.params["weight"].shape[2:]) for op in depthwise} == {(3, 3), (5, 5)}
+    assert all(compiled.kernels[id(op)].provider == "m7" for op in depthwise)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, 4, tmp_path)
