@@ -246,12 +246,9 @@ def describe_no_fit(fit: dict) -> str:
 
 
 def _write_atomic(path: str, text: str):
-    """Readers never see half a file: write a temporary file, then rename it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Readers never see half a file: the project's one atomic writer."""
+    from nnc.outdir import write_file   # tools/ is on sys.path once nnc_build is imported
+    write_file(path, text)
 
 
 def _write_fit(path: str, board: str, model: str, regions: dict):
