@@ -148,6 +148,13 @@ def batchnorm_statistics(model: nn.Module, x: np.ndarray, batch_size: int = 64) 
     return model.eval()
 
 
+def benchmark_float(spec, seed: int = 0) -> nn.Module:
+    """The float network of a benchmark-only model, as `tools/train.py` makes it: the seeded
+    initialisation with batch-norm statistics from the synthetic training inputs (deterministic)."""
+    seed_everything(seed)
+    return batchnorm_statistics(spec.new_float(), spec.data()[0].x)
+
+
 def qat_epoch_hook(freeze_observers_at: int, freeze_bn_at: int):
     """Standard QAT schedule: stop observer updates (fix the scales) and freeze BN statistics
     after some epochs."""

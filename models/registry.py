@@ -131,6 +131,8 @@ class ModelSpec:
         model with fake quantization off."""
         from . import quant, recipes
         path = self.path(path or self.float_checkpoint)
+        if self.benchmark_only and not os.path.isfile(path):
+            return recipes.benchmark_float(self)   # re-made exactly, so not committed
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{self.name}: float checkpoint {path} missing; create it with "
                                     f"`python tools/train.py --model {self.name}`")

@@ -89,7 +89,7 @@ def main(argv=None):
     model = spec.new_float()
     t0 = time.time()
     if spec.benchmark_only:
-        recipes.batchnorm_statistics(model, train.x)
+        model = recipes.benchmark_float(spec, seed)
     elif qat:
         quant.prepare_qat(model, spec.scheme)
         hook = recipes.qat_epoch_hook(cfg.get("freeze_observers_at", max(1, epochs * 2 // 3)),
