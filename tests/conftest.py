@@ -87,6 +87,22 @@ def host_library_path(model: str) -> str:
     return made
 
 
+def inference_app() -> str:
+    """build/host/inference (the C application of "Deploy"), or the same program built here."""
+    built = os.path.join(BUILD, "host", "inference")
+    if os.path.isfile(built):
+        return built
+    made = _scratch("host", "inference")
+    if not os.path.isfile(made):
+        import subprocess
+        from nnc.toolchains import HOST_CC
+        os.makedirs(os.path.dirname(made), exist_ok=True)
+        r = subprocess.run([HOST_CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-o", made,
+                            os.path.join(ROOT, "hostlib", "inference.c"), "-ldl"], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    return made
+
+
 def load_host_library(model: str):
     import hostlib
     so = host_library_path(model)

@@ -90,6 +90,27 @@ def test_qnnpack_add_params_and_rounding(sa, sb, so, za, zb, zo):
                 assert abs(int(g) - real) <= 1.0
 
 
+@pytest.mark.parametrize("shift", [1, 2, 3, 13])
+def test_qnnpack_add_rounding_shift_rounds_half_away_from_zero(shift):
+    """With multipliers 1 and 0 the add is one rounding shift of (a - zp): exact halves included."""
+    a = np.arange(-128, 128, dtype=np.int8)
+    p = {"a_mult": 1, "b_mult": 0, "shift": shift, "a_zp": 0, "b_zp": 0, "out_zp": 0}
+    got = arith.qnnpack_add(a, np.zeros_like(a), p, (-128, 127))
+    d = 2 ** shift
+    want = [int(math.copysign(math.floor(abs(int(v)) / d + 0.5), int(v))) for v in a]
+    assert got.tolist() == want
+
+
+def test_qnnpack_add_all_input_pairs():
+    p = arith.qnnpack_add_params(QParams.make(0.07, -5), QParams.make(0.02, 9), QParams.make(0.09, 3))
+    codes = np.arange(-128, 128)
+    a, b = (g.astype(np.int8) for g in np.meshgrid(codes, codes))
+    got = arith.qnnpack_add(a, b, p, (0, 127))
+    want = [qnnpack_add_scalar(int(x), int(y), -5, 9, p["a_mult"], p["b_mult"], p["shift"], 3, (0, 127))
+            for x, y in zip(a.ravel(), b.ravel())]
+    assert got.ravel().tolist() == want
+
+
 def test_requantize_tensor_is_torch_float32_dequantize_quantize():
     src, dst = QParams.make(0.05, -3), QParams.make(0.07, 10)
     x = np.arange(-128, 128, dtype=np.int8)
