@@ -7,6 +7,7 @@ from nnc import reference
 from nnc.builder import (flatten, graph_input, make_graph, maxpool2d, relu, soma_add, soma_conv2d,
                          soma_dense)
 from nnc.errors import NncError
+from nnc.ir import Graph, Op, QParams, Tensor
 
 RNG = np.random.default_rng(7)
 
@@ -106,3 +107,39 @@ def test_reference_checks_input_shape_and_dtype():
         reference.run(g, [np.zeros((2, 5), np.int8)])
     with pytest.raises(ValueError, match=r"input x: expected int8"):
         reference.run(g, [np.zeros((2, 4), np.int16)])
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+def test_avgpool_with_padding_equals_loops(include_pad):
+    """Border windows divide by their own count (torch's count_include_pad rule)."""
+    src, dst = QParams.make(0.05, -7), QParams.make(0.04, 3)
+    x = Tensor("x", (1, 2, 5, 4), "int8", src)
+    y = Tensor("y", (1, 2, 3, 2), "int8", dst)
+    attrs = {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1), "count_include_pad": include_pad}
+    g = Graph("pool", [x], [y], [Op("avgpool2d", "pool", [x], [y], attrs)])
+    xs = np.concatenate([np.full((1, 2, 5, 4), 127), RNG.integers(-128, 128, size=(5, 2, 5, 4))]).astype(np.int8)
+    got = reference.run(g, [xs])[0]
+    f32 = np.float32
+    for n in range(len(xs)):
+        for c in range(2):
+            for oy in range(3):
+                for ox in range(2):
+                    total, inside = 0, 0
+                    for i in range(oy * 2 - 1, oy * 2 + 2):
+                        for j in range(ox * 2 - 1, ox * 2 + 2):
+                            if 0 <= i < 5 and 0 <= j < 4:
+                                total += int(xs[n, c, i, j]) - src.zero_point
+                                inside += 1
+                    count = 9 if include_pad else inside
+                    mult = f32(src.scale) / (f32(dst.scale) * f32(count))
+                    want = int(np.clip(np.rint(f32(total) * mult) + dst.zero_point, -128, 127))
+                    assert int(got[n, c, oy, ox]) == want, (n, c, oy, ox)
+
+
+def test_lut_indexes_the_table_by_code_plus_128():
+    q = QParams.make(0.1, 0)
+    x, y = Tensor("x", (1, 256), "int8", q), Tensor("y", (1, 256), "int8", q)
+    table = np.roll(np.arange(-128, 128), 5).astype(np.int8)
+    g = Graph("lut", [x], [y], [Op("lut", "act", [x], [y], params={"table": table})])
+    codes = np.arange(-128, 128, dtype=np.int8)[None]
+    assert np.array_equal(reference.run(g, [codes])[0][0], table)
