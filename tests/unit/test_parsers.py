@@ -103,7 +103,7 @@ def test_generated_header_parses(tmp_path):
     import hostlib
     x = graph_input("x", (1, 2, 3, 3))
     y = relu(soma_dense(x, "fc", np.ones((4, 18), np.int8), shift_bits=2), "r")
-    compiled = compile_graph(make_graph("tiny net", y), CpuTarget(kernels="c"))
+    compiled = compile_graph(make_graph("tiny_net", y), CpuTarget(kernels="c"))
     header, _ = compiled.write(str(tmp_path))
     info = hostlib.parse_header(header)
     assert info["prefix"] == "tvmgen_tiny_net"
