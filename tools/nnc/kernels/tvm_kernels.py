@@ -201,7 +201,7 @@ class TvmKernels(KernelProvider):
 
 
 def _unpacked(f):
-    """Pointer parameters plus a DeclBuffer per buffer: no TVM FFI wrapper (see notes/tvm.md)."""
+    """Pointer parameters plus a DeclBuffer per buffer: no TVM FFI wrapper."""
     tvm, _, tirx, _ = _tvm()
     from tvm.ir import PointerType, PrimType
     from tvm.tirx.buffer import is_buffer_var
