@@ -201,7 +201,7 @@ class CompiledLibrary:
         self.identity = self._check_identity(so_path, header_path)
         try:
             self._run = getattr(self.lib, f"{self.prefix}_run")
-        except AttributeError:
+        except (AttributeError, KeyError):
             raise HostLibError(f"{so_path} has no {self.prefix}_run()") from None
         # One static arena per library file: concurrent calls would share it (see run()).
         self._lock = _library_lock(so_path)
@@ -212,7 +212,7 @@ class CompiledLibrary:
         try:
             lib_text = self.ffi.string(getattr(self.lib, symbol), 4096).decode("ascii")
             lib_id = parse_identity(lib_text)
-        except AttributeError:
+        except (AttributeError, KeyError):    # cffi raises either for a missing symbol
             raise HostLibError(f"{so_path} has no symbol {symbol}: it is not a build of the model "
                                f"of {header_path} (another model's library, or one built before "
                                "libraries carried an identity); rebuild it from the C generated with "
