@@ -13,12 +13,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import FULL, edge_and_random_inputs, generated_dir
+from conftest import generated_dir
 
 from hostlib import parse_header
-from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
 from nnc.toolchains import HOST_CC, HOST_CFLAGS, SANITIZER_FLAGS
-from test_zoo_bitexact import real_inputs, zoo_models
+from test_zoo_bitexact import inputs_and_torch_outputs, zoo_models
 
 ENV = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:exitcode=99",
            UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=98")
@@ -63,13 +62,9 @@ def test_generated_c_is_clean_under_asan_and_ubsan(name, zoo, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
-    qmodel = spec.load_quantized()
-    graph = import_torch_model(qmodel, spec.example_input(), name)
-    n = 20 if name == "resnet50" and not FULL else 1000
-    n_real = n // 2
-    x = np.concatenate([edge_and_random_inputs(spec.input_shape, n - n_real - 4, seed=13),
-                        real_inputs(spec, graph.inputs[0].qparams, n_real)])
-    assert x.shape[1:] == info["inputs"][0].shape[1:] and len(x) == n
+    x, expected = inputs_and_torch_outputs(name, spec, seed=13)
+    n = len(x)
+    assert x.shape[1:] == info["inputs"][0].shape[1:]
     r = subprocess.run([exe], input=np.ascontiguousarray(x).tobytes(), capture_output=True, env=ENV)
     findings = r.stderr.decode(errors="replace")
     assert r.returncode == 0 and "runtime error" not in findings and "Sanitizer" not in findings, \
@@ -77,7 +72,5 @@ def test_generated_c_is_clean_under_asan_and_ubsan(name, zoo, tmp_path):
     out = info["outputs"][0]
     got = np.frombuffer(r.stdout, dtype=np.int8)
     assert got.size == n * out.size, f"{name}: {got.size} output bytes for {n} inputs"
-    expected = np.concatenate([run_torch_int8(qmodel, [x[i:i + 250]], [graph.inputs[0].qparams])[0]
-                               for i in range(0, n, 250)])
     mismatches = int(np.count_nonzero(got.reshape(expected.shape) != expected))
     assert mismatches == 0, f"{name}: {mismatches} of {expected.size} elements differ from torch qnnpack"
