@@ -12,6 +12,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
 #include <elf.h>
+#include <errno.h>
 #include <link.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -295,10 +296,12 @@ int main(int argc, char** argv)
     const char* dir = NULL;
     long runs = 100;
     for (int i = 1; i < argc; ++i) {
-        if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--runs") == 0) {
+            if (i + 1 == argc) return fail("--runs needs a positive integer", NULL);
             char* end;
+            errno = 0;
             runs = strtol(argv[++i], &end, 10);
-            if (*end || runs < 1) return fail("--runs needs a positive integer", argv[i]);
+            if (*end || end == argv[i] || errno || runs < 1) return fail("--runs needs a positive integer", argv[i]);
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: inference DIR [--runs N]\n"
                    "Loads the deployment in DIR (tools/deploy.py), runs the model N times (default 100)\n"
@@ -306,6 +309,8 @@ int main(int argc, char** argv)
                    "ref_result_<i>.bin. Exit 0: bit-exact; 1: outputs differ; 2: usage or file error.\n",
                    WARMUP_RUNS);
             return 0;
+        } else if (argv[i][0] == '-') {
+            return fail("unknown option (usage: inference DIR [--runs N])", argv[i]);
         } else if (!dir) {
             dir = argv[i];
         } else {

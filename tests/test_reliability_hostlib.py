@@ -273,6 +273,17 @@ def test_inference_refuses_a_broken_deployment(what, deployment, tmp_path):
     assert "bit-exact" not in r.stdout
 
 
+def test_inference_usage_errors(deployment):
+    for args, message in ((["--runs"], "--runs needs a positive integer"),
+                          ([str(deployment), "--runs", "0"], "--runs needs a positive integer"),
+                          ([str(deployment), "--runs", "99999999999999999999"], "positive integer"),
+                          ([str(deployment), "--fast"], "unknown option"),
+                          ([str(deployment), str(deployment)], "unexpected argument"),
+                          ([], "no deployment directory")):
+        r = subprocess.run([INFERENCE, *args], capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr and "bit-exact" not in r.stdout, (args, r.stderr)
+
+
 def test_inference_reports_a_wrong_reference_with_exit_1(deployment, tmp_path):
     d = _copy(deployment, tmp_path)
     ref = bytearray((d / "ref_result_0.bin").read_bytes())
@@ -410,6 +421,7 @@ def test_divergence_errors_are_clean(tmp_path, deployment):
         "other model": (["--model", "ffn", "--c-source", str(deployment)], "deployment of 'lenet5'"),
         "bad metadata": (["--model", "lenet5", "--c-source", str(bad_meta)], "not valid JSON"),
         "not a directory": (["--model", "lenet5", "--c-source", str(tmp_path / "none")], "not a directory"),
+        "negative seed": (["--model", "lenet5", "--seed", "-3"], "--seed must be 0 or more"),
     }
     for what, (args, message) in cases.items():
         r = subprocess.run(tool + args, capture_output=True, text=True)

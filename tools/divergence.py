@@ -147,6 +147,8 @@ def main(argv=None) -> int:
                                        "(default: freshly generated)")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample to run")
     args = ap.parse_args(argv)
+    if args.seed < 0:
+        ap.error(f"--seed must be 0 or more, got {args.seed}")
     quiet_torch_warnings()
     try:
         _, first = find_divergence(args.model, args.c_source, args.seed)
