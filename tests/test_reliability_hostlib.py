@@ -400,17 +400,22 @@ def test_property_metadata_reader_raises_only_hostlib_errors(deployment, tmp_pat
 
 # -- divergence on the README's NHWC deployment ---------------------------------------------------
 
-def test_divergence_on_an_nhwc_deployment(tmp_path):
+@pytest.mark.parametrize("model,kernels", [("residual_cnn", "c"), ("lenet5", "m7")])
+def test_divergence_on_an_nhwc_deployment(model, kernels, tmp_path):
+    """The README's flow with layout=nhwc; with kernels=m7 the fused conv+pool layers line up too."""
     from deploy import deploy
     out = tmp_path / "nhwc"
-    deploy("residual_cnn", str(out), layout="nhwc")
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "divergence.py"), "--model", "residual_cnn",
+    deploy(model, str(out), layout="nhwc", kernels=kernels)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "divergence.py"), "--model", model,
                         "--c-source", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "no divergence" in r.stdout and "transpose" in r.stdout
-    # every layer's C output was captured and compared
+    # every layer's C output was captured and compared; every layer after the transpose with torch too
     rows = [l for l in r.stdout.splitlines()[1:] if re.match(r"\s+\d+ ", l)]
     assert len(rows) > 5 and all(l.rstrip().endswith("0 (max 0)") for l in rows)
+    assert all(l.count("0 (max 0)") == 2 for l in rows[1:])
+    if kernels == "m7":
+        assert "conv2d_maxpool2d" in r.stdout
 
 
 def test_divergence_errors_are_clean(tmp_path, deployment):

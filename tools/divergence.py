@@ -112,7 +112,8 @@ def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys
     for index, op in enumerate(graph.ops):
         ref = r_vals[op.output.name].reshape(-1)
         row = {"layer": index, "name": op.name, "kind": op.kind, "elements": ref.size}
-        for label, vals, key in (("torch", t_vals, op.name), ("c", c_vals, index)):
+        # A fused op ("conv1+maxpool2d") stores what its last part computes in torch.
+        for label, vals, key in (("torch", t_vals, op.name.split("+")[-1]), ("c", c_vals, index)):
             v = vals.get(key)
             if v is None:
                 row[label] = None
