@@ -1,5 +1,5 @@
-"""The reliability tier: the generated C of every stateless zoo model under AddressSanitizer and
-UndefinedBehaviorSanitizer (gcc, -fno-sanitize-recover=all: the first finding aborts), on 1000
+"""The reliability tier: the generated C of every stateless zoo model (portable and Cortex-M7
+kernels) under AddressSanitizer and UndefinedBehaviorSanitizer (gcc, -fno-sanitize-recover=all: the first finding aborts), on 1000
 inputs per model (ResNet-50: 20 by default, 1000 with `./scons host test full=1`), bit-exact
 against torch qnnpack.
 
@@ -45,14 +45,22 @@ def driver_source(info) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.parametrize("kernels", ["c", "m7"])
 @pytest.mark.parametrize("name", zoo_models())
-def test_generated_c_is_clean_under_asan_and_ubsan(name, zoo, tmp_path):
+def test_generated_c_is_clean_under_asan_and_ubsan(name, kernels, zoo, tmp_path):
+    """The portable kernels (build/gen/c) and the Cortex-M7 kernels with their portable
+    definitions of the DSP intrinsics (exported here: the board build is not a prerequisite)."""
     spec = zoo[name]
-    gen = generated_dir(name)
-    source = os.path.join(gen, f"tvmgen_{name}.c")
-    if not os.path.exists(source):
-        pytest.fail(f"{source} is missing: run the tests through `./scons host test`")
-    info = parse_header(os.path.join(gen, f"tvmgen_{name}.h"))
+    if kernels == "c":
+        gen = generated_dir(name)
+        source, header = (os.path.join(gen, f"tvmgen_{name}{ext}") for ext in (".c", ".h"))
+        if not os.path.exists(source):
+            pytest.fail(f"{source} is missing: run the tests through `./scons host test`")
+    else:
+        from export import compile_zoo_model
+        gen = str(tmp_path / "gen")
+        header, source = compile_zoo_model(name, kernels)[3].write(gen)
+    info = parse_header(header)
     assert len(info["inputs"]) == 1
     driver = tmp_path / "driver.c"
     driver.write_text(driver_source(info))
