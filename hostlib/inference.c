@@ -306,7 +306,10 @@ int main(int argc, char** argv)
             printf("usage: inference DIR [--runs N]\n"
                    "Loads the deployment in DIR (tools/deploy.py), runs the model N times (default 100)\n"
                    "after %d warm-up runs, prints the mean latency and compares every output with\n"
-                   "ref_result_<i>.bin. Exit 0: bit-exact; 1: outputs differ; 2: usage or file error.\n",
+                   "ref_result_<i>.bin. deploy.cfg's sizes must equal the ones compiled into the\n"
+                   "library (its identity string); the library file is checked before it is loaded.\n"
+                   "Exit 0: bit-exact; 1: outputs differ; 2: usage error or a deployment that is\n"
+                   "broken or inconsistent (deploy.cfg, library, input or reference files).\n",
                    WARMUP_RUNS);
             return 0;
         } else if (argv[i][0] == '-') {
