@@ -16,51 +16,75 @@ layer and the constraint. The output directory gets:
 A user script defines `create_model()` returning an nnc Graph built with nnc.builder (and may
 define `NAME`). Nothing is written when compilation fails (exit status 2, the error names the
 layer and its sizes); a previous build in --out is removed then, so that it is not mistaken for
-the current one.
+the current one. --out is replaced as a whole, and only if nnc made it (or it is new or empty).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import runpy
 import shutil
 import sys
-import tempfile
 import time
+import traceback
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
+from nnc import outdir  # noqa: E402
+from nnc.builder import check_graph_name  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
-
-MARKER = ".diana_build"
 
 
 def load_graph(args):
     from nnc.ir import Graph
-    from nnc.targets.diana_examples import EXAMPLES, example
+    from nnc.targets.diana.examples import EXAMPLES, example
     if args.graph:
         if args.graph not in EXAMPLES:
             raise NncError(f"unknown example graph {args.graph!r}", "--graph",
                            f"choose one of: {', '.join(EXAMPLES)}")
         return example(args.graph)
-    if not os.path.exists(args.script):
-        raise NncError(f"{args.script} does not exist", "--script")
-    ns = runpy.run_path(args.script, run_name="diana_user_graph")
-    if "create_model" not in ns:
+    if not os.path.isfile(args.script):
+        raise NncError(f"{args.script} does not exist or is not a file", "--script")
+    ns = _run_user_code(args.script,
+                        lambda: runpy.run_path(args.script, run_name="diana_user_graph"))
+    if not callable(ns.get("create_model")):
         raise NncError(f"{args.script} defines no create_model()", "--script",
                        "define create_model() returning a graph made with nnc.builder")
-    g = ns["create_model"]()
-    if isinstance(g, tuple):
+    g = _run_user_code(args.script, ns["create_model"])
+    if isinstance(g, tuple) and g:
         g = g[0]
     if not isinstance(g, Graph):
         raise NncError(f"create_model() returned {type(g).__name__}, not an nnc Graph", "--script",
                        "end create_model() with `return make_graph(name, output)`")
     if ns.get("NAME"):
-        g.name = ns["NAME"]
+        g.name = check_graph_name(ns["NAME"], f"NAME in {args.script}")
     return g
+
+
+def _run_user_code(script: str, call):
+    """Runs the user's script (or its create_model): a mistake in it is a user error naming the
+    script's line; NncError (e.g. a builder parameter) passes through; a failure whose last frame
+    is inside nnc is ours and propagates."""
+    try:
+        return call()
+    except NncError:
+        raise
+    except SyntaxError as e:
+        raise NncError(f"{script} is not valid Python: {e.msg}", f"{e.filename}, line {e.lineno}",
+                       "fix the syntax error") from None
+    except Exception as e:
+        frames = traceback.extract_tb(e.__traceback__)
+        inside_nnc = frames and os.path.dirname(os.path.abspath(frames[-1].filename)).startswith(
+            os.path.join(ROOT, "tools", "nnc"))
+        if inside_nnc:
+            raise
+        mine = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(script)]
+        where = f"{script}, line {mine[-1].lineno}" if mine else script
+        raise NncError(f"{script} failed: {type(e).__name__}: {e}", where,
+                       "fix the script: it must define create_model() returning an nnc Graph"
+                       ) from None
 
 
 def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dict:
@@ -68,7 +92,7 @@ def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dic
 
     from nnc import reference
     from nnc.targets.diana import DianaFallbackWarning, compile_diana
-    from nnc.targets.diana_demo import DemoModel, create_demo_file, demo_inputs
+    from nnc.targets.diana.demo import DemoModel, create_demo_file, demo_inputs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DianaFallbackWarning)
@@ -81,46 +105,21 @@ def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dic
     xs = demo_inputs(graph, samples, seed)
     expected = reference.run(graph, xs)[0]
 
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-diana-")
-    try:
+    with outdir.output_dir(out_dir, "--out") as tmp:
         build.compiled.write(os.path.join(tmp, "gen"))
         create_demo_file(DemoModel(build, xs, expected), os.path.join(tmp, "app", "demo.c"))
         report = build.report
-        with open(os.path.join(tmp, "placement_report.txt"), "w") as f:
-            f.write(report)
+        outdir.write_file(os.path.join(tmp, "placement_report.txt"), report)
         summary = dict(build.compiled.report, prefix=build.compiled.prefix,
                        arena_bytes=build.compiled.plan.arena_size, l2=build.l2_usage(),
                        demo_samples=samples,
                        expected_nonsaturated=float(np.mean((expected > -128) & (expected < 127))))
-        with open(os.path.join(tmp, "placement.json"), "w") as f:
-            json.dump(summary, f, indent=1, sort_keys=True)
-            f.write("\n")
-        open(os.path.join(tmp, MARKER), "w").close()
-        _remove_previous(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        outdir.write_json(os.path.join(tmp, "placement.json"), summary)
     if not quiet:
         print(report, end="")
     print(f"DIANA build of {graph.name}: {out_dir} (report: "
           f"{os.path.join(out_dir, 'placement_report.txt')})")
     return summary
-
-
-def _holds_files(path: str) -> bool:
-    """Whether a directory holds any file (build tools pre-create empty target folders)."""
-    return any(files for _, _, files in os.walk(path))
-
-
-def _remove_previous(out_dir: str) -> None:
-    if os.path.isdir(out_dir):
-        if not os.path.exists(os.path.join(out_dir, MARKER)) and _holds_files(out_dir):
-            raise NncError(f"{out_dir} exists and is not a DIANA build directory", "--out",
-                           "choose an empty or new directory")
-        shutil.rmtree(out_dir)
 
 
 def main(argv=None) -> int:
@@ -142,22 +141,23 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="do not print the placement report")
     args = ap.parse_args(argv)
     if args.list:
-        from nnc.targets.diana_examples import EXAMPLES
+        from nnc.targets.diana.examples import EXAMPLES
         print("\n".join(EXAMPLES))
         return 0
     if not args.graph and not args.script:
         ap.error("give --graph NAME or --script FILE (--list shows the example graphs)")
     if args.samples < 1:
         ap.error("--samples must be at least 1")
-    out = args.out
+    real_out = None        # set once --out is known to be a folder nnc may replace
     t0 = time.time()
     try:
         graph = load_graph(args)
-        out = out or os.path.join(ROOT, "build", "diana", graph.name, "model")
+        out = args.out or os.path.join(ROOT, "build", "diana", graph.name, "model")
+        real_out = outdir.check_target(out, "--out")
         compile_to(graph, out, args.samples, args.seed, args.quiet)
     except NncError as e:
-        if out and os.path.isdir(out) and os.path.exists(os.path.join(out, MARKER)):
-            shutil.rmtree(out)   # a stale build must not pass for this one
+        if real_out and os.path.isdir(real_out) and outdir.is_ours(real_out):
+            shutil.rmtree(real_out)   # a stale build must not pass for this one
         print(e.format(), file=sys.stderr)
         return 2
     if not args.quiet:

@@ -4,11 +4,12 @@
     python tools/export.py --model lenet5 --out build/host/lenet5/gen
 
 Nothing is written when the model cannot be compiled: the error names the layer and the fix.
+The output folder is nnc's: it is replaced as a whole, and only if nnc made it (or it is new or
+empty); a failure leaves the previous output as it was.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -16,7 +17,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
+from nnc import outdir  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
+from nnc.frontend.torch_eager import DEBUG_ENV  # noqa: E402
 
 
 def model_summary(compiled, target_name: str) -> dict:
@@ -55,7 +58,8 @@ def quiet_torch_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw"):
+def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw",
+                      device_softmax: bool = False):
     """Zoo model -> (spec, quantized torch model, graph, CompiledModel) for the cpu target."""
     from models.registry import get as get_model
     from nnc.compiler import compile_graph
@@ -67,31 +71,26 @@ def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw")
         spec = get_model(model_name)
         qmodel = spec.load_quantized()
     except (LookupError, FileNotFoundError, ValueError) as e:   # the zoo's own user errors
-        raise NncError(str(e).strip("'\""), f"model {model_name!r}",
-                       "see `python tools/train.py --help` to create a checkpoint") from None
-    graph = import_torch_model(qmodel, spec.example_input(), model_name)
+        raise NncError(getattr(e, "what", str(e).strip("'\"")), f"model {model_name!r}",
+                       getattr(e, "fix", "see `python tools/train.py --help` to create a checkpoint")) \
+            from None
+    graph = import_torch_model(qmodel, spec.example_input(), model_name, device_softmax=device_softmax)
     apply_input_layout(graph, layout)
     compiled = compile_graph(graph, CpuTarget(kernels=kernels))
     return spec, qmodel, graph, compiled
 
 
-def write_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False,
-           layout: str = "nchw") -> dict:
+           layout: str = "nchw", device_softmax: bool = False) -> dict:
     t0 = time.time()
-    _, _, graph, compiled = compile_zoo_model(model_name, kernels, layout)
+    outdir.check_target(out_dir, "--out")        # before the work, not after it
+    _, _, graph, compiled = compile_zoo_model(model_name, kernels, layout, device_softmax)
     summary = model_summary(compiled, "cpu")
     summary["input_layout"] = layout
     summary["kernels"] = kernels
-    compiled.write(out_dir)
-    write_json(os.path.join(out_dir, "model.json"), summary)
+    with outdir.output_dir(out_dir, "--out") as staging:
+        compiled.write(staging)
+        outdir.write_json(os.path.join(staging, "model.json"), summary)
     if not quiet:
         for note in summary["notes"]:
             print(f"note: {note}")
@@ -104,17 +103,28 @@ def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = Fals
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="model name from the zoo (models/registry.py)")
-    ap.add_argument("--out", required=True, help="output directory for tvmgen_<model>.h/.c and model.json")
+    ap.add_argument("--out", required=True,
+                    help="output folder for tvmgen_<model>.h/.c and model.json: new, empty, or made "
+                         "by nnc (it is replaced as a whole)")
     ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c",
                     help="kernel generator: portable C templates (default), TVM TE/TOPI schedules, "
                          "or Cortex-M7 DSP kernels (smlad; portable C intrinsics on other hosts)")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
                     help="memory layout of 4-D model inputs (the model computes in NCHW)")
+    ap.add_argument("--device-softmax", action="store_true",
+                    help="compile the softmax that follows the DeQuantStub on the device: the C then "
+                         "returns qnnpack's int8 probabilities (scale 1/256, zero point -128) instead "
+                         "of the logits (by default the softmax is left to the caller)")
+    ap.add_argument("--debug", action="store_true",
+                    help="in an import error, show the whole chain of your calls that reach the op, "
+                         f"not only the innermost line (the same as {DEBUG_ENV}=1)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     quiet_torch_warnings()
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"      # read by the frontends when they build an error
     try:
-        export(args.model, args.out, args.kernels, args.quiet, args.layout)
+        export(args.model, args.out, args.kernels, args.quiet, args.layout, args.device_softmax)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2
