@@ -4,6 +4,10 @@
 HOST_CC = "gcc"
 HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
 
+# The reliability tier: the same C under AddressSanitizer and UndefinedBehaviorSanitizer; any
+# finding aborts the run (no recovery), so a test sees it as a non-zero exit.
+SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+
 CORTEX_M7_CC = "arm-none-eabi-gcc"
 CORTEX_M7_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"]
 
