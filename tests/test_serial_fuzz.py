@@ -13,6 +13,8 @@ import pytest
 
 from test_stm32 import arm_tools, emulated, host, lenet_build, sc, text_line, text_reply  # noqa: F401
 
+pytestmark = pytest.mark.firmware   # test tier (pytest.ini)
+
 SEED = 20261129
 MALFORMED = 360
 GOOD_EVERY = 3

@@ -19,6 +19,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 from nnc import outdir  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
+from nnc.frontend.torch_eager import DEBUG_ENV  # noqa: E402
 
 
 def model_summary(compiled, target_name: str) -> dict:
@@ -57,7 +58,8 @@ def quiet_torch_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw"):
+def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw",
+                      device_softmax: bool = False):
     """Zoo model -> (spec, quantized torch model, graph, CompiledModel) for the cpu target."""
     from models.registry import get as get_model
     from nnc.compiler import compile_graph
@@ -72,17 +74,17 @@ def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw")
         raise NncError(getattr(e, "what", str(e).strip("'\"")), f"model {model_name!r}",
                        getattr(e, "fix", "see `python tools/train.py --help` to create a checkpoint")) \
             from None
-    graph = import_torch_model(qmodel, spec.example_input(), model_name)
+    graph = import_torch_model(qmodel, spec.example_input(), model_name, device_softmax=device_softmax)
     apply_input_layout(graph, layout)
     compiled = compile_graph(graph, CpuTarget(kernels=kernels))
     return spec, qmodel, graph, compiled
 
 
 def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False,
-           layout: str = "nchw") -> dict:
+           layout: str = "nchw", device_softmax: bool = False) -> dict:
     t0 = time.time()
     outdir.check_target(out_dir, "--out")        # before the work, not after it
-    _, _, graph, compiled = compile_zoo_model(model_name, kernels, layout)
+    _, _, graph, compiled = compile_zoo_model(model_name, kernels, layout, device_softmax)
     summary = model_summary(compiled, "cpu")
     summary["input_layout"] = layout
     summary["kernels"] = kernels
@@ -109,11 +111,20 @@ def main(argv=None) -> int:
                          "or Cortex-M7 DSP kernels (smlad; portable C intrinsics on other hosts)")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
                     help="memory layout of 4-D model inputs (the model computes in NCHW)")
+    ap.add_argument("--device-softmax", action="store_true",
+                    help="compile the softmax that follows the DeQuantStub on the device: the C then "
+                         "returns qnnpack's int8 probabilities (scale 1/256, zero point -128) instead "
+                         "of the logits (by default the softmax is left to the caller)")
+    ap.add_argument("--debug", action="store_true",
+                    help="in an import error, show the whole chain of your calls that reach the op, "
+                         f"not only the innermost line (the same as {DEBUG_ENV}=1)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     quiet_torch_warnings()
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"      # read by the frontends when they build an error
     try:
-        export(args.model, args.out, args.kernels, args.quiet, args.layout)
+        export(args.model, args.out, args.kernels, args.quiet, args.layout, args.device_softmax)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2
