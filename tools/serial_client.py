@@ -221,7 +221,7 @@ class _Reply:
     def take(self, fmt: str) -> tuple:
         n = struct.calcsize(fmt)
         if self.off + n > len(self.p):
-            raise self.fail(f"it ends at byte {len(self.p)}, {self.off + n} expected")
+            raise self.fail(f"truncated: it ends at byte {len(self.p)}, {self.off + n} expected")
         values = struct.unpack_from(fmt, self.p, self.off)
         self.off += n
         return values
@@ -239,8 +239,12 @@ class _Reply:
 
 
 def parse_error(payload: bytes) -> FirmwareError:
+    """The error an ERROR frame reports (one too short to say which: error -1, 'malformed')."""
     r = _Reply(payload, "error")
-    code, req, detail = r.take("<BBH")
+    try:
+        code, req, detail = r.take("<BBH")
+    except ProtocolError as e:
+        return FirmwareError(-1, 0, 0, str(e))
     return FirmwareError(code, req, detail, r.p[r.off:].decode(errors="replace"))
 
 
@@ -289,7 +293,7 @@ def parse_text_result(line: str) -> dict:
         return ProtocolError(f"malformed text result from the device: {problem} (received {shown!r})")
 
     words = line.split()
-    if not words or words[0] != "result":
+    if not words or words[0].lower() != "result":
         raise fail("it does not start with 'result'")
     fields = {}
     for word in words[1:]:
@@ -308,7 +312,7 @@ def parse_text_result(line: str) -> dict:
     except ValueError:
         raise fail("a number that is not an integer") from None
     if numbers["hz"] <= 0 or not all(-128 <= v <= 127 for v in output) or \
-            not 0 <= numbers["class"] < len(output) or numbers["cost"] < 0:
+            numbers["class"] < 0 or numbers["cost"] < 0:
         raise fail("a value out of range")
     return {"class": numbers["class"], "cost": numbers["cost"],
             "cost_unit": COST_CYCLES if fields["unit"] == "cycles" else COST_TICKS,
