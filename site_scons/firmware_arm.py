@@ -18,6 +18,7 @@ import sys
 
 from SCons.Script import AlwaysBuild, Dir, GetOption
 
+from argv_action import argv_action
 import firmware_riot
 
 CC = "arm-none-eabi-gcc"
@@ -41,12 +42,24 @@ BOARDS = {
     "mps2-an500": {"irqs": 32, "flash": (0x00000000, 1024 * 1024), "ram": (0x20000000, 320 * 1024),
                    "what": "QEMU mps2-an500, memory clamped to the STM32F746's 1 MiB flash / 320 KiB SRAM"},
 }
-# microTVM's published LeNet-5 figures on this board (RIOT, seed 002) and what notes/targets.md
-# measured for other LeNet-5 builds on the emulated M7 (instructions per inference).
+# microTVM's published LeNet-5 figures on this board (RIOT, seed 002). Other kernel providers are
+# compared by running this bench with kernels=c or kernels=tvm.
 MICROTVM_LENET5 = {"ms": 39.6, "ram_kb": 11.1, "flash_kb": 64.7}
-REFERENCE_LENET5_INSTRUCTIONS = [("TVM 0.27 default schedules, plain C", 5100560),
-                                 ("CMSIS-NN v7 kernels", 2272132),
-                                 ("straightforward C loops", 5637234)]
+# Best published MLPerf Tiny v1.0 latencies on an STM32F746 at 216 MHz, per zoo model of the same
+# reference network. Goal: instructions on the emulated M7 <= 0.8 x these cycles.
+F746_HZ = 216e6
+MLPERF_TINY_F746 = {
+    "mlperf_resnet8": {"ms": 64.8, "source": "MLPerf Tiny v1.0, image classification, Plumerai"},
+    "mlperf_dscnn": {"ms": 19.1, "source": "MLPerf Tiny v1.0, keyword spotting"},
+    "mlperf_mobilenet": {"ms": 57.0, "source": "MLPerf Tiny v1.0, visual wake words"},
+    "mlperf_autoencoder": {"ms": 2.3, "source": "MLPerf Tiny v1.0, anomaly detection"},
+}
+MLPERF_GOAL = 0.8
+
+
+def published_cycles(model: str):
+    t = MLPERF_TINY_F746.get(model)
+    return None if t is None else t["ms"] * 1e-3 * F746_HZ
 
 
 def _flags_str(flags):
@@ -393,8 +406,8 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
             print(f"note: RIOT has no {board} board; building the bare-metal firmware for it")
         e, elf, map_file, fit = bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok)
 
-    binf = e.Command(bdir.File("fw.bin"), elf, f"{OBJCOPY} -O binary $SOURCE $TARGET")
-    hexf = e.Command(bdir.File("fw.hex"), elf, f"{OBJCOPY} -O ihex $SOURCE $TARGET")
+    binf = e.Command(bdir.File("fw.bin"), elf, argv_action([OBJCOPY, "-O", "binary", elf, bdir.File("fw.bin")]))
+    hexf = e.Command(bdir.File("fw.hex"), elf, argv_action([OBJCOPY, "-O", "ihex", elf, bdir.File("fw.hex")]))
     size_json = e.Command(bdir.File("size.json"), [elf, map_file],
                           e.Action(_size_action(board, model), None))
     targets = [elf, binf[0], hexf[0], size_json[0]]
@@ -404,30 +417,34 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     e.Alias("size", size_alias)
 
     client = root.File("tools/serial_client.py").abspath
-    so = Dir("#").File(f"build/host/{model}/lib{model}.so")
+    # The firmware's outputs are compared with the host library of the portable reference
+    # (env["REFERENCE_LIBS"]: model -> (library, its header), from the SConstruct), not with a
+    # host build of the firmware's own kernels.
+    so, so_hdr = (env.get("REFERENCE_LIBS") or {}).get(
+        model, (Dir("#").File(f"build/host/{model}/lib{model}.so"), hdr))
     compare = []
     run_deps = [elf]
     if so.has_builder() or os.path.exists(so.abspath):
-        compare = ["--so", so.abspath, "--header", hdr.abspath]
-        run_deps.append(so)
+        compare = ["--so", so.abspath, "--header", so_hdr.abspath]
+        run_deps += [so, so_hdr]
     fw = _bench_paths(board, model, bdir, hdr, model_json)
 
     if board == "mps2-an500":
         run = e.Command(bdir.File(".run"), run_deps,
-                        f'"{python}" {client} --qemu {elf.abspath} {_samples_args(hdr.abspath)} --count 20'
-                        + "".join(f" {a}" for a in compare))
+                        argv_action([python, client, f"--qemu={elf.abspath}", *_samples_args(hdr.abspath).split(),
+                                     "--count", "20", *compare]))
         bench_deps = run_deps + [map_file, fit, hdr] + ([model_json] if model_json else [])
         bench = e.Command(bdir.File("bench.txt"), bench_deps,
                           e.Action(_bench_action(fw, [python, client], compare), None))
     else:
         port = opts.get("port") or "/dev/ttyACM0"
         run = e.Command(bdir.File(".run"), run_deps,
-                        f'"{python}" {client} --port {port} {_samples_args(hdr.abspath)} --count 20'
-                        + "".join(f" {a}" for a in compare))
+                        argv_action([python, client, f"--port={port}", *_samples_args(hdr.abspath).split(),
+                                     "--count", "20", *compare]))
         programmer = opts.get("programmer") or "openocd"
         flash = e.Command(bdir.File(".flash"), [elf, binf[0]],
-                          f'"{python}" {root.File("tools/flash.py").abspath} --programmer {programmer} '
-                          f'--elf {elf.abspath} --bin {binf[0].abspath}')
+                          argv_action([python, root.File("tools/flash.py"), "--programmer", programmer,
+                                       f"--elf={elf.abspath}", f"--bin={binf[0].abspath}"]))
         AlwaysBuild(flash)
         e.Alias("flash", flash)
         bench = e.Command(bdir.File(".bench-note"), [elf, map_file, fit],
@@ -436,7 +453,7 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     AlwaysBuild(bench)
     e.Alias("run", run)
     e.Alias("bench", bench)
-    firmware_riot.check_alias(e, board, model, elf, binf[0], bdir, hdr, so, opts, python, root)
+    firmware_riot.check_alias(e, board, model, elf, binf[0], bdir, so_hdr, so, opts, python, root)
     if board == "mps2-an500":
         e.Alias("flash", e.Command(bdir.File(".flash"), [], e.Action(_no_flash_emulator, None)))
     return targets
@@ -555,8 +572,11 @@ def format_bench(b: dict, size: dict, names: list) -> str:
                      f"(an estimate: QEMU has no timing model; the M7 dual-issues, flash wait states cost), "
                      f"{fig['ram_in_use'] / 1000:.1f} KB RAM in use, "
                      f"{f['total'] / 1000:.1f} KB flash")
-        for what, n in REFERENCE_LENET5_INSTRUCTIONS:
-            lines.append(f"  reference, same emulator (notes/targets.md): {what}: {n:,} instructions")
+    if b["model"] in MLPERF_TINY_F746:
+        t, cycles = MLPERF_TINY_F746[b["model"]], published_cycles(b["model"])
+        lines.append(f"  best published on STM32F746 @ 216 MHz ({t['source']}): {t['ms']} ms = "
+                     f"{cycles:,.0f} cycles; this firmware: {mean:,.0f} instructions = "
+                     f"{mean / cycles:.2f} x those cycles (goal <= {MLPERF_GOAL} x: {MLPERF_GOAL * cycles:,.0f})")
     return "\n".join(lines)
 
 
@@ -632,4 +652,27 @@ def format_summary(fws: list) -> str:
                f"inferences per model. Flash and RAM: the firmware (arm-none-eabi-size);",
                "RAM in use = static RAM - stack reserve + stack used (measured)."]
     return "\n".join(caption + ["", line(SUMMARY_COLUMNS, [False] * len(widths)), sep]
-                     + [line(r, right) for r in rows])
+                     + [line(r, right) for r in rows] + format_mlperf(fws))
+
+
+MLPERF_COLUMNS = ["model", "instructions / inference", "published F746 ms", "as cycles @ 216 MHz",
+                  "instructions / published cycles", "goal (0.8 x cycles)", "source"]
+
+
+def format_mlperf(fws: list) -> list:
+    """The MLPerf Tiny models of the bench beside the best published STM32F746 figures."""
+    rows = []
+    for fw in fws:
+        t = MLPERF_TINY_F746.get(fw["model"])
+        if t is None or not _fit_record(fw)["fits"]:
+            continue
+        b = json.load(open(fw["bench_json"]))
+        mean, cycles = sum(b["per_inference"]) / len(b["per_inference"]), published_cycles(fw["model"])
+        rows.append([fw["model"], f"{mean:,.0f}", f"{t['ms']}", f"{cycles:,.0f}", f"{mean / cycles:.2f}",
+                     f"{MLPERF_GOAL * cycles:,.0f}", t["source"]])
+    if not rows:
+        return []
+    return ["", "MLPerf Tiny networks against the best published STM32F746 results (instructions are "
+            "not cycles: the M7 dual-issues some pairs and stalls on others):", "",
+            "| " + " | ".join(MLPERF_COLUMNS) + " |", "|" + "|".join("---" for _ in MLPERF_COLUMNS) + "|"] \
+        + ["| " + " | ".join(r) + " |" for r in rows]

@@ -2,10 +2,14 @@
 
 Only build wiring lives here; the compiler is tools/nnc and the tools are tools/*.py.
 """
+import hashlib
+import json
 import os
 import sys
 
-from SCons.Script import Dir
+from SCons.Script import Action, AlwaysBuild, Dir
+
+from argv_action import argv_action
 
 ROOT = Dir("#").abspath
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
@@ -51,11 +55,59 @@ def export_model(env, name, kernels):
     ckpt = model_checkpoint(name)
     if ckpt and os.path.exists(ckpt):
         deps.append(ckpt)
-    nodes = env.Command(targets, deps,
-                        f"$PYTHON tools/export.py --model {name} --kernels {kernels} "
-                        f"--out {Dir(gen).path} --quiet",
-                        chdir=False)
+    nodes = env.Command(targets + [f"{gen}/{SIGNATURES}"], deps,
+                        [argv_action([env["PYTHON"], "tools/export.py", "--model", name, "--kernels", kernels,
+                                      f"--out={Dir(gen).path}", "--quiet"], cwd=ROOT),
+                         Action(_record_signatures, None)])
+    rebuild_if_edited(nodes)
     return nodes
+
+
+# What the exporter wrote, recorded after each export: SCons rebuilds a target when its sources or
+# its command change, not when the target itself changed (and it re-records the signature of a
+# generated file each time the file is compiled), so a hand-edited or truncated file would stay.
+SIGNATURES = ".export-signatures.json"
+
+
+def _file_record(path: str, digest: str | None = None) -> dict:
+    st = os.stat(path)
+    if digest is None:
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    return {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _record_signatures(target, source, env):
+    record = {os.path.basename(str(t)): _file_record(str(t)) for t in target[:-1]}
+    with open(str(target[-1]), "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+    return 0
+
+
+def rebuild_if_edited(nodes):
+    """Rebuilds the export when a generated file differs from what the exporter wrote (content:
+    the file is only read when its size or time changed)."""
+    *files, signatures = nodes
+    try:
+        with open(signatures.abspath) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = None
+    for node in files:
+        path = node.abspath
+        if not os.path.exists(path):
+            return        # SCons rebuilds a missing target anyway
+        was = (record or {}).get(node.name)
+        if not isinstance(was, dict):
+            break
+        st = os.stat(path)
+        if (was.get("size"), was.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+            continue
+        if _file_record(path)["sha256"] != was.get("sha256"):
+            break
+    else:
+        return
+    AlwaysBuild(nodes)
 
 
 def host_library(env, name, gen_nodes):

@@ -114,11 +114,11 @@ def test_train_out_dir_that_is_a_file_is_refused_before_training(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, want", [
-    ("run_symbol", "system", "must be a model's run function, tvmgen_<name>_run"),
-    ("library", "../elsewhere/liblenet5.so", "must be a file name inside the deployment directory"),
-    ("input0_size", "-5", "must be a number of bytes from 1 to 2^30"),
-    ("input0_size", "99999999999", "must be a number of bytes from 1 to 2^30"),
-    ("output0_size", "10x", "must be a number of bytes from 1 to 2^30"),
+    ("run_symbol", "system", "run_symbol must be a C identifier tvmgen_<name>_run"),
+    ("library", "../elsewhere/liblenet5.so", "library must be a file name inside the deployment directory"),
+    ("input0_size", "-5", "a size must be a whole number of bytes, 1 .. 2^30"),
+    ("input0_size", "99999999999", "a size must be a whole number of bytes, 1 .. 2^30"),
+    ("output0_size", "10x", "a size must be a whole number of bytes, 1 .. 2^30"),
 ])
 def test_inference_refuses_a_deploy_cfg_it_did_not_write(tmp_path, key, value, want):
     """The inference app called whatever deploy.cfg named: `run_symbol system` made it call
@@ -133,7 +133,7 @@ def test_inference_refuses_a_deploy_cfg_it_did_not_write(tmp_path, key, value, w
     cfg.write_text("\n".join(lines + [f"{key} {value}"]) + "\n")
     r = run_inference(out, runs=1)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert f"{cfg}: {key} {value}: {want}" in r.stderr
+    assert f"{cfg}:{len(lines) + 1}: {want}" in r.stderr
     assert "latency" not in r.stdout
 
 

@@ -98,34 +98,6 @@ def load_host(so: str, header: str):
 
 # ---- the board side, off the Tk thread -----------------------------------------------------
 
-def parse_info(p: bytes) -> dict:
-    """INFO reply (protocol.h, version 1). Adapter: serial_client.parse_info at the time of
-    writing sliced 34 bytes for its 36-byte header; this one sizes the header from the format."""
-    import struct
-    fmt = "<BBIHHHIfifiI"
-    n = struct.calcsize(fmt)
-    if len(p) < n + 2:
-        raise sc.ProtocolError(f"INFO reply of {len(p)} bytes is too short")
-    (proto, unit, hz, n_in, n_out, n_layers, ws, in_scale, in_zp, out_scale, out_zp,
-     stack) = struct.unpack(fmt, p[:n])
-    lm = p[n]
-    model = p[n + 1:n + 1 + lm].decode(errors="replace")
-    lb = p[n + 1 + lm] if len(p) > n + 1 + lm else 0
-    board = p[n + 2 + lm:n + 2 + lm + lb].decode(errors="replace")
-    return {"protocol": proto, "cost_unit": unit, "hz": hz, "input_size": n_in, "output_size": n_out,
-            "num_layers": n_layers, "workspace": ws, "input_scale": in_scale, "input_zero_point": in_zp,
-            "output_scale": out_scale, "output_zero_point": out_zp, "stack_used": stack,
-            "model": model, "board": board}
-
-
-def firmware_info(fw) -> dict:
-    """serial_client's Firmware.info(), or this module's parser if that one cannot read the reply."""
-    import struct
-    try:
-        return fw.info()
-    except (struct.error, IndexError):
-        return parse_info(fw.request(sc.T_INFO))
-
 class Link:
     """Connection to the firmware; every call runs on a worker thread."""
 
@@ -143,7 +115,7 @@ class Link:
                 self.fw = sc.Firmware(port, timeout=self.timeout)
                 self.port = port
                 try:
-                    self.info = firmware_info(self.fw)
+                    self.info = self.fw.info()
                 except Exception:
                     self.close()
                     raise

@@ -126,6 +126,10 @@ def run_c(spec, qmodel, x, so_path, header, progress):
 def main(argv=None):
     args = parse_args(argv)
     spec = spec_or_error(args.model)
+    if spec.benchmark_only:
+        raise UserError(f"model {spec.name} is benchmark-only (seeded weights, synthetic inputs, no labels): "
+                        "it has no accuracy to evaluate; its bit-exactness is tested by "
+                        "tests/test_zoo_bitexact.py and its speed measured by `scons bench`")
     from models import recipes
 
     recipes.light_torch()

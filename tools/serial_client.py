@@ -24,10 +24,12 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -46,6 +48,19 @@ QEMU_ICOUNT_SHIFT = 7   # one instruction = 128 ns of virtual time = 3.2 ticks o
 
 class UserError(Exception):
     """Something the user can fix: printed without a traceback, exit status 2."""
+
+
+class Interrupted(Exception):
+    """A signal (SIGTERM, SIGINT, SIGHUP) asked the client to stop: QEMU is stopped on the way out."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _interrupt(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)     # a second one must not cut the clean-up short
+    raise Interrupted(signum)
 
 
 class ProtocolError(Exception):
@@ -111,7 +126,7 @@ class Firmware:
         buf = b""
         while len(buf) < n:
             if time.monotonic() > deadline:
-                raise ProtocolError(f"timeout: got {len(buf)} of {n} bytes")
+                raise ProtocolError(f"timeout: got {len(buf)} of {n} bytes from the device")
             try:
                 buf += self.ser.read(n - len(buf))
             except (serial.SerialException, OSError) as e:
@@ -136,9 +151,10 @@ class Firmware:
         rest = self._read_exact(length + 2, deadline)
         payload, crc = rest[:-2], struct.unpack("<H", rest[-2:])[0]
         if crc16(hdr + payload) != crc:
-            raise ProtocolError("reply with a bad checksum")
+            raise ProtocolError(f"reply with a bad checksum (received {received(MAGIC + hdr + rest)})")
         if version != VERSION:
-            raise ProtocolError(f"reply with protocol version {version}, this client speaks {VERSION}")
+            raise ProtocolError(f"reply with protocol version {version}, this client speaks {VERSION} "
+                                f"(received {received(MAGIC + hdr + rest)})")
         return ftype, payload
 
     def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None):
@@ -150,7 +166,8 @@ class Firmware:
         if ftype == T_ERROR:
             raise parse_error(payload)
         if ftype != (T_REPLY | req_type):
-            raise ProtocolError(f"expected reply type {T_REPLY | req_type:#x}, got {ftype:#x}")
+            raise ProtocolError(f"expected reply type {T_REPLY | req_type:#x}, got {ftype:#x} "
+                                f"(payload {received(payload)})")
         return payload
 
     # ---- requests ----------------------------------------------------------------------
@@ -171,33 +188,89 @@ class Firmware:
         self.send_raw(text.encode())
         deadline = time.monotonic() + self.timeout
         while True:
-            line = b""
-            while not line.endswith(b"\n"):
-                line += self._read_exact(1, deadline)
-            line = line.decode(errors="replace").strip()
+            line = self.read_line(deadline)
             if line.startswith("result "):
                 return parse_text_result(line)
             if line.startswith("error "):
                 raise FirmwareError(9, 0, 0, line[len("error "):])
 
+    def read_line(self, deadline: float, limit: int = 65536) -> str:
+        """One text line of the firmware, without its line end (bytes that are no UTF-8 are
+        shown as U+FFFD)."""
+        line = b""
+        while not line.endswith(b"\n"):
+            line += self._read_exact(1, deadline)
+            if len(line) > limit:
+                raise ProtocolError(f"text line longer than {limit} bytes from the device "
+                                    f"(received {received(line)})")
+        return line.decode(errors="replace").strip()
+
     def exit(self, code: int = 0):
         self.request(T_EXIT, bytes([code & 0xFF]))
 
 
+def received(data: bytes, limit: int = 48) -> str:
+    """What came from the device, for an error message: its length and first bytes in hex."""
+    shown = data[:limit].hex(" ")
+    return f"{len(data)} bytes: {shown}{' ...' if len(data) > limit else ''}" if data else "0 bytes"
+
+
+class _Reply:
+    """Reads the fields of one reply payload; anything out of place is a ProtocolError that
+    names the reply and shows what was received."""
+
+    def __init__(self, payload: bytes, what: str):
+        self.p, self.what, self.off = bytes(payload), what, 0
+
+    def fail(self, problem: str) -> ProtocolError:
+        return ProtocolError(f"malformed {self.what} reply from the device: {problem} "
+                             f"(received {received(self.p)})")
+
+    def take(self, fmt: str) -> tuple:
+        n = struct.calcsize(fmt)
+        if self.off + n > len(self.p):
+            raise self.fail(f"truncated: it ends at byte {len(self.p)}, {self.off + n} expected")
+        values = struct.unpack_from(fmt, self.p, self.off)
+        self.off += n
+        return values
+
+    def text(self, n: int, field: str) -> str:
+        (raw,) = self.take(f"{n}s")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail(f"the {field} is not UTF-8 text") from None
+
+    def end(self):
+        if self.off != len(self.p):
+            raise self.fail(f"{len(self.p) - self.off} bytes more than its fields")
+
+
 def parse_error(payload: bytes) -> FirmwareError:
-    if len(payload) < 4:
-        return FirmwareError(-1, 0, 0, "malformed error frame")
-    code, req, detail = struct.unpack("<BBH", payload[:4])
-    return FirmwareError(code, req, detail, payload[4:].decode(errors="replace"))
+    """The error an ERROR frame reports (one too short to say which: error -1, 'malformed')."""
+    r = _Reply(payload, "error")
+    try:
+        code, req, detail = r.take("<BBH")
+    except ProtocolError as e:
+        return FirmwareError(-1, 0, 0, str(e))
+    return FirmwareError(code, req, detail, r.p[r.off:].decode(errors="replace"))
 
 
 def parse_info(p: bytes) -> dict:
+    r = _Reply(p, "INFO")
     (proto, unit, hz, n_in, n_out, n_layers, ws, in_scale, in_zp, out_scale, out_zp,
-     stack) = struct.unpack("<BBIHHHIfifiI", p[:36])
-    lm = p[36]
-    model = p[37:37 + lm].decode()
-    lb = p[37 + lm]
-    board = p[38 + lm:38 + lm + lb].decode()
+     stack) = r.take("<BBIHHHIfifiI")
+    model = r.text(*r.take("B"), "model name")
+    board = r.text(*r.take("B"), "board name")
+    r.end()
+    if unit not in (COST_CYCLES, COST_TICKS) or hz == 0:
+        raise r.fail(f"cost unit {unit} at {hz} Hz (expected unit {COST_CYCLES} or {COST_TICKS}, hz > 0)")
+    if n_in == 0 or n_out == 0:
+        raise r.fail(f"input size {n_in}, output size {n_out}")
+    if not (np.isfinite(in_scale) and in_scale > 0 and np.isfinite(out_scale) and out_scale > 0):
+        raise r.fail(f"input scale {in_scale}, output scale {out_scale} (positive numbers expected)")
+    if not (-128 <= in_zp <= 127 and -128 <= out_zp <= 127):
+        raise r.fail(f"zero points {in_zp}, {out_zp} (int8 expected)")
     return {"protocol": proto, "cost_unit": unit, "hz": hz, "input_size": n_in, "output_size": n_out,
             "num_layers": n_layers, "workspace": ws, "input_scale": in_scale, "input_zero_point": in_zp,
             "output_scale": out_scale, "output_zero_point": out_zp, "stack_used": stack,
@@ -205,22 +278,53 @@ def parse_info(p: bytes) -> dict:
 
 
 def parse_infer(p: bytes) -> dict:
-    pred, unit, nl, hz, cost = struct.unpack("<HBBII", p[:12])
-    layers = list(struct.unpack(f"<{nl}I", p[12:12 + 4 * nl]))
-    off = 12 + 4 * nl
-    (n_out,) = struct.unpack("<H", p[off:off + 2])
-    out = np.frombuffer(p[off + 2:off + 2 + n_out], dtype=np.int8).copy()
-    if len(out) != n_out:
-        raise ProtocolError("truncated inference reply")
+    r = _Reply(p, "inference")
+    pred, unit, nl, hz, cost = r.take("<HBBII")
+    layers = list(r.take(f"<{nl}I"))
+    (n_out,) = r.take("<H")
+    out = np.frombuffer(r.take(f"{n_out}s")[0], dtype=np.int8).copy()
+    r.end()
+    if unit not in (COST_CYCLES, COST_TICKS) or hz == 0:
+        raise r.fail(f"cost unit {unit} at {hz} Hz (expected unit {COST_CYCLES} or {COST_TICKS}, hz > 0)")
+    if n_out == 0 or pred >= n_out:
+        raise r.fail(f"predicted class {pred} of {n_out} outputs")
     return {"class": pred, "cost_unit": unit, "hz": hz, "cost": cost, "layers": layers, "output": out}
 
 
+TEXT_RESULT_FIELDS = ("class", "cost", "unit", "hz", "output")
+
+
 def parse_text_result(line: str) -> dict:
-    fields = dict(f.split("=", 1) for f in line.split()[1:])
-    return {"class": int(fields["class"]), "cost": int(fields["cost"]),
+    """`result class=C cost=N unit=cycles|ticks hz=H output=o0,o1,...` (text mode)."""
+    def fail(problem):
+        shown = line if len(line) <= 200 else line[:200] + " ..."
+        return ProtocolError(f"malformed text result from the device: {problem} (received {shown!r})")
+
+    words = line.split()
+    if not words or words[0].lower() != "result":
+        raise fail("it does not start with 'result'")
+    fields = {}
+    for word in words[1:]:
+        key, eq, value = word.partition("=")
+        if not eq or key in fields:
+            raise fail(f"{word!r} is not one KEY=VALUE field")
+        fields[key] = value
+    missing = [k for k in TEXT_RESULT_FIELDS if k not in fields]
+    if missing:
+        raise fail(f"no {', '.join(missing)}")
+    if fields["unit"] not in ("cycles", "ticks"):
+        raise fail(f"unit {fields['unit']!r}")
+    try:
+        numbers = {k: int(fields[k]) for k in ("class", "cost", "hz")}
+        output = [int(v) for v in fields["output"].split(",")]
+    except ValueError:
+        raise fail("a number that is not an integer") from None
+    if numbers["hz"] <= 0 or not all(-128 <= v <= 127 for v in output) or \
+            numbers["class"] < 0 or numbers["cost"] < 0:
+        raise fail("a value out of range")
+    return {"class": numbers["class"], "cost": numbers["cost"],
             "cost_unit": COST_CYCLES if fields["unit"] == "cycles" else COST_TICKS,
-            "hz": int(fields["hz"]), "layers": [],
-            "output": np.array([int(v) for v in fields["output"].split(",")], dtype=np.int8)}
+            "hz": numbers["hz"], "layers": [], "output": np.array(output, dtype=np.int8)}
 
 
 def instructions(ticks: int, hz: int, icount_shift: int) -> int:
@@ -279,7 +383,10 @@ class ChildProcess:
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                try:                # its own process group: `timeout` and the firmware together
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:   # gone in the meantime
+                    pass
         try:
             _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
@@ -325,8 +432,10 @@ class Qemu(ChildProcess):
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
+            # its own process group: stop() can end `timeout` and QEMU together
             self.proc = subprocess.Popen(self.command(port), stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
             deadline = time.monotonic() + 20
             err = b""
             while time.monotonic() < deadline and self.proc.poll() is None:
@@ -534,17 +643,15 @@ def parse_args(argv):
 
 def run(args) -> int:
     host = load_host(args)
-    qemu = None   # the emulator or the native64 process this client started
-    if args.qemu:
+    if args.qemu:     # the emulator or the native64 process this client starts, if any
         qemu = Qemu(args.qemu, args.icount_shift, args.qemu_time_limit)
-        port = qemu.start()
     elif args.native:
         qemu = Native(args.native, args.qemu_time_limit)
-        port = qemu.start()
     else:
-        port = args.port
+        qemu = None
     fw = None
     try:
+        port = qemu.start() if qemu is not None else args.port
         fw = Firmware(port, timeout=args.timeout, baudrate=args.baud)
         if qemu is not None:
             qemu.connected()
@@ -638,9 +745,15 @@ def write_bench(path, info, costs, layer_costs, shift):
 
 
 def main(argv=None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
     try:
         args = parse_args(argv)
         return run(args)
+    except Interrupted as e:
+        print(f"error: stopped by {e}", file=sys.stderr)
+        return 128 + e.signum
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

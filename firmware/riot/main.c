@@ -394,52 +394,9 @@ static int is_separator(int c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ',';
 }
 
-static void text_error(const char *what, uint32_t count)
+/* Runs the image of a complete text line and answers with one result line. */
+static void infer_text_line(void)
 {
-    text("error ");
-    text(what);
-    text(" after ");
-    text_int((int32_t)count);
-    text(" of ");
-    text_int(MODEL_INPUT_SIZE);
-    text(" numbers (send ");
-    text_int(MODEL_INPUT_SIZE);
-    text(" pixel values 0..255 separated by spaces)\r\n");
-}
-
-static void handle_text(int first)
-{
-    uint32_t count = 0;
-    uint32_t value = (uint32_t)(first - '0');
-    int pending = 1;
-
-    while (count < MODEL_INPUT_SIZE) {
-        int c = plat_getc(NNC_TEXT_TIMEOUT_MS);
-        if (c >= '0' && c <= '9') {
-            value = pending ? value * 10u + (uint32_t)(c - '0') : (uint32_t)(c - '0');
-            pending = 1;
-            if (value > 255u) {
-                discard_until_quiet();
-                text_error("value > 255", count);
-                return;
-            }
-        }
-        else if (c < 0 || is_separator(c)) {
-            if (pending) {
-                io_in[count++] = (uint8_t)value;
-                pending = 0;
-            }
-            if (c < 0 && count < MODEL_INPUT_SIZE) {
-                text_error("timeout: input incomplete", count);
-                return;
-            }
-        }
-        else {
-            discard_until_quiet();
-            text_error("unexpected character", count);
-            return;
-        }
-    }
     quantize_input();
     struct result r = infer();
     if (r.status != 0) {
@@ -465,6 +422,104 @@ static void handle_text(int first)
     text("\r\n");
 }
 
+/* How a text line ended. */
+enum line_end { LINE_NEWLINE, LINE_SILENCE, LINE_FRAME };
+
+/* Reads the rest of a bad text line without storing it: up to its newline, NNC_QUIET_MS of
+ * silence, or the first byte of a binary frame (which is then served). */
+static enum line_end skip_line(void)
+{
+    for (;;) {
+        int c = plat_getc(NNC_QUIET_MS);
+        if (c < 0) {
+            return LINE_SILENCE;
+        }
+        if (c == '\n' || c == '\r') {
+            return LINE_NEWLINE;
+        }
+        if (c == (int)NNC_MAGIC0) {
+            return LINE_FRAME;
+        }
+    }
+}
+
+static void text_error(const char *what, uint32_t count)
+{
+    text("error ");
+    text(what);
+    text(" (");
+    text_int((int32_t)count);
+    text(" numbers read; send ");
+    text_int(MODEL_INPUT_SIZE);
+    text(" pixel values 0..255 separated by spaces, one line per image)\r\n");
+}
+
+/* One text line is one image: exactly MODEL_INPUT_SIZE numbers, ended by a newline (or
+ * NNC_TEXT_TIMEOUT_MS of silence). Too many or too few numbers, a bad character or a value
+ * > 255 make the whole line an error; nothing of it carries over to the next line or frame.
+ * Returns 1 when the line was ended by the first byte of a binary frame (to be served next).
+ * noinline: its locals stay out of main()'s frame, under which every inference runs. */
+__attribute__((noinline)) static int handle_text(int first)
+{
+    uint32_t count = 0;   /* numbers of the line so far, also beyond the input size */
+    uint32_t value = (uint32_t)(first - '0');
+    int in_number = 1;
+    const char *bad = NULL;
+    enum line_end end;
+
+    for (;;) {
+        int c = plat_getc(NNC_TEXT_TIMEOUT_MS);
+        if (c >= '0' && c <= '9') {
+            value = in_number ? value * 10u + (uint32_t)(c - '0') : (uint32_t)(c - '0');
+            in_number = 1;
+            if (value > 255u) {
+                bad = "value > 255";
+                end = skip_line();
+                break;
+            }
+            continue;
+        }
+        if (in_number) {
+            if (count < MODEL_INPUT_SIZE) {
+                io_in[count] = (uint8_t)value;
+            }
+            count++;
+            in_number = 0;
+        }
+        if (c < 0) {
+            end = LINE_SILENCE;
+            break;
+        }
+        if (c == '\n' || c == '\r') {
+            end = LINE_NEWLINE;
+            break;
+        }
+        if (c == (int)NNC_MAGIC0) {
+            bad = "binary frame inside a text line";
+            end = LINE_FRAME;
+            break;
+        }
+        if (!is_separator(c)) {
+            bad = "unexpected character";
+            end = skip_line();
+            break;
+        }
+    }
+    if (!bad && count > MODEL_INPUT_SIZE) {
+        bad = "too many numbers";
+    }
+    else if (!bad && count < MODEL_INPUT_SIZE) {
+        bad = end == LINE_SILENCE ? "timeout: input incomplete" : "too few numbers";
+    }
+    if (bad) {
+        text_error(bad, count);
+    }
+    else {
+        infer_text_line();
+    }
+    return end == LINE_FRAME;
+}
+
 /* ---- main loop --------------------------------------------------------------------- */
 
 int main(void)
@@ -480,11 +535,14 @@ int main(void)
 
     for (;;) {
         int c = plat_getc(0);
+        if (c >= '0' && c <= '9' && handle_text(c)) {
+            c = (int)NNC_MAGIC0;   /* the line ended where a frame starts */
+        }
         if (c == (int)NNC_MAGIC0) {
             handle_frame();
         }
         else if (c >= '0' && c <= '9') {
-            handle_text(c);
+            /* a text line, answered */
         }
         else if (c >= 0 && !is_separator(c)) {
             uint32_t n = 1 + discard_until_quiet();

@@ -16,9 +16,14 @@
  * INFO, EXIT (emulator: leave QEMU with the given code; board: reset).
  * Replies carry the request type | 0x80, or NNC_T_ERROR.
  *
- * Text mode for a person at a terminal: send INPUT0_SIZE whitespace or comma separated
- * numbers 0..255 (pixels), the firmware answers one line
- *   "result class=C cost=N unit=cycles|ticks hz=H output=o0,o1,...".
+ * Text mode for a person at a terminal: one line per image, INPUT0_SIZE whitespace or comma
+ * separated numbers 0..255 (pixels) ended by a newline (CR or LF; or NNC_TEXT_TIMEOUT_MS of
+ * silence); the firmware answers one line
+ *   "result class=C cost=N unit=cycles|ticks hz=H output=o0,o1,..."
+ * or "error WHAT (N numbers read; ...)" for a line with too many or too few numbers, a value
+ * > 255 or another character (the rest of such a line, up to its newline or NNC_QUIET_MS of
+ * silence, is dropped). Nothing of a line carries over to the next line or frame; the first
+ * byte of a binary frame inside a line ends the line with an error, and the frame is served.
  *
  * Errors: a frame with a bad header (version, type, length too big or wrong for the type)
  * or bytes that start no frame: the firmware discards input until the line has been

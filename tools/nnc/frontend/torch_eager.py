@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from ..compiler import check_batch_one
 from ..errors import NncError
 from ..ir import INT8_MAX, INT8_MIN, Graph, Op, QParams, Tensor
 from .torch_eager_ops import LUT_FUNCTIONS, LUT_MODULES, MUL_FUNCTIONS, EagerOpsMixin
@@ -213,6 +214,7 @@ class _GraphBuilder(EagerOpsMixin):
                            "without the device softmax (--device-softmax)")
         g = Graph(self.name, self.inputs, self.outputs, self.ops, {"notes": self.notes})
         g.validate()
+        check_batch_one(g)
         return g
 
     def finish_output(self, node):
