@@ -36,28 +36,6 @@ def test_serial_client_reports_qemu_dying_instead_of_a_traceback(tmp_path):
     assert "QEMU exited with status" in r.stderr, r.stderr
 
 
-def test_diana_script_that_fails_names_its_own_line(tmp_path):
-    """A --script that raises (a typo, a syntax error, a bug in a helper) used to print a
-    traceback through runpy and diana_compile.py with exit 1; now: exit 2, the script's line,
-    nothing written."""
-    out = tmp_path / "out"
-    cases = {
-        "typo.py": ("keep\n", "NameError", "line 1, in <module>: keep"),
-        "syntax.py": ("def create_model(:\n", "SyntaxError", "line 1: def create_model(:"),
-        "helper.py": ("def create_model():\n    return helper()\n\n"
-                      "def helper():\n    return 1 / 0\n",
-                      "ZeroDivisionError", "line 5, in helper: return 1 / 0"),
-    }
-    for name, (text, kind, where) in cases.items():
-        script = tmp_path / name
-        script.write_text(text)
-        r = run_tool("diana_compile.py", "--script", script, "--out", out)
-        assert r.returncode == 2, r.stderr
-        assert f"{script} raised {kind}" in r.stderr, r.stderr
-        assert f"where: {script}, {where}" in r.stderr, r.stderr
-        assert not out.exists()
-
-
 def test_quantize_calibration_npy_that_is_hostile_truncated_or_text(tmp_path):
     """quantize.py --calib-data npy:FILE used to end in numpy's traceback (exit 1) for a pickled
     object array, a truncated file or strings; now exit 2 naming the file, nothing written, and
@@ -94,11 +72,12 @@ def test_divergence_with_c_that_does_not_compile(tmp_path):
     c.write_text("int x = ;\n")
     r = run_tool("divergence.py", "--model", "lenet5", "--c-source", tmp_path)
     assert r.returncode == 2, r.stderr
-    assert f"no tvmgen_*.h next to {c}" in r.stderr
+    assert f"no tvmgen_lenet5.h in {tmp_path}" in r.stderr
     shutil.copy(os.path.join(gen, "tvmgen_lenet5.h"), tmp_path)
     r = run_tool("divergence.py", "--model", "lenet5", "--c-source", tmp_path)
     assert r.returncode == 2, r.stderr
-    assert f"error: {c} does not compile" in r.stderr and "expected expression" in r.stderr
+    assert f"error: the C in {tmp_path} does not compile" in r.stderr
+    assert "expected expression" in r.stderr
 
 
 def test_train_out_dir_that_is_a_file_is_refused_before_training(tmp_path):
