@@ -136,3 +136,15 @@ def test_export_deploy_divergence_of_the_stateful_model_point_to_the_imx681(tmp_
         assert "model 'stateful' keeps a state between frames" in r.stderr
         assert "imx681_compile.py" in r.stderr and "control flow" not in r.stderr
     assert not (tmp_path / "e").exists() and not (tmp_path / "d").exists()
+
+
+def test_quantize_out_that_is_a_folder_is_refused_up_front(tmp_path):
+    """quantize.py --out FOLDER calibrated, then died in os.replace with IsADirectoryError."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep\n")
+    r = run_tool("quantize.py", "--model", "lenet5", "--out", mine, "--no-eval", "--quiet", "--calib", "8")
+    assert r.returncode == 2, r.stderr
+    assert f"--out {mine} is a folder; give the checkpoint's file name" in r.stderr
+    assert "calibrated" not in r.stdout
+    assert sorted(os.listdir(mine)) == ["notes.txt"] and sorted(os.listdir(tmp_path)) == ["mine"]

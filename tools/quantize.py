@@ -105,6 +105,9 @@ def main(argv=None):
     if user_ckpt and not args.out:
         raise UserError("--out is required with --float-checkpoint (the committed int8 checkpoint "
                         "stays the zoo's)")
+    if args.out and os.path.isdir(args.out):   # found now, not by os.replace after calibration
+        raise UserError(f"--out {args.out} is a folder; give the checkpoint's file name, e.g. "
+                        f"{os.path.join(args.out, spec.name + '_int8.pt')}")
     fpath = args.float_checkpoint or spec.path(spec.float_checkpoint)
     model, extra = load_float(spec, fpath)
     scheme = args.scheme or spec.scheme
