@@ -148,3 +148,11 @@ def test_quantize_out_that_is_a_folder_is_refused_up_front(tmp_path):
     assert f"--out {mine} is a folder; give the checkpoint's file name" in r.stderr
     assert "calibrated" not in r.stdout
     assert sorted(os.listdir(mine)) == ["notes.txt"] and sorted(os.listdir(tmp_path)) == ["mine"]
+
+
+def test_serial_client_bench_path_is_checked_before_running(tmp_path):
+    """--bench FOLDER (or in a missing folder) failed with a traceback after every inference."""
+    for bench in (tmp_path, tmp_path / "missing" / "bench.json"):
+        r = run_tool("serial_client.py", "--qemu", tmp_path / "fw.elf", "--random", "1", "--bench", bench)
+        assert r.returncode == 2, r.stderr
+        assert f"--bench {bench}: give a file name in an existing folder" in r.stderr

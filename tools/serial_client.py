@@ -638,6 +638,10 @@ def parse_args(argv):
         ap.error("--icount-shift must be 0..10")
     if not (args.inputs or args.dataset or args.random):
         ap.error("nothing to send: give image files, --dataset or --random")
+    if args.bench and (os.path.isdir(args.bench)
+                       or not os.path.isdir(os.path.dirname(os.path.abspath(args.bench)))):
+        # found now, not after every inference has run
+        ap.error(f"--bench {args.bench}: give a file name in an existing folder")
     return args
 
 
