@@ -73,13 +73,18 @@ def _where(node, module=None) -> str:
     kind = f"module {type(module).__module__}.{type(module).__name__}" if module is not None \
         else f"{node.op} {getattr(node.target, '__name__', node.target)}"
     where = f"fx node '{node.name}' ({kind})"
-    trace = (node.stack_trace or "").strip().splitlines()
-    # The recorded stack starts at the user's forward() line; the rest is torch.fx itself.
-    files = [ln.strip() for ln in trace
-             if ln.strip().startswith("File ") and f"{os.sep}torch{os.sep}" not in ln]
-    if files:
-        where += f", at {files[0]}"
-    return where
+    line = user_source_line(node.stack_trace)
+    return f"{where}, at {line}" if line else where
+
+
+def user_source_line(stack_trace) -> str:
+    """The first frame of a recorded fx stack trace that is the user's code, not torch's own
+    ('File "net.py", line 14, in forward'), or ''."""
+    for ln in (stack_trace or "").strip().splitlines():
+        ln = ln.strip()
+        if ln.startswith("File ") and f"{os.sep}torch{os.sep}" not in ln and f"{os.sep}torchao{os.sep}" not in ln:
+            return ln
+    return ""
 
 
 def _unsupported(node, what, module=None):
