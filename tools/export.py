@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a quantized model of the zoo to portable C (tvmgen_<name>.h/.c) plus a model.json.
+"""Export a quantized model (zoo, .pt2 file or factory) to portable C (tvmgen_<name>.h/.c) plus a model.json.
 
     python tools/export.py --model lenet5 --out build/host/lenet5/gen
 
@@ -55,24 +55,29 @@ def quiet_torch_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw"):
-    """Zoo model -> (spec, quantized torch model, graph, CompiledModel) for the cpu target."""
-    from models.registry import get as get_model
+def compile_model(source: str, kernels: str = "c", layout: str = "nchw", checkpoint: str = None,
+                  calibration: str = None, progress: bool = False):
+    """A model (zoo name, .pt2, factory file; see nnc.frontend.model_files) -> (LoadedModel, graph,
+    CompiledModel) for the cpu target."""
     from nnc.compiler import compile_graph
-    from nnc.frontend.torch_eager import import_torch_model
+    from nnc.frontend.model_files import load_model
     from nnc.passes import apply_input_layout
     from nnc.targets.cpu import CpuTarget
 
-    try:
-        spec = get_model(model_name)
-        qmodel = spec.load_quantized()
-    except (LookupError, FileNotFoundError, ValueError) as e:   # the zoo's own user errors
-        raise NncError(str(e).strip("'\""), f"model {model_name!r}",
-                       "see `python tools/train.py --help` to create a checkpoint") from None
-    graph = import_torch_model(qmodel, spec.example_input(), model_name)
+    loaded = load_model(source, checkpoint, calibration, progress)
+    graph = loaded.graph()
     apply_input_layout(graph, layout)
     compiled = compile_graph(graph, CpuTarget(kernels=kernels))
-    return spec, qmodel, graph, compiled
+    return loaded, graph, compiled
+
+
+def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw", checkpoint: str = None):
+    """Eager zoo model -> (spec, quantized torch model, graph, CompiledModel) for the cpu target."""
+    loaded, graph, compiled = compile_model(model_name, kernels, layout, checkpoint)
+    if loaded.kind != "eager":
+        raise NncError(f"{model_name} is not an eager zoo model", f"model {model_name!r}",
+                       "this tool takes eager zoo models; compile model files with tools/export.py")
+    return loaded.spec, loaded.model, graph, compiled
 
 
 def write_json(path: str, data) -> None:
@@ -84,9 +89,11 @@ def write_json(path: str, data) -> None:
 
 
 def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False,
-           layout: str = "nchw") -> dict:
+           layout: str = "nchw", checkpoint: str = None, calibration: str = None) -> dict:
     t0 = time.time()
-    _, _, graph, compiled = compile_zoo_model(model_name, kernels, layout)
+    loaded, graph, compiled = compile_model(model_name, kernels, layout, checkpoint, calibration,
+                                            progress=not quiet)
+    model_name = loaded.name
     summary = model_summary(compiled, "cpu")
     summary["input_layout"] = layout
     summary["kernels"] = kernels
@@ -103,7 +110,15 @@ def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = Fals
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="model name from the zoo (models/registry.py)")
+    ap.add_argument("--model", required=True,
+                    help="a zoo name (models/registry.py, or a PT2E variant: lenet5_pt2e, "
+                         "residual_cnn_pt2e, dwsep_pt2e), a converted PT2E program file (.pt2, "
+                         "torch.export.save), or a Python factory 'path/net.py:build' returning "
+                         "(model, example_input)")
+    ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (plain tensors, read "
+                                         "with torch.load(weights_only=True))")
+    ap.add_argument("--calibration", help="calibration data when a factory returns a float model: "
+                                          "npy:FILE (float inputs) or digits")
     ap.add_argument("--out", required=True, help="output directory for tvmgen_<model>.h/.c and model.json")
     ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c",
                     help="kernel generator: portable C templates (default), TVM TE/TOPI schedules, "
@@ -114,7 +129,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     quiet_torch_warnings()
     try:
-        export(args.model, args.out, args.kernels, args.quiet, args.layout)
+        export(args.model, args.out, args.kernels, args.quiet, args.layout, args.checkpoint,
+               args.calibration)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2

@@ -191,3 +191,33 @@ class NncQuantizer(Quantizer):
         srcs = list(first) if isinstance(first, (list, tuple)) else [first]
         inputs = {s: self.act_spec() for s in srcs if hasattr(s, "op")}
         self._set(node, inputs, self.act_spec())
+
+
+def quantize_pt2e(model, example, calibration, per_channel: bool = True, progress: bool = True):
+    """Float nn.Module -> converted PT2E program (torch.export.ExportedProgram), PTQ with
+    NncQuantizer on `calibration` (an iterable of input tensors shaped like `example`)."""
+    from tqdm import tqdm
+    api = pt2e_api()
+    model = model.eval()
+    calibration = list(calibration)
+    with torch.no_grad():
+        graph, batch = _export_for_calibration(model, example)
+        prepared = api.prepare_pt2e(graph, NncQuantizer(per_channel=per_channel))
+        with tqdm(total=len(calibration), desc="calibrating", unit="input", disable=not progress,
+                  leave=False) as bar:
+            for i in range(0, len(calibration), batch):
+                chunk = calibration[i:i + batch]
+                prepared(torch.cat([x.reshape(example.shape) for x in chunk]))
+                bar.update(len(chunk))
+        converted = api.convert_pt2e(prepared)
+        return torch.export.export(converted, (example,))
+
+
+def _export_for_calibration(model, example, batch: int = 32):
+    """Export with a dynamic batch dimension so calibration runs in batches; a model whose
+    forward() fixes the batch size is exported as it is and calibrated one input at a time."""
+    try:
+        dim = torch.export.Dim("batch", min=1, max=4096)
+        return torch.export.export(model, (example,), dynamic_shapes=({0: dim},)).module(), batch
+    except Exception:  # noqa: BLE001 -- any export constraint failure: fall back to the static shape
+        return torch.export.export(model, (example,)).module(), 1
