@@ -123,7 +123,7 @@ MODELS = {m.name: m for m in [
               "depthwise-separable (MobileNet-style) block, trained on the digits, PT2E PTQ"),
 ]}
 
-CALIBRATION = 256
+CALIBRATION = 128
 
 
 def load(name: str, progress: bool = False):

@@ -466,7 +466,8 @@ class _Builder:
         if p.kind in ("conv2d", "dense"):
             params, scheme = self.weighted_params(p, step)
             attrs = dict(p.attrs, requant="float", weight_scheme=scheme, relu=bool(p.bounds),
-                         clamp=self.clamp_for(p, step))
+                         clamp=self.clamp_for(p, step),
+                         weight_scales=tuple(float(s) for s in p.weight.scale))   # for oracles
             return self.add_op(p.kind, p.node, p.inputs, step.qparams, attrs, params)
         if p.kind == "add":
             for t in p.inputs:

@@ -76,19 +76,21 @@ class NncQuantizer(Quantizer):
     """PT2E quantizer for nnc. `per_channel`: weights per output channel (default) or per tensor;
     `qat`: fake-quantize modules for prepare_qat_pt2e instead of observers."""
 
-    def __init__(self, per_channel: bool = True, qat: bool = False):
+    def __init__(self, per_channel: bool = True, qat: bool = False, uint8_activations: bool = False):
         super().__init__()
         self.per_channel, self.qat = per_channel, qat
+        # uint8 activations (as x86/qnnpack-style backends use) map onto the same int8 kernels.
+        self.act_dtype, self.act_range = (torch.uint8, (0, 255)) if uint8_activations else (torch.int8, (-128, 127))
 
     # -- specs -----------------------------------------------------------------------------------
     def act_spec(self) -> QuantizationSpec:
         if self.qat:
             ctr = _fq.FakeQuantize.with_args(observer=_obs.MovingAverageMinMaxObserver,
-                                             quant_min=-128, quant_max=127, dtype=torch.int8,
-                                             qscheme=torch.per_tensor_affine)
+                                             quant_min=self.act_range[0], quant_max=self.act_range[1],
+                                             dtype=self.act_dtype, qscheme=torch.per_tensor_affine)
         else:
             ctr = _obs.HistogramObserver.with_args(eps=2 ** -12)
-        return QuantizationSpec(torch.int8, ctr, -128, 127, torch.per_tensor_affine)
+        return QuantizationSpec(self.act_dtype, ctr, *self.act_range, torch.per_tensor_affine)
 
     def weight_spec(self) -> QuantizationSpec:
         if self.per_channel:
