@@ -117,14 +117,22 @@ def _check_weights_only(data: bytes, where: str) -> None:
 
 
 def load_pt2(path: str):
+    import logging
     import torch
+    from .pt2e_quantizer import pt2e_api
     check_pt2_archive(path)
+    pt2e_api()   # registers the quantized_decomposed ops the program calls
+    log = logging.getLogger("torch.export")
+    level = log.level
+    log.setLevel(logging.ERROR)   # torch logs a traceback before raising; our error says it once
     try:
         program = torch.export.load(path)
     except Exception as e:   # noqa: BLE001 -- version skew, damaged members: one clear error
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise NncError(f"torch {torch.__version__} cannot load this program: {first}", f"file {path}",
                        "export it again with the torch version in requirements.txt") from None
+    finally:
+        log.setLevel(level)
     return program
 
 
