@@ -22,7 +22,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-from export import compile_zoo_model, quiet_torch_warnings  # noqa: E402
+from export import compile_model, quiet_torch_warnings  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
 from nnc.toolchains import host_shared_library  # noqa: E402
 
@@ -57,17 +57,19 @@ def c_intermediates(c_source: str, header_dir: str, x: np.ndarray, n_outputs: in
     return captured
 
 
-def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys.stdout):
+def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys.stdout,
+                    checkpoint: str = None):
     import torch
     from deploy import sample_input
     from nnc import reference
     from nnc.frontend.torch_eager import torch_intermediates
 
-    spec, qmodel, graph, compiled = compile_zoo_model(model)
-    x = sample_input(spec, graph, "nchw", seed)
+    loaded, graph, compiled = compile_model(model, checkpoint=checkpoint)
+    x = sample_input(loaded.spec, graph, "nchw", seed)
     q = graph.inputs[0].qparams
     x_float = torch.from_numpy((x.astype(np.float32) - q.zero_point) * np.float32(q.scale))
-    t_vals = torch_intermediates(qmodel, x_float)
+    # PT2E programs have no per-layer int8 torch kernels: their column stays '-'.
+    t_vals = torch_intermediates(loaded.model, x_float) if loaded.kind == "eager" else {}
     _, r_vals = reference.run(graph, [x], capture=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,14 +118,16 @@ def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="model name from the zoo")
+    ap.add_argument("--model", required=True,
+                    help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see export.py)")
+    ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (safe loader only)")
     ap.add_argument("--c-source", help="directory holding the tvmgen_<model>.c to check "
                                        "(default: freshly generated)")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample to run")
     args = ap.parse_args(argv)
     quiet_torch_warnings()
     try:
-        _, first = find_divergence(args.model, args.c_source, args.seed)
+        _, first = find_divergence(args.model, args.c_source, args.seed, checkpoint=args.checkpoint)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2

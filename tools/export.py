@@ -71,15 +71,6 @@ def compile_model(source: str, kernels: str = "c", layout: str = "nchw", checkpo
     return loaded, graph, compiled
 
 
-def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw", checkpoint: str = None):
-    """Eager zoo model -> (spec, quantized torch model, graph, CompiledModel) for the cpu target."""
-    loaded, graph, compiled = compile_model(model_name, kernels, layout, checkpoint)
-    if loaded.kind != "eager":
-        raise NncError(f"{model_name} is not an eager zoo model", f"model {model_name!r}",
-                       "this tool takes eager zoo models; compile model files with tools/export.py")
-    return loaded.spec, loaded.model, graph, compiled
-
-
 def write_json(path: str, data) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

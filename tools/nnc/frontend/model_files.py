@@ -153,7 +153,7 @@ def load_state_dict(path: str) -> dict:
     return blob
 
 
-def _calibration(spec: str, example, n: int = 256):
+def calibration_inputs(spec: str, example, n: int = 256):
     """Calibration inputs named by the user: 'npy:FILE' or a zoo data set ('digits')."""
     import torch
     if spec is None:
@@ -179,7 +179,8 @@ def _calibration(spec: str, example, n: int = 256):
     return [torch.from_numpy(s).reshape(example.shape) for s in x.reshape(-1, per_sample)[:n]]
 
 
-def load_factory(target: str, calibration: str = None, progress: bool = True):
+def load_factory_model(target: str):
+    """Run `path/net.py:build` -> (model, example input) exactly as the factory returns them."""
     path, _, fn_name = target.rpartition(":")
     if not os.path.isfile(path):
         raise NncError(f"factory file {path} does not exist", f"model {target}", FILE_HELP)
@@ -197,15 +198,20 @@ def load_factory(target: str, calibration: str = None, progress: bool = True):
     result = fn()
     if not (isinstance(result, tuple) and len(result) == 2):
         raise NncError(f"{fn_name}() must return (model, example_input)", f"model {target}", "")
-    model, example = result
+    return result
+
+
+def load_factory(target: str, calibration: str = None, progress: bool = True):
+    """A factory's program; a float model is quantized with NncQuantizer on `calibration`."""
     import torch
+    model, example = load_factory_model(target)
     if isinstance(model, torch.export.ExportedProgram) or _is_converted(model):
         return model, example
     if not isinstance(model, torch.nn.Module):
-        raise NncError(f"{fn_name}() returned a {type(model).__name__}, not a torch model",
+        raise NncError(f"the factory returned a {type(model).__name__}, not a torch model",
                        f"model {target}", "return an nn.Module or a converted PT2E program")
     from .pt2e_quantizer import quantize_pt2e
-    return quantize_pt2e(model, example, _calibration(calibration, example), True, progress), example
+    return quantize_pt2e(model, example, calibration_inputs(calibration, example), True, progress), example
 
 
 def _is_converted(model) -> bool:
