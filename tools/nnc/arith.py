@@ -77,3 +77,47 @@ def hex_float(x) -> str:
     mantissa, exponent = v.hex().split("p")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}p{exponent}f"
+
+
+def qnnpack_mul_multiplier(a: QParams, b: QParams, out: QParams) -> np.float32:
+    """torch's quantized mul (quint8, any engine): one float32 multiplier (s_a * s_b) * (1 / s_out)."""
+    return (np.float32(a.scale) * np.float32(b.scale)) * (np.float32(1.0) / np.float32(out.scale))
+
+
+def qnnpack_mul(x: np.ndarray, y: np.ndarray, a: QParams, b: QParams, out: QParams, clamp) -> np.ndarray:
+    """rintf(f32((x - zp_a) * (y - zp_b)) * multiplier) + zp_out, clamped; numpy broadcasting.
+    The product fits 17 bits, so its float32 conversion is exact."""
+    prod = (x.astype(np.int32) - a.zero_point) * (y.astype(np.int32) - b.zero_point)
+    return requant_float(prod, qnnpack_mul_multiplier(a, b, out), out.zero_point, clamp)
+
+
+SOFTMAX_OUTPUT = QParams(2.0 ** -8, -128)   # qnnpack's only softmax output: scale 1/256, uint8 zp 0
+
+
+def softmax_table(input_scale: float, channels: int) -> np.ndarray:
+    """qnnpack's softargmax table: lrint(qscale * exp((i - 255) * s_in)) for the 256 codes, with
+    qscale = min(UINT32_MAX / channels, 2^23 - 1) so that a row's sum fits uint32. Computed in
+    double with the C library's exp (Python's math.exp), as qnnpack does at operator creation."""
+    import math
+    qscale = min(float(0xFFFFFFFF) / float(channels), 8388607.0)
+    s = float(np.float32(input_scale))
+    return np.array([int(np.rint(qscale * math.exp(float(i - 255) * s))) for i in range(256)],
+                    dtype=np.uint32)
+
+
+def softmax(x: np.ndarray, table: np.ndarray, axis: int) -> np.ndarray:
+    """qnnpack's u8lut32norm along `axis`: t = table shifted by the row's max, q = (t[x] * 256 +
+    sum / 2) / sum (uint32 division), clamped to 255, returned in the int8 domain (-128)."""
+    xs = np.moveaxis(x.astype(np.int64), axis, -1)
+    index = 255 - xs.max(axis=-1, keepdims=True) + xs        # codes relative to the row's max
+    t = table.astype(np.int64)[index]
+    total = t.sum(axis=-1, keepdims=True) & 0xFFFFFFFF
+    q = (((t << 8) + (total >> 1)) & 0xFFFFFFFF) // total
+    return np.moveaxis(np.minimum(q, 255) - 128, -1, axis).astype(np.int8)
+
+
+def mean_of_codes(x: np.ndarray, count: int) -> np.ndarray:
+    """torch's quantized mean over innermost dims: nearbyint(f32(sum of the uint8 codes) / f32(count)).
+    `x` is (..., count) int8; the sum (< 2^24 for count < 65793) converts to float32 exactly."""
+    total = (x.astype(np.int64) + 128).sum(axis=-1)
+    return (np.rint(total.astype(np.float32) / np.float32(count)).astype(np.int64) - 128).astype(np.int8)

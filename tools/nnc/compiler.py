@@ -13,7 +13,7 @@ from .codegen.aot import emit_header, emit_source
 from .ir import Graph, c_identifier
 from .kernels import first_provider, select_kernels
 from .passes import conv_maxpool_parts, fuse_conv_maxpool
-from .planner import MemoryPlan, plan_memory
+from .planner import MemoryPlan, alias_moves, plan_memory
 
 
 @dataclass
@@ -44,16 +44,14 @@ class CompiledModel:
 
 
 def resolve_reshapes(graph: Graph) -> None:
-    """Reshapes alias their input, except where the result must land in a caller's buffer."""
+    """Moves alias their input, except where the result must land in a caller's buffer."""
     outputs = {id(t) for t in graph.outputs}
     for op in graph.ops:
-        if op.kind != "reshape":
-            continue
         out = op.output
         if id(out) in outputs and out.alias_of is not None:
             src = out.alias_of.storage()
             if not any(src is t for t in graph.outputs):
-                out.alias_of = None   # becomes its own storage: the kernel copies the bytes
+                out.alias_of, out.alias_offset = None, 0   # own storage: the kernel copies the bytes
 
 
 def _runs_fused(fused, providers) -> bool:
@@ -67,10 +65,11 @@ def compile_graph(graph: Graph, target, alignment: int = 8) -> CompiledModel:
         p(graph)
     providers = target.kernel_providers()
     fuse_conv_maxpool(graph, lambda fused: _runs_fused(fused, providers))
+    alias_moves(graph)
     resolve_reshapes(graph)
     graph.validate()
-    # Aliasing reshapes move no data: they get no kernel and no call.
-    moving = [op for op in graph.ops if not (op.kind == "reshape" and op.output.alias_of is not None)]
+    # Aliasing moves move no data: they get no kernel and no call.
+    moving = [op for op in graph.ops if op.output.alias_of is None]
     kernels = select_kernels(moving, providers, f"tvmgen_{c_identifier(graph.name)}")
     scratch = {step: kernels[id(op)].scratch_bytes for step, op in enumerate(graph.ops)
                if id(op) in kernels}

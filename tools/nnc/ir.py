@@ -8,6 +8,12 @@ Each op names the arithmetic of its requantization (`attrs["requant"]`):
   "float"  conv/dense: rintf(f32(acc + bias) * f32 multiplier) + zp, clamp  (qnnpack)
   "shift"  conv/dense/add: (acc + bias) >> shift, clamp                      (DIANA)
   "qnnpack_add"  add: qnnpack's integer add (22-bit multipliers, rounding shift)
+Ops without a requantization of their own: `lut` carries its 256-entry table (computed by the
+frontend, e.g. by running torch's own quantized function on every input code), `mul` follows
+torch's quantized mul (`arith.qnnpack_mul`), `softmax` qnnpack's table-based softmax
+(`arith.softmax_table`); the data movement ops (slice, pad, upsample_nearest, transpose,
+reshape) copy codes unchanged, and the planner lets a move alias its input where the bytes
+it selects are already contiguous (`Tensor.alias_of` + `alias_offset`).
 The reference interpreter and every kernel provider implement exactly these contracts.
 """
 from __future__ import annotations
@@ -31,8 +37,24 @@ OP_KINDS = {
     "avgpool2d": "average pooling, requantized",
     "reshape": "shape change without data movement (flatten, view, reshape)",
     "cat": "concatenation along one axis, each input requantized to the output",
-    "transpose": "permutation of axes (a layout change at the model boundary)",
+    "transpose": "permutation of axes (any rank; attrs perm)",
+    "lut": "element-wise function of one int8 code through a 256-entry table (params table, "
+           "indexed by code + 128): every activation with a curve",
+    "mul": "element-wise multiply of two int8 tensors (numpy broadcasting), requantized as torch's "
+           "quantized mul",
+    "slice": "a strided box of the input (attrs begin, end, step per axis): chunk, split, narrow, "
+             "x[a:b]; aliases its input when the box is contiguous",
+    "pad": "constant padding (attrs pads: (before, after) per axis, value: the int8 code written)",
+    "upsample_nearest": "nearest-neighbour resampling (attrs index: per axis, the source index of "
+                        "every output index)",
+    "mean": "mean over the innermost `count` elements as torch's quantized mean computes it there: "
+            "rint(f32(sum of uint8 codes) / count), output quantization = input's",
+    "softmax": "qnnpack's softmax along one axis: exp through a 256-entry uint32 table, integer "
+               "normalisation; output scale 1/256, zero point -128",
 }
+
+# Ops that only move or select bytes: their output may share storage with their input.
+DATA_MOVEMENT = ("reshape", "slice", "transpose", "pad", "upsample_nearest")
 
 
 @dataclass(frozen=True)
@@ -51,8 +73,10 @@ class Tensor:
     shape: tuple
     dtype: str = "int8"
     qparams: Optional[QParams] = None
-    # For reshape outputs: the tensor whose bytes this one reuses.
+    # For moves that need no copy (reshape, a contiguous slice): the tensor whose bytes this
+    # one reuses, starting alias_offset bytes into them.
     alias_of: Optional["Tensor"] = None
+    alias_offset: int = 0
 
     @property
     def size(self) -> int:
@@ -68,6 +92,14 @@ class Tensor:
         while t.alias_of is not None:
             t = t.alias_of
         return t
+
+    def storage_offset(self) -> int:
+        """Bytes from the start of `storage()` to this tensor's first element."""
+        t, offset = self, 0
+        while t.alias_of is not None:
+            offset += t.alias_offset
+            t = t.alias_of
+        return offset
 
     def __repr__(self):
         return f"Tensor({self.name}, {self.shape}, {self.dtype})"

@@ -2,8 +2,9 @@
 
 Lifetimes come from the execution order: a buffer is live from the step that writes it to the
 last step that reads it (inclusive, so an op's inputs and outputs never share bytes). Graph
-inputs and outputs live in the caller's buffers, not in the arena. Reshape outputs reuse
-their input's bytes. A kernel's scratch (an im2col column, say) is a buffer live during its own
+inputs and outputs live in the caller's buffers, not in the arena. Pure moves whose result is
+already contiguous in their input (a reshape, a slice of whole inner rows, a transpose of
+size-1 axes) reuse their input's bytes at an offset (`alias_moves`): no copy, no kernel. A kernel's scratch (an im2col column, say) is a buffer live during its own
 step only: it shares the arena with the tensors instead of being a static array of its own.
 
 Offsets: buffers are placed largest first, each at the lowest aligned offset that does not
@@ -18,6 +19,47 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .ir import Graph, Tensor
+
+# Move ops that alias_moves may turn into views of their input.
+_ALIASABLE = ("slice", "transpose")
+
+
+def contiguous_box_offset(shape, begin, end, step) -> Optional[int]:
+    """Element offset of a (begin, end, step) box of a C-contiguous array if the box's elements
+    are one contiguous run in it, else None."""
+    extents = [len(range(b, e, s)) for b, e, s in zip(begin, end, step)]
+    partial = [i for i, (b, n, d) in enumerate(zip(begin, extents, shape)) if (b, n) != (0, d)]
+    if partial:
+        k = partial[-1]            # the innermost axis the box does not cover whole
+        if any(extents[i] != 1 for i in range(k)) or (extents[k] > 1 and step[k] != 1):
+            return None
+    offset, stride = 0, 1
+    for i in reversed(range(len(shape))):
+        offset += begin[i] * stride
+        stride *= shape[i]
+    return offset
+
+
+def view_offset(op) -> Optional[int]:
+    """Byte offset at which `op`'s output lies, unchanged, inside its input; None if it must move."""
+    if op.kind == "slice":
+        a = op.attrs
+        return contiguous_box_offset(op.inputs[0].shape, a["begin"], a["end"], a["step"])
+    if op.kind == "transpose":
+        shape = op.inputs[0].shape
+        moved = [axis for axis in op.attrs["perm"] if shape[axis] != 1]
+        return 0 if moved == sorted(moved) else None
+    return None
+
+
+def alias_moves(graph: Graph) -> None:
+    """Let every slice or transpose that selects contiguous bytes alias its input."""
+    for op in graph.ops:
+        if op.kind in _ALIASABLE and op.output.alias_of is None:
+            offset = view_offset(op)
+            if offset is not None:
+                op.output.alias_of = op.inputs[0]
+                op.output.alias_offset = offset * op.output.nbytes // max(op.output.size, 1)
 
 
 def align_up(n: int, alignment: int) -> int:
@@ -66,7 +108,7 @@ def _lifetimes(graph: Graph, alignment: int) -> list:
     for step, op in enumerate(graph.ops):
         for t in op.outputs:
             s = t.storage()
-            if id(s) in outside or op.kind == "reshape" and s is not t:
+            if id(s) in outside or s is not t:
                 continue
             buffers.setdefault(id(s), Buffer(s, align_up(s.nbytes, alignment), step, step))
         for t in op.inputs:

@@ -134,6 +134,28 @@ def run_op(op: Op, xs: list) -> np.ndarray:
         return arith.requant_shift(acc, op.attrs["shift"], op.attrs["clamp"])
     if k == "transpose":
         return np.ascontiguousarray(np.transpose(xs[0], op.attrs["perm"]))
+    if k == "lut":
+        return op.params["table"][xs[0].astype(np.int64) + 128]
+    if k == "mul":
+        a, b = op.inputs
+        return arith.qnnpack_mul(xs[0], xs[1], a.qparams, b.qparams, op.output.qparams, op.attrs["clamp"])
+    if k == "slice":
+        a = op.attrs
+        box = tuple(slice(b, e, s) for b, e, s in zip(a["begin"][1:], a["end"][1:], a["step"][1:]))
+        return np.ascontiguousarray(xs[0][(slice(None),) + box])
+    if k == "pad":
+        return np.pad(xs[0], ((0, 0),) + tuple(op.attrs["pads"][1:]), constant_values=op.attrs["value"])
+    if k == "upsample_nearest":
+        y = xs[0]
+        for axis, index in enumerate(op.attrs["index"]):
+            if axis:
+                y = np.take(y, np.asarray(index, dtype=np.int64), axis=axis)
+        return np.ascontiguousarray(y)
+    if k == "mean":
+        rows = xs[0].reshape(xs[0].shape[0], -1, op.attrs["count"])
+        return arith.mean_of_codes(rows, op.attrs["count"]).reshape((xs[0].shape[0],) + op.output.shape[1:])
+    if k == "softmax":
+        return arith.softmax(xs[0], op.params["table"], op.attrs["axis"])
     if k == "cat":
         parts = [arith.requantize_tensor(x, t.qparams, op.output.qparams)
                  for x, t in zip(xs, op.inputs)]

@@ -81,16 +81,18 @@ def emit_header(graph: Graph, plan: MemoryPlan, extra_api: str = "") -> str:
 def _tensor_expr(t, graph: Graph, plan: MemoryPlan, arena: str) -> str:
     """The C expression that points at a tensor's bytes."""
     s = t.storage()
-    for i, x in enumerate(graph.inputs):
-        if x is s:
-            return f"input{i}"
+    view = t.storage_offset()
     for i, x in enumerate(graph.outputs):
-        if x is s or x is t:
+        if x is t:
             return f"output{i}"
+    for name, boundary in (("input", graph.inputs), ("output", graph.outputs)):
+        for i, x in enumerate(boundary):
+            if x is s:
+                return f"({name}{i} + {view})" if view else f"{name}{i}"
     offset = plan.offset_of(t)
     if offset is None:
         raise ValueError(f"tensor {t.name} has no storage")
-    return f"({arena} + {offset})"
+    return f"({arena} + {offset + view})"
 
 
 def emit_source(graph: Graph, plan: MemoryPlan, kernels: dict, extra_source: str = "") -> str:

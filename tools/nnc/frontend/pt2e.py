@@ -60,7 +60,7 @@ def _op_name(node) -> str:
 def _where(node) -> str:
     kind = f"{node.op} {_op_name(node)}" if node.op == "call_function" else node.op
     where = f"PT2E node '{node.name}' ({kind})"
-    line = user_source_line(node.meta.get("stack_trace"))
+    line = user_source_line(node)
     return f"{where}, at {line}" if line else where
 
 

@@ -18,14 +18,22 @@ import numpy as np
 
 from ..errors import NncError
 from ..ir import INT8_MAX, INT8_MIN, Graph, Op, QParams, Tensor
+from .torch_eager_ops import LUT_FUNCTIONS, LUT_MODULES, MUL_FUNCTIONS, EagerOpsMixin
 
 # What the importer accepts, listed in every "unsupported" error.
 SUPPORTED = (
     "QuantStub/DeQuantStub, quantized Conv2d/ConvReLU2d, Linear/LinearReLU, ReLU, MaxPool2d, "
-    "AvgPool2d, AdaptiveAvgPool2d, Flatten/flatten/reshape/view, Dropout/Identity (no-ops), "
-    "FloatFunctional/QFunctional add, add_relu, cat; after the DeQuantStub only "
-    "softmax/log_softmax (left to the caller, they do not change the arg-max)"
+    "AvgPool2d, AdaptiveAvgPool2d, mean over H,W, Flatten/flatten/reshape/view/squeeze/unsqueeze, "
+    "Dropout/Identity/contiguous (no-ops), FloatFunctional/QFunctional add, add_relu, mul, mul_relu, "
+    "cat; activations Hardswish, Hardsigmoid, Sigmoid, Tanh, GELU, LeakyReLU, ELU, Hardtanh, ReLU6 "
+    "(modules, functions, methods; a 256-entry table each); softmax with output scale 1/256; "
+    "transpose/permute, chunk/split/narrow/x[a:b], constant pad, nearest upsampling; Python "
+    "arithmetic on shapes; after the DeQuantStub only softmax/log_softmax (left to the caller, or "
+    "softmax compiled on the device with device_softmax)"
 )
+
+# Set NNC_DEBUG=1 (or pass debug=True) to get the whole chain of user frames in `where:`.
+DEBUG_ENV = "NNC_DEBUG"
 
 
 def _torch():
@@ -69,22 +77,44 @@ class _Recorder:
         return torch.fx.node.map_arg(a, lambda n: self.values[n])
 
 
-def _where(node, module=None) -> str:
+def _user_frames(node) -> list:
+    """(File "...", line N, in f) and its source line, for every frame of the user's code in the
+    node's recorded stack, outermost first (torch's own frames left out)."""
+    lines = (node.stack_trace or "").strip().splitlines()
+    frames = []
+    for i, ln in enumerate(lines):
+        ln = ln.strip()
+        if ln.startswith("File ") and f"{os.sep}torch{os.sep}" not in ln \
+                and f"{os.sep}torchao{os.sep}" not in ln:
+            code = lines[i + 1].strip() if i + 1 < len(lines) and not lines[i + 1].strip().startswith("File ") \
+                else ""
+            frames.append((ln, code))
+    return frames
+
+
+def _where(node, module=None, debug=None) -> str:
+    """The fx node, the op, and the innermost line of the user's code that calls it (the whole
+    chain of calls with NNC_DEBUG=1)."""
     kind = f"module {type(module).__module__}.{type(module).__name__}" if module is not None \
         else f"{node.op} {getattr(node.target, '__name__', node.target)}"
     where = f"fx node '{node.name}' ({kind})"
-    line = user_source_line(node.stack_trace)
-    return f"{where}, at {line}" if line else where
+    frames = _user_frames(node)
+    if frames:
+        where += f", at {user_source_line(node)}"
+        debug = os.environ.get(DEBUG_ENV) == "1" if debug is None else debug
+        if debug and len(frames) > 1:
+            where += "\n         called from: " + "\n                      ".join(
+                f"{f} {code}".rstrip() for f, code in reversed(frames[:-1]))
+        elif len(frames) > 1:
+            where += f" (set {DEBUG_ENV}=1 for the {len(frames) - 1} calls above it)"
+    return where
 
 
-def user_source_line(stack_trace) -> str:
-    """The first frame of a recorded fx stack trace that is the user's code, not torch's own
-    ('File "net.py", line 14, in forward'), or ''."""
-    for ln in (stack_trace or "").strip().splitlines():
-        ln = ln.strip()
-        if ln.startswith("File ") and f"{os.sep}torch{os.sep}" not in ln and f"{os.sep}torchao{os.sep}" not in ln:
-            return ln
-    return ""
+def user_source_line(node) -> str:
+    """The innermost line of the user's code in a node's recorded stack ('File "net.py", line 14,
+    in forward: x = ...'), or ''."""
+    frames = _user_frames(node)
+    return f"{frames[-1][0]}" + (f": {frames[-1][1]}" if frames[-1][1] else "") if frames else ""
 
 
 def _unsupported(node, what, module=None):
@@ -95,6 +125,9 @@ def _unsupported(node, what, module=None):
 
 class TorchEagerImporter:
     """Frontend interface: `import_model(model, example_input, name) -> Graph`."""
+
+    def __init__(self, device_softmax: bool = False):
+        self.device_softmax = device_softmax
 
     def import_model(self, model, example_input, name: str) -> Graph:
         torch = _torch()
@@ -110,12 +143,13 @@ class TorchEagerImporter:
         gm = torch.fx.GraphModule(tracer.root, fx_graph)
         with torch.no_grad():
             values = _Recorder(gm).run(example_input)
-        return _GraphBuilder(gm, values, name).build()
+        return _GraphBuilder(gm, values, name, self.device_softmax).build()
 
 
-class _GraphBuilder:
-    def __init__(self, gm, values, name):
+class _GraphBuilder(EagerOpsMixin):
+    def __init__(self, gm, values, name, device_softmax=False):
         self.gm, self.values, self.name = gm, values, name
+        self.device_softmax = device_softmax
         self.torch = _torch()
         self.tensors = {}     # fx node -> IR tensor
         self.ops, self.inputs, self.outputs = [], [], []
@@ -123,6 +157,9 @@ class _GraphBuilder:
         self.notes = []
 
     # -- helpers -----------------------------------------------------------------------------
+    unsupported = staticmethod(lambda node, what, module=None: _unsupported(node, what, module))
+    where = staticmethod(lambda node, module=None: _where(node, module))
+
     def qparams_of(self, value):
         offset = 128 if value.dtype == self.torch.quint8 else 0
         return QParams.make(value.q_scale(), int(value.q_zero_point()) - offset)
@@ -134,7 +171,7 @@ class _GraphBuilder:
         return t
 
     def input_of(self, node, arg):
-        if not hasattr(arg, "op") or arg not in self.tensors:
+        if not hasattr(arg, "op") or arg not in self.tensors or isinstance(self.tensors[arg], list):
             raise _unsupported(node, f"an input that is not a quantized tensor ({arg})")
         return self.tensors[arg]
 
@@ -159,6 +196,8 @@ class _GraphBuilder:
             if any(isinstance(a, type(node)) and a in self.dequantized for a in node.all_input_nodes):
                 self.float_epilogue(node)
                 continue
+            if node.op in ("call_function", "call_method") and self.is_python_value(node):
+                continue   # shape arithmetic and the like: torch already computed the value
             if node.op == "call_module":
                 self.call_module(node, self.gm.get_submodule(node.target))
             elif node.op == "call_function":
@@ -181,9 +220,38 @@ class _GraphBuilder:
     def finish_output(self, node):
         pass  # outputs are the DeQuantStub inputs, recorded as they are met
 
+    def device_softmax_output(self, node):
+        """softmax(dequant(x), dim) compiled on the device: the graph output becomes qnnpack's
+        int8 softmax of x (scale 1/256), in place of the logits."""
+        src = node.args[0]
+        if src not in self.dequantized or src.op != "call_module":
+            raise _unsupported(node, "softmax on the device of anything but the DeQuantStub's output")
+        x = self.tensors[src.args[0]]
+        if node.op == "call_module":
+            dim = self.gm.get_submodule(node.target).dim
+        else:
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if dim is None:
+            raise _unsupported(node, "softmax without an explicit dim")
+        y = self.softmax(node, x, dim, QParams.make(2.0 ** -8, -128), f"{node.name}_int8")
+        self.outputs[self.outputs.index(x)] = y
+        self.notes.append(f"{node.name}: softmax compiled on the device (qnnpack's integer softmax, "
+                          "scale 1/256): the C model returns probabilities, not logits")
+        self.dequantized.add(node)
+
+    def is_python_value(self, node) -> bool:
+        """True if the node computes no tensor (an int, a torch.Size, ...)."""
+        torch = self.torch
+        v = self.values[node]
+        flat = v if isinstance(v, (tuple, list)) else (v,)
+        return not any(isinstance(x, torch.Tensor) for x in flat)
+
     def float_epilogue(self, node):
         fn = node.target if node.op != "call_module" else type(self.gm.get_submodule(node.target))
         name = getattr(fn, "__name__", str(fn))
+        if name in ("softmax", "Softmax") and self.device_softmax:
+            self.device_softmax_output(node)
+            return
         if name in ("log_softmax", "softmax", "LogSoftmax", "Softmax"):
             self.notes.append(f"{node.name}: {name} after the DeQuantStub is not compiled; "
                               "the C model returns the int8 tensor before it")
@@ -209,6 +277,8 @@ class _GraphBuilder:
             self.conv(node, m, relu=isinstance(m, nniq.ConvReLU2d))
         elif isinstance(m, (nniq.LinearReLU, nnq.Linear)):
             self.linear(node, m, relu=isinstance(m, nniq.LinearReLU))
+        elif type(m).__name__ in LUT_MODULES:      # before ReLU: quantized ReLU6 subclasses it
+            self.lut_module(node, m)
         elif isinstance(m, (torch.nn.ReLU,)):
             self.relu(node)
         elif isinstance(m, torch.nn.MaxPool2d):
@@ -222,6 +292,10 @@ class _GraphBuilder:
             self.reshape(node)
         elif isinstance(m, (torch.nn.Identity, torch.nn.Dropout)):
             self.alias_same(node)
+        elif type(m).__name__ == "Softmax":
+            self.softmax_node(node, m.dim)
+        elif isinstance(m, torch.nn.Upsample):
+            self.upsample(node, m, m.mode)
         else:
             raise _unsupported(node, f"module {type(m).__name__}", m)
 
@@ -330,10 +404,13 @@ class _GraphBuilder:
         fn = node.target
         name = getattr(fn, "__name__", str(fn))
         args = node.args
-        if fn in (getattr, operator.getitem) or name in ("getattr", "getitem", "size"):
-            if isinstance(self.values[node], torch.Tensor):
-                raise _unsupported(node, "indexing into a tensor")
-            return  # a Python value (shape, int), already computed
+        g = lambda i, key, d: args[i] if len(args) > i else node.kwargs.get(key, d)
+        if fn is operator.getitem and isinstance(self.tensors.get(args[0]), list):
+            self.tensors[node] = self.tensors[args[0]][args[1]]     # one piece of a chunk/split
+            return
+        if fn is operator.getitem:
+            self.index(node)
+            return
         if fn is torch.ops.quantized.add or fn is torch.ops.quantized.add_relu:
             self.add(node, relu=fn is torch.ops.quantized.add_relu)
         elif fn is torch.ops.quantized.cat:
@@ -356,20 +433,70 @@ class _GraphBuilder:
             self.reshape(node)
         elif fn in (F.dropout,):
             self.alias_same(node)
+        elif fn in [getattr(torch.ops.quantized, f) for f in MUL_FUNCTIONS]:
+            self.mul(node, relu=fn is torch.ops.quantized.mul_relu)
+        elif fn is torch.ops.quantized.softmax:
+            self.softmax_node(node, g(1, "dim", -1))
+        elif fn in (F.softmax, torch.softmax):
+            self.softmax_node(node, g(1, "dim", None))
+        elif name.split(".")[0] in LUT_FUNCTIONS:
+            self.lut_call(node, fn, f"function {name}")
+        elif fn in (torch.mean,):
+            self.mean(node, g(1, "dim", None), g(2, "keepdim", False))
+        elif fn in (torch.transpose,):
+            self.transpose_two(node, g(1, "dim0", None), g(2, "dim1", None))
+        elif fn in (torch.permute,):
+            self.transpose(node, g(1, "dims", None))
+        elif fn in (torch.chunk, torch.split, torch.unbind):
+            self.split(node, g(2, "dim", 0) if fn is not torch.unbind else g(1, "dim", 0))
+        elif fn in (torch.narrow,):
+            self.narrow(node, g(1, "dim", 0), g(2, "start", 0), g(3, "length", 0))
+        elif fn in (F.pad,):
+            self.pad(node, g(1, "pad", ()), g(2, "mode", "constant"))
+        elif fn in (F.interpolate, F.upsample, F.upsample_nearest):
+            mode = "nearest" if fn is F.upsample_nearest else g(4, "mode", "nearest")
+            rest = self._load_args(args[1:])
+            kw = self._load_args(node.kwargs)
+            self.upsample(node, lambda t: fn(t, *rest, **kw), mode)
         else:
             raise _unsupported(node, f"function {name}")
 
     def call_method(self, node):
-        if node.target in ("reshape", "view", "flatten", "squeeze", "unsqueeze"):
+        args = node.args
+        g = lambda i, key, d: args[i] if len(args) > i else node.kwargs.get(key, d)
+        m = node.target
+        if m in ("reshape", "view", "flatten", "squeeze", "unsqueeze"):
             self.reshape(node)
-        elif node.target in ("contiguous",):
+        elif m in ("contiguous",):
             self.alias_same(node)
-        elif node.target == "relu":
+        elif m == "relu":
             self.relu(node)
-        elif node.target == "size" or not isinstance(self.values[node], self.torch.Tensor):
-            return
+        elif m in LUT_FUNCTIONS:
+            self.lut_call(node, lambda q, *a, **k: getattr(q, m)(*a, **k), f"method .{m}()")
+        elif m == "mean":
+            self.mean(node, g(1, "dim", None), g(2, "keepdim", False))
+        elif m == "softmax":
+            self.softmax_node(node, g(1, "dim", None))
+        elif m == "transpose":
+            self.transpose_two(node, g(1, "dim0", None), g(2, "dim1", None))
+        elif m == "permute":
+            dims = args[1:] if len(args) > 2 or not isinstance(g(1, "dims", None), (tuple, list)) \
+                else g(1, "dims", None)
+            self.transpose(node, dims)
+        elif m in ("chunk", "split"):
+            self.split(node, g(2, "dim", 0))
+        elif m == "unbind":
+            self.split(node, g(1, "dim", 0))
+        elif m == "narrow":
+            self.narrow(node, g(1, "dim", 0), g(2, "start", 0), g(3, "length", 0))
         else:
-            raise _unsupported(node, f"method .{node.target}()")
+            raise _unsupported(node, f"method .{m}()")
+
+    def transpose_two(self, node, d0, d1):
+        rank = len(self.values[node].shape)
+        perm = list(range(rank))
+        perm[d0 % rank], perm[d1 % rank] = perm[d1 % rank], perm[d0 % rank]
+        self.transpose(node, perm)
 
     def add(self, node, relu):
         a, b = (self.input_of(node, x) for x in node.args[:2])
@@ -394,10 +521,12 @@ class _GraphBuilder:
         self.add_op("cat", node, inputs, {"axis": dim % rank})
 
 
-def import_torch_model(model, example_input, name: str) -> Graph:
+def import_torch_model(model, example_input, name: str, device_softmax: bool = False) -> Graph:
+    """`device_softmax`: compile a softmax that follows the DeQuantStub on the device (the C then
+    returns qnnpack's int8 probabilities, scale 1/256) instead of leaving it to the caller."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return TorchEagerImporter().import_model(model, example_input, name)
+        return TorchEagerImporter(device_softmax).import_model(model, example_input, name)
 
 
 def quantize_like_torch(x, qparams) -> np.ndarray:

@@ -62,4 +62,4 @@ def select_kernels(ops, providers, prefix: str) -> dict:
 
 
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.float32): "float",
-           np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t"}
+           np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t", np.dtype(np.uint32): "uint32_t"}

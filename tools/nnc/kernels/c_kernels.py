@@ -78,9 +78,14 @@ class PortableCKernels(KernelProvider):
 
     def supports(self, op) -> bool:
         return op.kind in ("conv2d", "dense", "relu", "maxpool2d", "avgpool2d", "add", "cat", "reshape",
-                           "transpose")
+                           "transpose", "lut", "mul", "mean", "softmax", "slice", "pad", "upsample_nearest")
 
     def emit(self, op, function: str) -> Kernel:
+        from . import c_moves
+        movers = {"transpose": c_moves.emit_transpose, "slice": c_moves.emit_slice,
+                  "pad": c_moves.emit_pad, "upsample_nearest": c_moves.emit_upsample_nearest}
+        if op.kind in movers:
+            return movers[op.kind](op, function)
         return getattr(self, "_" + op.kind)(op, function)
 
     # -- conv2d --------------------------------------------------------------------------------
@@ -330,25 +335,102 @@ class PortableCKernels(KernelProvider):
 """
         return Kernel(function, src, _args({}), {}, self.name)
 
-    def _transpose(self, op, function):
-        """4-D permutation, e.g. NHWC input -> NCHW for the rest of the model."""
-        src_shape, perm = op.inputs[0].shape, op.attrs["perm"]
-        if len(src_shape) != 4 or perm[0] != 0:
-            raise ValueError(f"{op.name}: only 4-D permutations that keep the batch axis")
-        strides = [int(np.prod(src_shape[i + 1:])) for i in range(4)]
-        d1, d2, d3 = (op.output.shape[i] for i in (1, 2, 3))
-        s1, s2, s3 = (strides[perm[i]] for i in (1, 2, 3))
+    # -- element-wise functions -----------------------------------------------------------------
+    def _lut(self, op, function):
+        n = op.output.size
+        consts = {"table": op.params["table"].astype(np.int8)}
         src = f"""\
-/* {op.name}: transpose {src_shape} -> {op.output.shape} (axes {perm}). */
+/* {op.name}: {op.attrs.get('function', 'table')} on {n} elements through a 256-entry table
+ * (indexed by code + 128), computed at export from the reference function on every code. */
+{_signature(function, ["const int8_t* table"])}
+{{
+    for (int32_t i = 0; i < {n}; ++i) {{
+        output[i] = table[(int32_t)input[i] + 128];
+    }}
+}}
+"""
+        return Kernel(function, src, _args(consts), consts, self.name)
+
+    def _mul(self, op, function):
+        a, b = op.inputs
+        out = op.output
+        mult = arith.qnnpack_mul_multiplier(a.qparams, b.qparams, out.qparams)
+        lo, hi = op.attrs["clamp"]
+        rank = len(out.shape)
+        shapes = [(1,) * (rank - len(t.shape)) + tuple(t.shape) for t in (a, b)]
+        strides = []
+        for shape in shapes:       # 0 along a broadcast axis
+            dense = [int(np.prod(shape[i + 1:])) for i in range(rank)]
+            strides.append([0 if shape[i] == 1 else dense[i] for i in range(rank)])
+        loops, ind = [], "    "
+        ia, ib = [], []
+        for axis in range(rank):
+            if out.shape[axis] == 1:
+                continue
+            loops.append(f"{ind}for (int32_t i{axis} = 0; i{axis} < {out.shape[axis]}; ++i{axis}) {{")
+            ind += "    "
+            for terms, st in ((ia, strides[0]), (ib, strides[1])):
+                if st[axis]:
+                    terms.append(f"i{axis}" if st[axis] == 1 else f"i{axis} * {st[axis]}")
+        index = lambda terms: " + ".join(terms) or "0"
+        body = f"""{ind}const int32_t prod = ((int32_t)input0[{index(ia)}] - {a.qparams.zero_point})
+{ind}                   * ((int32_t)input1[{index(ib)}] - {b.qparams.zero_point});
+{ind}output[o++] = nnc_requant_float(prod, {arith.hex_float(mult)}, {out.qparams.zero_point}, {lo}, {hi});"""
+        closing = "\n".join("    " * d + "}" for d in range(len(loops), 0, -1))
+        src = (f"/* {op.name}: multiply {tuple(a.shape)} by {tuple(b.shape)} (broadcast) -> {tuple(out.shape)};\n"
+               f" * torch's quantized mul: rintf(f32((x0 - zp0) * (x1 - zp1)) * (s0 * s1 / s_out)) + zp. */\n"
+               f"{_signature(function, [], 2)}\n{{\n    int32_t o = 0;\n" + "\n".join(loops) +
+               f"\n{body}\n{closing}\n}}\n")
+        return Kernel(function, src, _args({}, 2), {}, self.name, {"requant_float": REQUANT_FLOAT})
+
+    def _mean(self, op, function):
+        count = op.attrs["count"]
+        rows = op.inputs[0].size // count
+        src = f"""\
+/* {op.name}: mean of {rows} rows of {count} values as torch computes it over innermost dims:
+ * nearbyintf(f32(sum of the uint8 codes) / {count}) (float division, round half to even). */
 {_signature(function, [])}
 {{
-    for (int32_t a = 0; a < {d1}; ++a) {{
-        for (int32_t b = 0; b < {d2}; ++b) {{
-            for (int32_t c = 0; c < {d3}; ++c) {{
-                output[(a * {d2} + b) * {d3} + c] = input[a * {s1} + b * {s2} + c * {s3}];
-            }}
+    for (int32_t r = 0; r < {rows}; ++r) {{
+        int32_t sum = 0;
+        for (int32_t i = 0; i < {count}; ++i) {{
+            sum += (int32_t)input[r * {count} + i] + 128;
         }}
+        output[r] = (int8_t)((int32_t)nearbyintf((float)sum / {float(count)}f) - 128);
     }}
 }}
 """
         return Kernel(function, src, _args({}), {}, self.name)
+
+    def _softmax(self, op, function):
+        shape, axis = op.inputs[0].shape, op.attrs["axis"]
+        channels = shape[axis]
+        outer, inner = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1:]))
+        consts = {"table": op.params["table"].astype(np.uint32)}
+        at = f"c * {inner}" if inner > 1 else "c"
+        src = f"""\
+/* {op.name}: softmax over {channels} values (axis {axis}) as qnnpack computes it: exp of (x - max)
+ * from a uint32 table, normalised by the row's sum with round-to-nearest integer division;
+ * output scale 1/256, zero point -128. */
+{_signature(function, ["const uint32_t* table"])}
+{{
+    for (int32_t row = 0; row < {outer * inner}; ++row) {{
+        const int8_t* x = &input[(row / {inner}) * {channels * inner} + row % {inner}];
+        int8_t* y = &output[(row / {inner}) * {channels * inner} + row % {inner}];
+        int32_t max = -128;
+        for (int32_t c = 0; c < {channels}; ++c) {{
+            max = x[{at}] > max ? x[{at}] : max;
+        }}
+        const int32_t base = 255 - max;          /* table[base + x]: exp((x - max) * s_in) */
+        uint32_t sum = 0;
+        for (int32_t c = 0; c < {channels}; ++c) {{
+            sum += table[base + x[{at}]];
+        }}
+        for (int32_t c = 0; c < {channels}; ++c) {{
+            const uint32_t q = ((table[base + x[{at}]] << 8) + (sum >> 1)) / sum;
+            y[{at}] = (int8_t)((int32_t)(q > 255u ? 255u : q) - 128);
+        }}
+    }}
+}}
+"""
+        return Kernel(function, src, _args(consts), consts, self.name)

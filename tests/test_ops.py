@@ -1,0 +1,329 @@
+"""Operator coverage: activations through tables, multiply, mean, softmax and data movement,
+each alone over a grid of shapes and scales, compiled to C and compared with torch qnnpack on
+>= 1000 inputs (zero mismatches); the tables over all 256 codes; the aliasing of pure moves."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from conftest import build_host_library, edge_and_random_inputs
+
+from fixtures import mobilenetv3 as mbv3
+from nnc import reference
+from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
+
+torch.backends.quantized.engine = "qnnpack"
+N_RANDOM = 1000
+tq = torch.ao.quantization
+
+
+class Single(nn.Module):
+    """QuantStub -> body(x) -> DeQuantStub; `body` is a callable taking (self, x)."""
+
+    def __init__(self, body, **modules):
+        super().__init__()
+        self.quant = tq.QuantStub()
+        self.dequant = tq.DeQuantStub()
+        self.f = torch.ao.nn.quantized.FloatFunctional()
+        for k, m in modules.items():
+            setattr(self, k, m)
+        self._body = body
+
+    def forward(self, x):
+        return self.dequant(self._body(self, self.quant(x)))
+
+
+def quantize(model, shape, spread, seed=0, qconfig=None):
+    torch.manual_seed(seed)
+    model.eval()
+    model.qconfig = qconfig or tq.get_default_qconfig("qnnpack")
+    with torch.no_grad(), np.errstate(all="ignore"):
+        prepared = tq.prepare(model)
+        prepared(torch.randn(64, *shape[1:]) * spread + 0.3 * spread)
+    return tq.convert(prepared)
+
+
+def check(qmodel, shape, tmp_path, tag, n_random=N_RANDOM, seed=1, inputs=None, device_softmax=False):
+    """Compile, run torch and the C on the same int8 inputs, assert zero mismatches; returns the
+    compiled model."""
+    graph = import_torch_model(qmodel, torch.rand(*shape), tag, device_softmax=device_softmax)
+    x = edge_and_random_inputs(shape, n_random, seed) if inputs is None else inputs
+    compiled, lib, _ = build_host_library(copy.deepcopy(graph), "c", tmp_path, tag)
+    got = lib.run(x)
+    ref = reference.run(graph, [x])[0]
+    if device_softmax:
+        expected = ref
+    else:
+        expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
+        assert np.array_equal(ref, expected), f"{tag}: the numpy reference differs from torch"
+    assert got.shape == expected.shape
+    bad = int(np.count_nonzero(got != expected))
+    assert bad == 0, f"{tag}: {bad} of {got.size} outputs differ from torch"
+    return compiled
+
+
+# -- activations: one table each ------------------------------------------------------------------
+ACTIVATIONS = {
+    "hardswish": lambda: nn.Hardswish(),
+    "hardsigmoid": lambda: nn.Hardsigmoid(),
+    "sigmoid": lambda: nn.Sigmoid(),
+    "tanh": lambda: nn.Tanh(),
+    "gelu": lambda: nn.GELU(),
+    "leaky_relu": lambda: nn.LeakyReLU(0.1),
+    "elu": lambda: nn.ELU(),
+    "hardtanh": lambda: nn.Hardtanh(-1.5, 2.0),
+    "relu6": lambda: nn.ReLU6(),
+}
+GRID = [((1, 3, 5, 7), 1.0), ((1, 8, 4, 4), 4.0), ((1, 37), 0.25)]
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("case", range(len(GRID)))
+def test_activation_grid(act, case, tmp_path):
+    shape, spread = GRID[case]
+    q = quantize(Single(lambda s, x: s.act(x), act=ACTIVATIONS[act]()), shape, spread, seed=case)
+    compiled = check(q, shape, tmp_path, f"{act}{case}", n_random=N_RANDOM if case == 0 else 300)
+    assert [op.kind for op in compiled.graph.ops] == ["lut"]
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_activation_table_is_exhaustive(act, tmp_path):
+    """All 256 input codes in one tensor: the C table equals torch on every one."""
+    q = quantize(Single(lambda s, x: s.act(x), act=ACTIVATIONS[act]()), (1, 256), 3.0)
+    codes = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    check(q, (1, 256), tmp_path, f"{act}_all", inputs=codes)
+
+
+FUNCTIONS = {
+    "F.hardsigmoid": lambda s, x: F.hardsigmoid(x),
+    "torch.sigmoid": lambda s, x: torch.sigmoid(x),
+    "x.tanh()": lambda s, x: x.tanh(),
+    "F.relu6": lambda s, x: F.relu6(x),
+    "F.leaky_relu": lambda s, x: F.leaky_relu(x, 0.2),
+    "torch.clamp": lambda s, x: torch.clamp(x, -0.5, 0.5),
+}
+
+
+@pytest.mark.parametrize("fn", sorted(FUNCTIONS))
+def test_activation_functions_and_methods(fn, tmp_path):
+    q = quantize(Single(FUNCTIONS[fn]), (1, 4, 6, 6), 2.0)
+    check(q, (1, 4, 6, 6), tmp_path, "fn", n_random=N_RANDOM)
+
+
+# -- multiply and mean ----------------------------------------------------------------------------
+MULS = {
+    "same_shape": lambda s, x: s.f.mul(x, s.act(x)),
+    "square": lambda s, x: s.f.mul(x, x),
+    "se_broadcast": lambda s, x: s.f.mul(s.act(x.mean((2, 3), keepdim=True)), x),
+    "broadcast_last": lambda s, x: s.f.mul(x, s.act(x[:, :, :, :1])),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MULS))
+@pytest.mark.parametrize("spread", [0.5, 6.0])
+def test_mul_grid(kind, spread, tmp_path):
+    shape = (1, 6, 5, 4)
+    q = quantize(Single(MULS[kind], act=nn.Hardsigmoid()), shape, spread)
+    compiled = check(q, shape, tmp_path, "mul")
+    assert "mul" in [op.kind for op in compiled.graph.ops]
+
+
+@pytest.mark.parametrize("dims", [(2, 3), (-1, -2), (3,)])
+@pytest.mark.parametrize("keepdim", [True, False])
+@pytest.mark.parametrize("shape", [(1, 5, 7, 3), (1, 16, 4, 4)])
+def test_mean(dims, keepdim, shape, tmp_path):
+    """dims (2, 3): torch runs qnnpack's global average pool; other innermost dims: its mean of
+    the codes (different rounding: ties of the checkerboard input tell them apart)."""
+    q = quantize(Single(lambda s, x: torch.mean(x, dim=dims, keepdim=keepdim)), shape, 2.0)
+    check(q, shape, tmp_path, "mean")
+
+
+# -- data movement ----------------------------------------------------------------------------------
+def channel_shuffle(x, groups: int):
+    batch, channels, height, width = x.size()
+    per_group = channels // groups
+    x = x.view(batch, groups, per_group, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batch, -1, height, width)
+
+
+def chunk_swap(s, x):
+    a, b = x.chunk(2, dim=1)
+    return s.f.cat([b, a], dim=1)
+
+
+def split_add(s, x):
+    a, b, c = torch.split(x, [1, 2, 3], dim=1)
+    return s.f.cat([c, s.f.add(a, b[:, 1:])], dim=1)
+
+
+MOVES = {
+    "channel_shuffle": lambda s, x: channel_shuffle(x, 3),
+    "permute": lambda s, x: x.permute(0, 2, 3, 1),
+    "transpose_hw": lambda s, x: x.transpose(2, 3),
+    "chunk_cat": lambda s, x: chunk_swap(s, x),
+    "split_uneven": lambda s, x: split_add(s, x),
+    "slice_step": lambda s, x: x[:, 1:, ::2, 1:-1],
+    "index_int": lambda s, x: x[:, 2],
+    "narrow_w": lambda s, x: x.narrow(3, 1, 3),
+    "pad": lambda s, x: F.pad(x, (1, 2, 0, 3)),
+    "upsample2": lambda s, x: F.interpolate(x, scale_factor=2, mode="nearest"),
+    "upsample_size": lambda s, x: F.interpolate(x, size=(7, 9), mode="nearest"),
+    "upsample_module": lambda s, x: s.up(x),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MOVES))
+def test_data_movement(kind, tmp_path):
+    shape = (1, 6, 5, 4)
+    q = quantize(Single(MOVES[kind], up=nn.Upsample(scale_factor=(1, 3))), shape, 1.5)
+    check(q, shape, tmp_path, "move")
+
+
+def test_contiguous_pieces_alias_their_input(tmp_path):
+    """chunk along channels of an NCHW tensor: each half is already contiguous, so no copy."""
+    def body(s, x):
+        a, b = x.chunk(2, dim=1)
+        return s.f.add(s.act(a), b)
+    q = quantize(Single(body, act=nn.Hardswish()), (1, 8, 3, 3), 1.0)
+    compiled = check(q, (1, 8, 3, 3), tmp_path, "alias")
+    slices = [op for op in compiled.graph.ops if op.kind == "slice"]
+    assert len(slices) == 2 and all(op.output.alias_of is not None for op in slices)
+    assert all(id(op) not in compiled.kernels for op in slices)
+    assert [op.output.alias_offset for op in slices] == [0, 4 * 9]
+
+
+def test_contiguous_box_offsets():
+    from nnc.planner import contiguous_box_offset as off
+    assert off((1, 8, 3, 3), (0, 4, 0, 0), (1, 8, 3, 3), (1, 1, 1, 1)) == 36
+    assert off((1, 8, 3, 3), (0, 0, 1, 0), (1, 8, 2, 3), (1, 1, 1, 1)) is None    # rows of 8 channels
+    assert off((1, 1, 3, 3), (0, 0, 1, 0), (1, 1, 2, 3), (1, 1, 1, 1)) == 3
+    assert off((1, 4, 3, 3), (0, 2, 1, 0), (1, 3, 2, 3), (1, 1, 1, 1)) == 21       # one channel, one row
+    assert off((1, 4, 3, 3), (0, 0, 0, 0), (1, 4, 3, 3), (1, 2, 1, 1)) is None
+
+
+# -- softmax ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,dim,spread", [((1, 10), 1, 3.0), ((1, 4, 3, 5), 1, 1.0), ((1, 3, 7), -1, 8.0)])
+def test_softmax_equals_qnnpack(shape, dim, spread, tmp_path):
+    """torch's quantized Softmax module with qnnpack's output quantization (1/256, 0)."""
+    q = quantize(Single(lambda s, x: s.act(x), act=nn.Identity()), shape, spread)
+    q.act = torch.ao.nn.quantized.Softmax(dim=dim, scale=1 / 256, zero_point=0)
+    compiled = check(q, shape, tmp_path, "softmax")
+    assert [op.kind for op in compiled.graph.ops] == ["softmax"]
+
+
+def test_device_softmax_error_against_float_softmax(tmp_path):
+    """softmax after the DeQuantStub, compiled on the device: the error of its int8
+    probabilities (scale 1/256) against torch's float softmax of the same logits."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            return torch.softmax(self.dequant(self.fc(self.quant(x))), dim=1)
+
+    q = quantize(Net(), (1, 16), 2.0)
+    plain = import_torch_model(q, torch.rand(1, 16), "logits")
+    check(q, (1, 16), tmp_path, "devsoftmax", device_softmax=True)
+    graph = import_torch_model(q, torch.rand(1, 16), "devsoftmax", device_softmax=True)
+    x = edge_and_random_inputs((1, 16), N_RANDOM, 5)
+    logits = reference.run(plain, [x])[0]
+    lq = plain.outputs[0].qparams
+    want = torch.softmax(torch.from_numpy((logits.astype(np.float32) - lq.zero_point) * lq.scale), 1).numpy()
+    probs = (reference.run(graph, [x])[0].astype(np.float32) + 128) / 256
+    err = np.abs(probs - want)
+    assert err.max() <= 1.5 / 256, err.max()       # documented bound (README): below 1.5 / 256
+
+
+# -- networks: torchvision's MobileNetV3 (small, large), a ShuffleNetV2 block, an SE block ----------
+def ptq(model, shape, seed=0):
+    from conftest import quantize_ptq
+    torch.manual_seed(seed)
+    for m in model.modules():          # BatchNorm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return quantize_ptq(model, "per_channel", torch.randn(32, *shape[1:]))
+
+
+NETWORKS = {
+    "mobilenet_v3_small": ((1, 3, 32, 32), lambda: mbv3.mobilenet_v3("small", 1.0, 10)),
+    "mobilenet_v3_large": ((1, 3, 32, 32), lambda: mbv3.mobilenet_v3("large", 1.0, 10)),
+    "shufflenet_block": ((1, 3, 16, 16), lambda: mbv3.ShuffleNetBlock()),
+    "se_block": ((1, 3, 8, 8), lambda: mbv3.SEBlock()),
+}
+
+
+@pytest.mark.parametrize("net", sorted(NETWORKS))
+def test_network_bit_exact(net, tmp_path):
+    shape, make = NETWORKS[net]
+    q = ptq(make(), shape)
+    compiled = check(q, shape, tmp_path, net)
+    kinds = {op.kind for op in compiled.graph.ops}
+    want = {"mobilenet_v3_small": {"lut", "mul", "add"}, "mobilenet_v3_large": {"lut", "mul", "add"},
+            "shufflenet_block": {"slice", "transpose", "cat"}, "se_block": {"mul", "lut"}}[net]
+    assert want <= kinds, kinds
+
+
+def test_unsupported_op_names_the_innermost_user_line(monkeypatch):
+    """The error points at the line inside the helper that calls the op, not at forward()."""
+    import inspect
+    from nnc.errors import NncError
+
+    def inner_helper(x):
+        return torch.cumsum(x, 1)          # <- the line the error must name
+
+    q = quantize(Single(lambda s, x: inner_helper(x)), (1, 4), 1.0)
+    line = inspect.getsourcelines(inner_helper)[1] + 1
+    monkeypatch.delenv("NNC_DEBUG", raising=False)
+    with pytest.raises(NncError) as e:
+        import_torch_model(q, torch.rand(1, 4), "bad")
+    where = e.value.where
+    assert f'test_ops.py", line {line}, in inner_helper' in where and "torch.cumsum(x, 1)" in where
+    assert "called from" not in where and "NNC_DEBUG=1" in where
+    monkeypatch.setenv("NNC_DEBUG", "1")
+    with pytest.raises(NncError) as e:
+        import_torch_model(q, torch.rand(1, 4), "bad")
+    assert "called from" in e.value.where and "in forward" in e.value.where
+
+
+def test_new_kernels_compile_warning_free_on_every_target(tmp_path):
+    """One model with every new op kind, compiled by gcc, arm-none-eabi-gcc and
+    riscv64-unknown-elf-gcc with -Wall -Wextra -Werror: no output at all."""
+    import os
+    import shutil
+    import subprocess
+    from nnc.compiler import compile_graph
+    from nnc.targets.cpu import CpuTarget
+    from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, RV32_CC, RV32_FLAGS
+
+    def body(s, x):
+        a, b = x.chunk(2, dim=1)
+        y = s.f.cat([s.act(channel_shuffle(F.pad(a, (1, 1, 1, 1)), 3)[:, :, 1:-1, 1:-1]), b], dim=1)
+        y = s.f.mul(y, torch.sigmoid(y.mean((3, 2), keepdim=True)))
+        y = F.interpolate(y.permute(0, 1, 3, 2), size=(7, 9), mode="nearest")
+        return s.sm(y[:, :, ::2])
+
+    shape = (1, 6, 5, 4)
+    q = quantize(Single(body, act=nn.Hardswish(), sm=nn.Identity()), shape, 1.5)
+    q.sm = torch.ao.nn.quantized.Softmax(dim=1, scale=1 / 256, zero_point=0)
+    compiled = check(q, shape, tmp_path, "allops")
+    kinds = {op.kind for op in compiled.graph.ops}
+    assert {"lut", "mul", "mean", "softmax", "slice", "pad", "upsample_nearest", "transpose"} <= kinds
+    out = compile_graph(import_torch_model(q, torch.rand(*shape), "allops"), CpuTarget("m7"))
+    header, source = out.write(str(tmp_path / "gen"))
+    for cc, flags in (("gcc", []), (CORTEX_M7_CC, CORTEX_M7_FLAGS), (RV32_CC, RV32_FLAGS)):
+        if shutil.which(cc) is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{cc} is missing")
+            continue
+        r = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-c",
+                            source, "-I", os.path.dirname(source), "-o", str(tmp_path / "x.o")] + flags,
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and r.stderr == "", f"{cc}: {r.stderr}"
