@@ -205,21 +205,45 @@ def test_uint8_activations_map_onto_int8(tmp_path):
 
 
 # -- bad programs ---------------------------------------------------------------------------------
-class Sigmoid(nn.Module):
+class Cumsum(nn.Module):
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(1, 2, 3)
 
     def forward(self, x):
-        return torch.sigmoid(self.c(x))   # the line the error must name
+        return torch.cumsum(self.c(x), 1)   # the line the error must name
 
 
 def test_unsupported_op_names_node_and_line():
-    prog, x0 = _convert(Sigmoid().eval(), NncQuantizer())
+    prog, x0 = _convert(Cumsum().eval(), NncQuantizer())
     with pytest.raises(NncError) as e:
         import_pt2e(prog, "s", x0)
     msg = str(e.value)
-    assert "sigmoid" in msg and "test_pt2e.py" in msg and "in forward" in msg and "supported are" in msg
+    assert "cumsum" in msg and "test_pt2e.py" in msg and "in forward" in msg and "supported are" in msg
+
+
+class Activations(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = F.hardswish(self.c1(x))
+        return torch.sigmoid(self.c2(x))
+
+
+def test_element_wise_functions_become_exact_tables(tmp_path):
+    """hardswish/sigmoid between quantize steps: a table made from the program's own ops, so the
+    C equals the reference and the table layers equal the program."""
+    torch.manual_seed(0)
+    prog, x0 = _convert(Activations().eval(), NncQuantizer())
+    graph = import_pt2e(prog, "act", x0)
+    assert [op.kind for op in graph.ops].count("lut") == 2
+    _, lib, _ = build_host_library(graph, "c", tmp_path, "act")
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 9)
+    ref = reference.run(graph, [x])[0]
+    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
 
 
 # -- model files ---------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ SUPPORTED = (
     "and dequantize_per_tensor of constant weights (int8) and biases (int32 or float), "
     "conv2d (incl. depthwise/grouped), linear, relu/hardtanh/clamp/relu6 after them, add (+relu), "
     "max_pool2d, avg_pool2d, adaptive_avg_pool2d, mean over H and W (keepdim), cat, "
-    "relu, flatten/view/reshape/squeeze/unsqueeze/contiguous/clone/dropout; "
+    "relu, flatten/view/reshape/squeeze/unsqueeze/contiguous/clone/dropout, element-wise "
+    "sigmoid/tanh/hardswish/hardsigmoid/gelu/leaky_relu/elu/silu/... of a dequantized tensor (a table); "
     "softmax/log_softmax after the last dequantize (left to the caller)"
 )
 
@@ -44,6 +45,10 @@ _ACTIVATIONS = {"relu", "relu_", "hardtanh", "hardtanh_", "clamp", "clamp_", "re
 _VIEWS = {"flatten", "view", "reshape", "_unsafe_view", "squeeze", "unsqueeze"}
 _ALIASES = {"contiguous", "clone", "dropout", "alias", "detach", "_guards_fn"}
 _EPILOGUE = {"softmax", "_softmax", "log_softmax", "_log_softmax"}
+# Element-wise functions of one dequantized tensor: exact as a 256-entry table (IR op lut), made by
+# running the program's own dequantize -> function -> quantize on every code.
+_UNARY = {"sigmoid", "tanh", "hardswish", "hardsigmoid", "gelu", "leaky_relu", "elu", "silu",
+          "mish", "softplus", "exp", "abs", "neg"}
 
 
 def _torch():
@@ -224,6 +229,8 @@ class _Builder:
             raise _not_exact(node, f"{name} reads the float result of '{users_pending[0].name}' "
                                    f"({_op_name(users_pending[0])}) before it is quantized")
         handler = getattr(self, f"op_{name.rstrip('_')}", None)
+        if name.rstrip("_") in _UNARY:
+            handler = self.op_unary
         if name in _ACTIVATIONS and name.rstrip("_") != "relu":
             handler = self.op_clamp
         if name in _VIEWS:
@@ -430,6 +437,27 @@ class _Builder:
         self.pending[node] = _Pending("clamp", node, [x], {})
         self.fuse_activation(node, _op_name(node))
 
+    def op_unary(self, node):
+        src = node.args[0]
+        x = self.exact_input(node, src)
+        if _op_name(src) not in _DQ_OPS:
+            raise _not_exact(node, f"{_op_name(node)} of '{src.name}', which is not a dequantize step "
+                                   "(quantize the value before the function)")
+        self.pending[node] = _Pending("lut", node, [x], {"dequantize": src})
+
+    def lut_table(self, p: _Pending, qnode) -> np.ndarray:
+        """table[c + 128] = the program's quantize(f(dequantize(c))) for every int8-domain code c."""
+        torch = self.torch
+        dq = p.attrs["dequantize"]
+        dtype = dq.args[5]
+        offset = 128 if dtype == torch.uint8 else 0
+        codes = torch.arange(-128, 128, dtype=torch.int16) + offset
+        with torch.no_grad():
+            v = dq.target(codes.to(dtype), *dq.args[1:], **dq.kwargs)
+            y = p.node.target(v, *p.node.args[1:], **p.node.kwargs)
+            q = qnode.target(y, *qnode.args[1:], **qnode.kwargs)
+        return (q.to(torch.int16) - (128 if q.dtype == torch.uint8 else 0)).numpy().astype(np.int8)
+
     def fuse_activation(self, node, name):
         src = node.args[0]
         p = self.pending.pop(src) if src in self.pending else self.pending.pop(node)
@@ -479,6 +507,9 @@ class _Builder:
             return self.add_op("add", p.node, p.inputs, step.qparams,
                                {"requant": "qnnpack_add", "relu": bool(p.bounds),
                                 "clamp": self.clamp_for(p, step)})
+        if p.kind == "lut":
+            return self.add_op("lut", p.node, p.inputs, step.qparams, {"function": _op_name(p.node)},
+                               {"table": self.lut_table(p, qnode)})
         if p.kind == "clamp":
             x = p.inputs[0]
             if x.qparams != step.qparams:

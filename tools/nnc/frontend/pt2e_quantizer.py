@@ -61,7 +61,10 @@ _WEIGHTED = {"conv2d", "linear"}
 _ACTIVATIONS = {"relu", "relu_", "hardtanh", "hardtanh_", "clamp", "relu6"}
 _SHARED = {"max_pool2d", "flatten", "view", "reshape", "_unsafe_view", "dropout", "squeeze",
            "unsqueeze", "contiguous", "clone", "relu", "relu_"}
-_REQUANTIZING = {"add", "add_", "cat", "avg_pool2d", "adaptive_avg_pool2d", "mean"}
+_REQUANTIZING = {"add", "add_", "cat", "avg_pool2d", "adaptive_avg_pool2d", "mean",
+                 # element-wise functions: the importer turns each into a 256-entry table
+                 "sigmoid", "tanh", "hardswish", "hardswish_", "hardsigmoid", "gelu", "leaky_relu",
+                 "elu", "silu", "silu_"}
 
 
 def _op_name(node) -> str:
