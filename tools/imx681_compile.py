@@ -70,9 +70,15 @@ def main(argv=None) -> int:
         from nnc.targets.imx681 import compile_model, load_zoo_model
         from nnc.targets.imx681_config import parse_config, resolve_path
         cfg = parse_config(args.config, overrides)
-        qmodel, example = load_zoo_model(cfg)
         warn = lambda msg: print(msg, file=sys.stderr)
-        package = compile_model(qmodel, example, cfg, log=warn)
+        if cfg.get("MODEL_FILE"):
+            from nnc.frontend.model_files import load_model
+            graph = load_model(resolve_path(cfg, cfg["MODEL_FILE"]), progress=not args.quiet).graph()
+            graph.name = cfg.network_name   # C symbols and file names, as for a zoo MODEL
+            package = compile_model(None, None, cfg, log=warn, graph=graph)
+        else:
+            qmodel, example = load_zoo_model(cfg)
+            package = compile_model(qmodel, example, cfg, log=warn)
         out = package.write(resolve_path(cfg, cfg["OUTPUT_DIRECTORY"]))
     except NncError as e:
         print(e.format(), file=sys.stderr)
@@ -92,7 +98,7 @@ def main(argv=None) -> int:
         states = ", ".join(f"'{p.attribute}' buffers {package.lowered.ids[id(p.read)]}/"
                            f"{package.lowered.ids[id(p.write)]} at 0x{m.address_of(p.read):08x}"
                            for p in package.lowered.persistent) or "none kept"
-        print(f"compiled {cfg['MODEL']} as {cfg.network_name} ({cfg['OUTPUT_MODE']}): "
+        print(f"compiled {cfg.model_label} as {cfg.network_name} ({cfg['OUTPUT_MODE']}): "
               f"{len(package.lowered.graph.ops)} operations; {used}; states: {states} -> {out}")
     return 0
 
