@@ -254,7 +254,7 @@ EXPORT = [sys.executable, os.path.join(ROOT, "tools", "export.py")]
 def pt2_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("pt2")
     prog = quantize_pt2e(small_ffn(), torch.rand(1, 2), [torch.rand(1, 2) for _ in range(64)], progress=False)
-    path = str(d / "ffn.pt2")
+    path = str(d / "pt2e_test_ffn.pt2")   # builds as pt2e_test_ffn: no zoo name is touched
     torch.export.save(prog, path)
     return prog, path
 
@@ -268,7 +268,7 @@ def test_pt2_round_trip(pt2_file, tmp_path):
     out = tmp_path / "gen"
     r = subprocess.run(EXPORT + ["--model", path, "--out", str(out), "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert (out / "tvmgen_ffn.c").exists()
+    assert (out / "tvmgen_pt2e_test_ffn.c").exists()
 
 
 def test_factory_file_with_calibration(tmp_path):
@@ -329,3 +329,51 @@ def test_bad_model_files(pt2_file, tmp_path):
         assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, (what, r.stderr)
         assert not out.exists(), what
     assert not os.path.exists(MARKER), "a pickle in a model file ran code"
+
+
+def _scons(*args):
+    return subprocess.run([sys.executable, "-m", "SCons", "-Q", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1800)
+
+
+def test_scons_host_model_file(pt2_file):
+    import hostlib
+    prog, path = pt2_file
+    r = _scons("host", f"model={path}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    name = "pt2e_test_ffn"
+    lib = hostlib.load(os.path.join(ROOT, "build", "host", name, f"lib{name}.so"),
+                       os.path.join(ROOT, "build", "gen", "c", name, f"tvmgen_{name}.h"))
+    graph = import_pt2e(prog, name)
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 11)
+    assert int(np.count_nonzero(lib.run(x) != reference.run(graph, [x])[0])) == 0
+
+
+def test_scons_m7_run_model_file(pt2_file):
+    """The .pt2 on the emulated Cortex-M7 through the serial client, checked against the host library."""
+    import shutil
+    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("needs qemu-system-arm and arm-none-eabi-gcc")
+        pytest.skip("needs qemu-system-arm and arm-none-eabi-gcc")
+    r = _scons("board=mps2-an500", f"model={pt2_file[1]}", "run")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert " 0 mismatches" in out, out
+
+
+def test_imx681_model_file(pt2_file, tmp_path):
+    cfg = tmp_path / "file.cfg"
+    src = open(os.path.join(ROOT, "firmware", "imx681", "configs",
+                            "imx681_pytorch_classification_with_state_c.cfg")).read().splitlines()
+    keep = [ln for ln in src if not ln.split() or ln.split()[0] not in ("MODEL", "OUTPUT_DIRECTORY",
+                                                                        "NETWORK_NAME")]
+    cfg.write_text("\n".join(keep + [f"MODEL_FILE {pt2_file[1]}", f"OUTPUT_DIRECTORY {tmp_path}/out"]) + "\n")
+    tool = [sys.executable, os.path.join(ROOT, "tools", "imx681_compile.py"), "--config", str(cfg)]
+    r = subprocess.run(tool + ["--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "tvmgen_pt2e_test_ffn.c").exists()
+    r = subprocess.run(tool + ["--set", "MODEL=stateful", "--set", f"OUTPUT_DIRECTORY={tmp_path}/o2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "exactly one of MODEL and MODEL_FILE" in r.stderr
+    assert not (tmp_path / "o2").exists()
