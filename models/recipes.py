@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import copy
+import io
 import os
+import pickle
+import re
 import time
 from collections import OrderedDict
 
@@ -229,39 +232,80 @@ def save_checkpoint(path: str, model_name: str, kind: str, state_dict: dict, ext
         if half and isinstance(v, torch.Tensor) and v.dtype == torch.float32 and not v.is_quantized:
             v = v.half()
         sd[k] = v
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    from nnc.outdir import write_file
     blob = {"format": CHECKPOINT_FORMAT, "model": model_name, "kind": kind, "state_dict": sd,
             "extra": extra or {}, "saved": time.strftime("%Y-%m-%d %H:%M:%S")}
-    tmp = path + ".tmp"
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    data = io.BytesIO()
+    torch.save(blob, data)
+    data.seek(0)
+    torch.load(data, map_location="cpu", weights_only=True)   # readable by load_checkpoint: or fail here
+    write_file(path, data.getvalue())
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read, or that nnc refuses to read: what, and how to fix it."""
+
+    def __init__(self, what: str, fix: str = "pass a file written by torch.save(state_dict, PATH)"):
+        self.what, self.fix = what, fix
+        super().__init__(f"{what}. Fix: {fix}")
 
 
 def load_checkpoint(path: str) -> dict:
-    with quant.quiet():
-        try:   # plain tensors only (users' float checkpoints, most of ours)
+    """Read a checkpoint with torch's safe loader only (`weights_only=True`: tensors, quantized
+    tensors, plain containers). A file that needs Python's full unpickler could run any code while
+    loading, so it is refused, never retried with `weights_only=False`."""
+    try:
+        with quant.quiet():
             blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:   # quantized modules' packed parameters need the full unpickler
-            blob = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(_unreadable(path, e)) from None
+        names = re.findall(r"GLOBAL (\S+)", str(e))
+        what = (f"loading it needs Python's full unpickler (it names {names[0]})" if names else
+                "it is not a file torch's safe loader can read (a plain pickle or another format)")
+        raise CheckpointError(
+            f"{path} is refused: {what}; nnc never loads a file with the full unpickler, which can "
+            "run any code", "save plain tensors instead, e.g. torch.save(model.state_dict(), PATH) "
+            "(a quantized model's state_dict works too), and pass that file") from None
+    except Exception as e:   # torch raises EOFError, KeyError, OSError, RuntimeError on bad files
+        raise CheckpointError(_unreadable(path, e)) from None
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         # A bare state_dict (e.g. a user's own checkpoint).
-        return {"format": None, "model": None, "kind": "fp32", "state_dict": _plain(blob), "extra": {}}
-    src = blob["state_dict"]
+        return {"format": None, "model": None, "kind": "fp32", "state_dict": _plain(blob, path),
+                "extra": {}}
+    src, extra = blob.get("state_dict"), blob.get("extra")
+    if not isinstance(src, dict) or not isinstance(extra, (dict, type(None))):
+        raise CheckpointError(f"{path} is a damaged nnc checkpoint: its state_dict or extra is not a "
+                              "dictionary", "write it again (tools/train.py, tools/quantize.py)")
     sd = OrderedDict((k, v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16 else v)
                      for k, v in src.items())
     if hasattr(src, "_metadata"):
         sd._metadata = src._metadata
     blob["state_dict"] = sd
+    blob["extra"] = extra or {}
     return blob
 
 
-def _plain(obj):
-    """Accept {'state_dict': ...}, {'model': ...} wrappers and modules around a state_dict."""
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
+def _unreadable(path: str, err: Exception) -> str:
+    text = " ".join(str(err).split())
+    if os.path.isdir(path):
+        what = "is a folder, not a checkpoint file"
+    elif os.path.isfile(path) and os.path.getsize(path) == 0:
+        what = "is empty"
+    else:
+        detail = text.split(". ")[0][:160] if text and not isinstance(err, KeyError) else "not a torch file"
+        what = f"is not a readable torch checkpoint (truncated, damaged or another format: {detail})"
+    return f"{path} {what}"
+
+
+def _plain(obj, path: str = "checkpoint"):
+    """Accept {'state_dict': ...}, {'model': ...} wrappers around a state_dict."""
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
-            if key in obj and isinstance(obj[key], (dict, nn.Module)):
-                return _plain(obj[key])
+            if key in obj and isinstance(obj[key], dict):
+                return _plain(obj[key], path)
         return obj
-    raise ValueError(f"not a state_dict: {type(obj).__name__}")
+    raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict (a dictionary of "
+                          "tensors)", "save one with torch.save(model.state_dict(), PATH)")

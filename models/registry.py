@@ -13,6 +13,7 @@ Checkpoint paths are relative to the repository root. Retrain any model with
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -106,10 +107,11 @@ class ModelSpec:
         blob = recipes.load_checkpoint(path)
         if blob.get("kind") != "int8":
             raise ValueError(f"{path} holds a {blob.get('kind')} checkpoint, not a converted int8 one")
-        model = self._build_from_extra(blob.get("extra", {}))
-        q = quant.skeleton(model)
-        with quant.quiet():
-            q.load_state_dict(blob["state_dict"])
+        with _mismatch_is_user_error(path, self.name):
+            model = self._build_from_extra(blob.get("extra", {}))
+            q = quant.skeleton(model)
+            with quant.quiet():
+                q.load_state_dict(blob["state_dict"])
         q.eval()
         if self.stateful:
             q.reset_state()
@@ -124,13 +126,14 @@ class ModelSpec:
             raise FileNotFoundError(f"{self.name}: float checkpoint {path} missing; create it with "
                                     f"`python tools/train.py --model {self.name}`")
         blob = recipes.load_checkpoint(path)
-        model = self._build_from_extra(blob.get("extra", {}), blob["state_dict"])
-        if blob["kind"] == "qat":
-            quant.prepare_qat(model, self.scheme)
-            model.load_state_dict(blob["state_dict"])
-            quant.float_view_of_qat(model)
-        else:
-            model.load_state_dict(blob["state_dict"])
+        with _mismatch_is_user_error(path, self.name):
+            model = self._build_from_extra(blob.get("extra", {}), blob["state_dict"])
+            if blob["kind"] == "qat":
+                quant.prepare_qat(model, self.scheme)
+                model.load_state_dict(blob["state_dict"])
+                quant.float_view_of_qat(model)
+            else:
+                model.load_state_dict(blob["state_dict"])
         model.eval()
         return model
 
@@ -143,6 +146,20 @@ class ModelSpec:
     def weight_count(self) -> int:
         from .quant import weight_count
         return weight_count(self.build())
+
+
+@contextmanager
+def _mismatch_is_user_error(path: str, model: str):
+    """A readable checkpoint whose tensors do not fit the model (another model's, hand-edited) is
+    the user's file, not a bug: say so in one line instead of torch's traceback."""
+    from .recipes import CheckpointError
+    try:
+        yield
+    except (RuntimeError, KeyError, TypeError, AttributeError, IndexError) as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"{path} does not match model {model} ({type(e).__name__}: {detail})",
+                              f"pass a checkpoint of {model}, e.g. one written by "
+                              f"`python tools/train.py --model {model}`") from None
 
 
 def _resnet(depth, width):

@@ -4,7 +4,8 @@ firmware/riot/SConscript (one model) and from the SConstruct (bench_summary).
 
 Two ways to build the same application sources:
   - bare metal (default): startup, vector table, linker script and UART of firmware/riot/board/<board>
-  - RIOT (RIOTBASE=... given, board=stm32f746g-disco): RIOT's make with firmware/riot/Makefile
+  - RIOT (RIOTBASE=... given, board=stm32f746g-disco; always for board=native64): RIOT's make with
+    firmware/riot/Makefile, see firmware_riot.py
 """
 from __future__ import annotations
 
@@ -12,20 +13,25 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 
 from SCons.Script import AlwaysBuild, Dir, GetOption
 
+import firmware_riot
+
 CC = "arm-none-eabi-gcc"
 OBJCOPY = "arm-none-eabi-objcopy"
 SIZE = "arm-none-eabi-size"
 CPU_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"]
-# -fsingle-precision-constant and -Wdouble-promotion: the F746's FPU is single precision, a
-# double operation would become a slow soft-float call (or, in inline asm, a fault).
-C_FLAGS = ["-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
-           "-fdata-sections", "-fsingle-precision-constant", "-ffp-contract=off", "-fno-math-errno"]
+# The code generation flags of the model (-O2, -ffp-contract=off, -fsingle-precision-constant: the
+# F746's FPU is single precision, a double operation would become a slow soft-float call), shared
+# with the RIOT build (firmware/riot/model.cflags). -Wdouble-promotion for the application.
+MODEL_CFLAGS = [flag for line in open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                  "firmware", "riot", "model.cflags"))
+                if not line.startswith("#") for flag in line.split()]
+C_FLAGS = ["-std=c99", "-g", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
+           *MODEL_CFLAGS]
 APP_FLAGS = ["-Wdouble-promotion", "-Wstrict-prototypes", "-Wshadow"]
 LINK_FLAGS = ["--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections"]
 
@@ -90,21 +96,30 @@ def parse_map(path: str) -> list:
     return placed
 
 
-FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".data")
-RAM_SECTIONS = (".data", ".bss", ".stack")
+# Which output sections take flash and which take RAM, per linker script: the bare-metal one
+# (board/common/sections.ld) and RIOT's cortexm_base.ld (vectors, code and constants in .text;
+# initialised data in .relocate and .backup.data, stored in flash and copied to RAM; the ISR stack
+# in .stack, thread stacks in .bss). RIOT's .backup.* live in the 4 KiB backup SRAM.
+SECTIONS = {
+    "bare-metal": {"flash": (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".data"),
+                   "ram": (".data", ".bss", ".stack")},
+    "riot": {"flash": (".text", ".ARM.extab", ".ARM.exidx", ".relocate", ".backup.data"),
+             "ram": (".stack", ".relocate", ".bss", ".noinit")},
+}
+
+
+def linker_layout(secs: dict) -> str:
+    """'riot' for an image linked by RIOT (its .relocate section), else 'bare-metal'."""
+    return "riot" if ".relocate" in secs else "bare-metal"
 
 
 def size_report(elf: str, map_file: str, model: str, board: str) -> dict:
     """Flash and RAM of the firmware, split into model weights, model code, model arena/data and
-    runtime (application, board layer, libc)."""
+    runtime (application, board layer or RIOT, libc)."""
     secs = section_sizes(elf)
-    flash = sum(secs.get(s, 0) for s in FLASH_SECTIONS)
-    ram = sum(secs.get(s, 0) for s in RAM_SECTIONS)
-    # RIOT puts its stacks in .bss and has other section names: count what is allocated
-    if ".stack" not in secs and ".isr_vector" not in secs:
-        flash = sum(v for k, v in secs.items() if k in (".text", ".rodata", ".data", ".relocate",
-                                                       ".vectors", ".ARM.exidx", ".ARM.extab"))
-        ram = sum(v for k, v in secs.items() if k in (".data", ".relocate", ".bss", ".heap3"))
+    layout = SECTIONS[linker_layout(secs)]
+    flash = sum(secs.get(s, 0) for s in layout["flash"])
+    ram = sum(secs.get(s, 0) for s in layout["ram"])
     model_obj = f"tvmgen_{model}.o"
     weights = code = arena = 0
     for out_sec, _in_sec, size, path in parse_map(map_file):
@@ -157,17 +172,26 @@ def object_breakdown(objs: list, model: str) -> dict:
     return b
 
 
+# Linker memory regions: the bare-metal script's names and RIOT's (cortexm_base.ld)
+REGION_MEMORY = {"FLASH": "flash", "rom": "flash", "RAM": "ram", "ram": "ram"}
+
+
 def link_overflow(stderr: str, board: str) -> dict:
     """{region: {"needed", "available", "origin"}} from ld's region overflow errors ({} if none);
-    the lengths are the board's (BOARDS), needed = length + the overflow ld reports."""
+    the lengths are the board's (BOARDS), needed = length + the overflow ld reports. A region that
+    is neither flash nor RAM (RIOT's backup RAM) gets only the overflow: "needed" None."""
     over = {}
     for region, n in re.findall(r"region `(\w+)' overflowed by (\d+) bytes", stderr):
         over[region] = max(over.get(region, 0), int(n))
     spec = BOARDS[board]
     regions = {}
     for region, n in sorted(over.items()):
-        origin, length = spec["flash"] if region == "FLASH" else spec["ram"]
-        regions[region] = {"needed": length + n, "available": length, "origin": origin}
+        memory = REGION_MEMORY.get(region)
+        if memory is None:
+            regions[region] = {"needed": None, "available": None, "origin": None, "overflow": n}
+            continue
+        origin, length = spec[memory]
+        regions[region] = {"needed": length + n, "available": length, "origin": origin, "overflow": n}
     return regions
 
 
@@ -176,10 +200,13 @@ def fit_error(regions: dict, board: str, model: str, objs: list, elf: str, sever
     b = object_breakdown(objs, model)
     lines = [f"{severity}: model {model!r} does not fit the {board} ({BOARDS[board]['what']})"]
     for region, r in regions.items():
+        if r["needed"] is None:
+            lines.append(f"  {region}: overflowed by {r['overflow']:,} bytes")
+            continue
         n = r["needed"] - r["available"]
         lines.append(f"  {region}: {r['needed']:,} bytes needed, {r['available']:,} available "
-                     f"(at {r['origin']:#010x}), {n:,} bytes too many")
-        if region == "FLASH":
+                     f"({REGION_MEMORY[region]} at {r['origin']:#010x}), {n:,} bytes too many")
+        if REGION_MEMORY[region] == "flash":
             lines.append(f"    model weights {b['model_weights']:,} B, model code {b['model_code']:,} B, "
                          f"runtime ~{b['runtime_flash']:,} B (object sizes before unused code is dropped)")
             lines.append("    what to do: use a smaller model (fewer channels or units: every int8 weight "
@@ -187,7 +214,7 @@ def fit_error(regions: dict, board: str, model: str, objs: list, elf: str, sever
                          "not use the DISCO's 16 MB QSPI flash")
         else:
             lines.append(f"    model arena and data {b['model_arena']:,} B (the largest set of intermediate "
-                         f"tensors alive at once), stack reserve 8,192 B, runtime ~{b['runtime_ram']:,} B")
+                         f"tensors alive at once), runtime and stacks ~{b['runtime_ram']:,} B")
             lines.append("    what to do: use a model with smaller intermediate tensors (fewer channels, "
                          "smaller feature maps, pooling earlier); this build does not use the DISCO's "
                          "8 MB SDRAM")
@@ -197,18 +224,16 @@ def fit_error(regions: dict, board: str, model: str, objs: list, elf: str, sever
 
 def describe_no_fit(fit: dict) -> str:
     """'does not fit: needs N B flash of L' from a fit.json record."""
-    what = {"FLASH": "flash", "RAM": "RAM"}
-    return "does not fit: " + ", ".join(f"needs {r['needed']:,} B {what.get(k, k)} of {r['available']:,}"
-                                        for k, r in sorted(fit["regions"].items()))
+    what = {"flash": "flash", "ram": "RAM"}
+    return "does not fit: " + ", ".join(
+        f"needs {r['needed']:,} B {what[REGION_MEMORY[k]]} of {r['available']:,}" if r["needed"] is not None
+        else f"{k} overflowed by {r['overflow']:,} B" for k, r in sorted(fit["regions"].items()))
 
 
 def _write_atomic(path: str, text: str):
-    """Readers never see half a file: write a temporary file, then rename it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Readers never see half a file: the project's one atomic writer."""
+    from nnc.outdir import write_file   # tools/ is on sys.path once nnc_build is imported
+    write_file(path, text)
 
 
 def _write_fit(path: str, board: str, model: str, regions: dict):
@@ -341,47 +366,14 @@ def bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok=False):
     return e, elf, map_file, fit
 
 
-def riot(env, board, model, src_c, hdr, bdir, fw_dir, riotbase, nofit_ok=False):
-    """Build through RIOT's make; the elf and map are copied to build_dir/fw.elf, fw.map."""
-    e = env.Clone()
-    riot_bin = bdir.Dir("riot")
-    gen_abs = hdr.dir.abspath
-
-    def make(target, source, env):
-        cmd = ["make", "-C", fw_dir.abspath, f"RIOTBASE={os.path.abspath(riotbase)}", f"BOARD={board}",
-               f"NNC_MODEL={model}", f"NNC_MODEL_DIR={gen_abs}", f"BINDIRBASE={riot_bin.abspath}",
-               "QUIET=1", "all"]
-        print(" ".join(cmd))
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        sys.stdout.write(r.stdout)
-        elf = os.path.join(riot_bin.abspath, board, "nnc_app.elf")
-        if r.returncode != 0 or not os.path.exists(elf):
-            return _link_failed(r.stderr or "RIOT build failed", board, model, [], str(target[0]),
-                                str(target[2]), nofit_ok)
-        shutil.copyfile(elf, str(target[0]))
-        mp = elf[:-4] + ".map"
-        if os.path.exists(mp):
-            shutil.copyfile(mp, str(target[1]))
-        else:
-            open(str(target[1]), "w").close()
-        _write_fit(str(target[2]), board, model, {})
-        return 0
-
-    sources = [src_c, hdr, fw_dir.File("main.c"), fw_dir.File("platform_riot.c"), fw_dir.File("Makefile"),
-               fw_dir.File("pkg/nnc_model/Makefile"), fw_dir.File("pkg/nnc_model/Makefile.include")]
-    elf, map_file, fit = e.Command([bdir.File("fw.elf"), bdir.File("fw.map"), bdir.File("fit.json")], sources,
-                                   e.Action(make, f"RIOT make for {board}"))
-    AlwaysBuild(elf)   # RIOT's make tracks its own dependencies
-    return e, elf, map_file, fit
-
-
 def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     """Defines the firmware of one board/model and its aliases; returns the default targets.
 
     env["NOFIT_OK"] true (a bench over several models): a model that does not fit is recorded in
     fit.json and benched as 'does not fit' instead of failing the build."""
-    if board not in BOARDS:
-        raise ValueError(f"firmware/riot builds for {', '.join(BOARDS)}, not {board!r}")
+    if board not in BOARDS and board not in firmware_riot.NATIVE_BOARDS:
+        raise ValueError(f"firmware/riot builds for {', '.join(BOARDS + firmware_riot.NATIVE_BOARDS)}, "
+                         f"not {board!r}")
     opts = env.get("OPTS", {}) or {}
     nofit_ok = bool(env.get("NOFIT_OK"))
     python = env.get("PYTHON", sys.executable)
@@ -390,8 +382,12 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     src_c, hdr, model_json = _model_files(gen_dir, model)
     riotbase = opts.get("RIOTBASE") or ""
 
-    if riotbase and board == "stm32f746g-disco":
-        e, elf, map_file, fit = riot(env, board, model, src_c, hdr, bdir, fw_dir, riotbase, nofit_ok)
+    if board in firmware_riot.NATIVE_BOARDS:
+        return firmware_riot.native_firmware(env, board, model, src_c, hdr, bdir, fw_dir, opts, python, root)
+    if riotbase and board in firmware_riot.RIOT_BOARDS:
+        bdir = bdir.Dir("riot")   # next to the bare-metal image, so both can be compared
+        e, elf, map_file, fit = firmware_riot.build(env, board, model, src_c, hdr, bdir, fw_dir, riotbase,
+                                                    nofit_ok)
     else:
         if riotbase:
             print(f"note: RIOT has no {board} board; building the bare-metal firmware for it")
@@ -440,6 +436,7 @@ def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     AlwaysBuild(bench)
     e.Alias("run", run)
     e.Alias("bench", bench)
+    firmware_riot.check_alias(e, board, model, elf, binf[0], bdir, hdr, so, opts, python, root)
     if board == "mps2-an500":
         e.Alias("flash", e.Command(bdir.File(".flash"), [], e.Action(_no_flash_emulator, None)))
     return targets

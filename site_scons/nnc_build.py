@@ -16,6 +16,7 @@ BOARDS = {
     "host": "x86-64 shared libraries, tested through cffi",
     "stm32f746g-disco": "STM32F746G-DISCO (Cortex-M7): RIOT app or bare-metal firmware, flash",
     "mps2-an500": "the same firmware on QEMU's emulated Cortex-M7 (MPS2 AN500)",
+    "native64": "the same firmware through RIOT for RIOT's native64 board (a Linux process; RIOTBASE=)",
     "diana": "DIANA SoC: RV32IMC host + digital accelerator model, on QEMU",
     "imx681": "Sony IMX681 vision sensor: C sources or memory images, host frame library",
 }

@@ -75,17 +75,23 @@ def host(lenet_build):
 
 
 @contextlib.contextmanager
-def emulated(elf, timeout=30):
-    """The firmware under QEMU (-icount: exact instruction counts); it must leave with status 0."""
-    qemu = sc.Qemu(elf, time_limit=1200)
-    fw = sc.Firmware(qemu.start(), timeout=timeout)
+def serving(proc, timeout=30):
+    """A connection to the firmware process `proc` starts (QEMU, native64); it must leave with
+    status 0 after the EXIT request."""
+    fw = sc.Firmware(proc.start(), timeout=timeout)
+    proc.connected()
     try:
         yield fw
         fw.exit(0)
-        assert qemu.wait() == 0
+        assert proc.wait() == 0
     finally:
         fw.close()
-        qemu.stop()
+        proc.stop()
+
+
+def emulated(elf, timeout=30):
+    """The firmware under QEMU (-icount: exact instruction counts)."""
+    return serving(sc.Qemu(elf, time_limit=1200), timeout)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +122,19 @@ def test_info(fw, host):
 
 
 def test_1000_inputs_equal_host_library_and_torch(fw, host):
+    costs, tensors = send_1000_inputs_and_compare(fw, host)
+    # costs: deterministic instruction counts (-icount), of the order of the bench figure
+    instr = [sc.instructions(c, 25_000_000, sc.QEMU_ICOUNT_SHIFT) for c in costs]
+    assert 100_000 < min(instr) <= max(instr) < 20_000_000
+    r1, r2 = fw.infer_i8(tensors[0]), fw.infer_i8(tensors[0])
+    assert r1["cost"] == r2["cost"] or abs(r1["cost"] - r2["cost"]) <= 2   # +-1 tick at 3.2 ticks/instruction
+    assert len(r1["layers"]) == int(host.defines[f"TVMGEN_{MODEL.upper()}_NUM_LAYERS"])
+
+
+def send_1000_inputs_and_compare(fw, host):
+    """LeNet-5 firmware (any board): 600 pixel images (the held-out digits, then random) and 400
+    int8 tensors (edge values, then random) over the serial line; every output must equal the host
+    library's and torch qnnpack's. Returns (costs, tensors)."""
     from models.data import image_data
     shape = host.inputs[0].shape
     _, held = image_data("digits", 28)
@@ -152,14 +171,8 @@ def test_1000_inputs_equal_host_library_and_torch(fw, host):
     expected_torch = torch_int8_outputs(q, host.inputs[0]).reshape(1000, -1)
     bad = np.flatnonzero((got != expected_torch).any(axis=1))
     assert len(bad) == 0, f"{len(bad)} of 1000 inputs differ from torch qnnpack (first: {bad[:10]})"
-
-    # costs: deterministic instruction counts (-icount), of the order of the bench figure
-    instr = [sc.instructions(c, 25_000_000, sc.QEMU_ICOUNT_SHIFT) for c in costs]
-    assert 100_000 < min(instr) <= max(instr) < 20_000_000
-    r1, r2 = fw.infer_i8(tensors[0]), fw.infer_i8(tensors[0])
-    assert r1["cost"] == r2["cost"] or abs(r1["cost"] - r2["cost"]) <= 2   # +-1 tick at 3.2 ticks/instruction
-    assert len(r1["layers"]) == int(host.defines[f"TVMGEN_{MODEL.upper()}_NUM_LAYERS"])
     print(f"1000 inferences over the serial line in {elapsed:.1f} s")
+    return costs, tensors
 
 
 def good_frame_works(fw, host, seed):
@@ -175,9 +188,18 @@ def frame_error(fw, data, timeout=10):
     return sc.parse_error(payload)
 
 
-@pytest.mark.parametrize("case", ["garbage", "short", "oversize", "bad_checksum", "bad_version",
-                                  "bad_type", "bad_length", "magic_then_garbage"])
+BAD_FRAMES = ["garbage", "short", "oversize", "bad_checksum", "bad_version", "bad_type", "bad_length",
+              "magic_then_garbage"]
+
+
+@pytest.mark.parametrize("case", BAD_FRAMES)
 def test_bad_frame_gets_error_and_next_frame_works(fw, host, case):
+    bad_frame_then_good_frame(fw, host, case)
+
+
+def bad_frame_then_good_frame(fw, host, case):
+    """One bad frame of LeNet-5's firmware (any board): the error reply the protocol promises, then
+    a good frame answered correctly."""
     good = sc.make_frame(sc.T_INFER_I8, bytes(784))
     if case == "garbage":
         junk = b"\x00\x13hello garbage \xfe\xff"

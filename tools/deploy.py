@@ -8,15 +8,14 @@ The directory holds the shared library, the generated C and header, input0.bin (
 sample, int8, in the chosen layout), ref_result_<i>.bin (torch qnnpack's int8 outputs for it),
 metadata.json (names, shapes, dtypes, layout, quantization, reference, compiler options) and
 deploy.cfg (the same facts as KEY VALUE lines, for the C `inference` application).
-The directory appears complete or not at all.
+The directory appears complete or not at all, and replaces only a deployment directory nnc made
+(or a new or empty one): anything else is refused.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -24,8 +23,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-from export import compile_model, model_summary, quiet_torch_warnings, write_json  # noqa: E402
+from export import compile_model, model_summary, quiet_torch_warnings  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
+from nnc.outdir import check_target, output_dir, write_json  # noqa: E402
 from nnc.toolchains import HOST_CFLAGS, host_shared_library  # noqa: E402
 
 REFERENCE = "torch eager quantized model, engine qnnpack (int8 tensor before the DeQuantStub)"
@@ -50,6 +50,7 @@ def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed:
     from nnc import reference
 
     t0 = time.time()
+    check_target(out, "--out")        # before the work, not after it
     loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint)
     model = loaded.name
     compile_seconds = time.time() - t0
@@ -65,10 +66,7 @@ def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed:
     else:
         refs = golden   # PT2E: the golden model is nnc.reference (see the README's contracts)
 
-    parent = os.path.dirname(os.path.abspath(out)) or "."
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".deploy-", dir=parent)
-    try:
+    with output_dir(out, "--out") as staging:
         c_file, h_file = (os.path.basename(p) for p in reversed(compiled.write(staging)))
         lib_name = f"lib{model}.so"
         host_shared_library([os.path.join(staging, c_file)], os.path.join(staging, lib_name),
@@ -89,12 +87,6 @@ def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed:
                 f.write(f"input{i}_size {t.nbytes}\n")
             for i, t in enumerate(graph.outputs):
                 f.write(f"output{i}_size {t.nbytes}\n")
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return meta
 
 
@@ -103,7 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True,
                     help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see export.py)")
     ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (safe loader only)")
-    ap.add_argument("--out", required=True, help="deployment directory to (re)create")
+    ap.add_argument("--out", required=True, help="deployment directory to (re)create: new, empty, or made by nnc")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw", help="input layout")
     ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c", help="kernel generator")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample becomes input0.bin")

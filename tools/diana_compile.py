@@ -16,26 +16,23 @@ layer and the constraint. The output directory gets:
 A user script defines `create_model()` returning an nnc Graph built with nnc.builder (and may
 define `NAME`). Nothing is written when compilation fails (exit status 2, the error names the
 layer and its sizes); a previous build in --out is removed then, so that it is not mistaken for
-the current one.
+the current one. --out is replaced as a whole, and only if nnc made it (or it is new or empty).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import runpy
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
+from nnc import outdir  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
-
-MARKER = ".diana_build"
 
 
 def load_graph(args):
@@ -81,46 +78,21 @@ def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dic
     xs = demo_inputs(graph, samples, seed)
     expected = reference.run(graph, xs)[0]
 
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-diana-")
-    try:
+    with outdir.output_dir(out_dir, "--out") as tmp:
         build.compiled.write(os.path.join(tmp, "gen"))
         create_demo_file(DemoModel(build, xs, expected), os.path.join(tmp, "app", "demo.c"))
         report = build.report
-        with open(os.path.join(tmp, "placement_report.txt"), "w") as f:
-            f.write(report)
+        outdir.write_file(os.path.join(tmp, "placement_report.txt"), report)
         summary = dict(build.compiled.report, prefix=build.compiled.prefix,
                        arena_bytes=build.compiled.plan.arena_size, l2=build.l2_usage(),
                        demo_samples=samples,
                        expected_nonsaturated=float(np.mean((expected > -128) & (expected < 127))))
-        with open(os.path.join(tmp, "placement.json"), "w") as f:
-            json.dump(summary, f, indent=1, sort_keys=True)
-            f.write("\n")
-        open(os.path.join(tmp, MARKER), "w").close()
-        _remove_previous(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        outdir.write_json(os.path.join(tmp, "placement.json"), summary)
     if not quiet:
         print(report, end="")
     print(f"DIANA build of {graph.name}: {out_dir} (report: "
           f"{os.path.join(out_dir, 'placement_report.txt')})")
     return summary
-
-
-def _holds_files(path: str) -> bool:
-    """Whether a directory holds any file (build tools pre-create empty target folders)."""
-    return any(files for _, _, files in os.walk(path))
-
-
-def _remove_previous(out_dir: str) -> None:
-    if os.path.isdir(out_dir):
-        if not os.path.exists(os.path.join(out_dir, MARKER)) and _holds_files(out_dir):
-            raise NncError(f"{out_dir} exists and is not a DIANA build directory", "--out",
-                           "choose an empty or new directory")
-        shutil.rmtree(out_dir)
 
 
 def main(argv=None) -> int:
@@ -149,15 +121,16 @@ def main(argv=None) -> int:
         ap.error("give --graph NAME or --script FILE (--list shows the example graphs)")
     if args.samples < 1:
         ap.error("--samples must be at least 1")
-    out = args.out
+    real_out = None        # set once --out is known to be a folder nnc may replace
     t0 = time.time()
     try:
         graph = load_graph(args)
-        out = out or os.path.join(ROOT, "build", "diana", graph.name, "model")
+        out = args.out or os.path.join(ROOT, "build", "diana", graph.name, "model")
+        real_out = outdir.check_target(out, "--out")
         compile_to(graph, out, args.samples, args.seed, args.quiet)
     except NncError as e:
-        if out and os.path.isdir(out) and os.path.exists(os.path.join(out, MARKER)):
-            shutil.rmtree(out)   # a stale build must not pass for this one
+        if real_out and os.path.isdir(real_out) and outdir.is_ours(real_out):
+            shutil.rmtree(real_out)   # a stale build must not pass for this one
         print(e.format(), file=sys.stderr)
         return 2
     if not args.quiet:

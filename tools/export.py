@@ -4,11 +4,12 @@
     python tools/export.py --model lenet5 --out build/host/lenet5/gen
 
 Nothing is written when the model cannot be compiled: the error names the layer and the fix.
+The output folder is nnc's: it is replaced as a whole, and only if nnc made it (or it is new or
+empty); a failure leaves the previous output as it was.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -16,6 +17,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
+from nnc import outdir  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
 
 
@@ -71,25 +73,19 @@ def compile_model(source: str, kernels: str = "c", layout: str = "nchw", checkpo
     return loaded, graph, compiled
 
 
-def write_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False,
            layout: str = "nchw", checkpoint: str = None, calibration: str = None) -> dict:
     t0 = time.time()
+    outdir.check_target(out_dir, "--out")        # before the work, not after it
     loaded, graph, compiled = compile_model(model_name, kernels, layout, checkpoint, calibration,
                                             progress=not quiet)
     model_name = loaded.name
     summary = model_summary(compiled, "cpu")
     summary["input_layout"] = layout
     summary["kernels"] = kernels
-    compiled.write(out_dir)
-    write_json(os.path.join(out_dir, "model.json"), summary)
+    with outdir.output_dir(out_dir, "--out") as staging:
+        compiled.write(staging)
+        outdir.write_json(os.path.join(staging, "model.json"), summary)
     if not quiet:
         for note in summary["notes"]:
             print(f"note: {note}")
@@ -110,7 +106,9 @@ def main(argv=None) -> int:
                                          "with torch.load(weights_only=True))")
     ap.add_argument("--calibration", help="calibration data when a factory returns a float model: "
                                           "npy:FILE (float inputs) or digits")
-    ap.add_argument("--out", required=True, help="output directory for tvmgen_<model>.h/.c and model.json")
+    ap.add_argument("--out", required=True,
+                    help="output folder for tvmgen_<model>.h/.c and model.json: new, empty, or made "
+                         "by nnc (it is replaced as a whole)")
     ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c",
                     help="kernel generator: portable C templates (default), TVM TE/TOPI schedules, "
                          "or Cortex-M7 DSP kernels (smlad; portable C intrinsics on other hosts)")

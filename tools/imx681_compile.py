@@ -3,7 +3,8 @@
 
     python tools/imx681_compile.py --config firmware/imx681/configs/imx681_pytorch_classification_with_state_i2c.cfg
 
-The output directory (OUTPUT_DIRECTORY) is recreated with, by OUTPUT_MODE:
+The output directory (OUTPUT_DIRECTORY; a relative path is relative to the configuration file's
+folder, --output-dir to the current directory) is recreated with, by OUTPUT_MODE:
   C_SOURCES    tvmgen_<network>.h/.c: the network, its STATIC_DATA state buffers and the frame
                API (<prefix>_frame, <prefix>_reset_state) to link into firmware;
   I2C_IMAGES   <network>_params.bin, <network>_static_data.bin and images.txt (load addresses,
@@ -13,6 +14,8 @@ time) and manifest.json. State tensors are found automatically (MODEL_STATE_AUTO
 the seed's MODEL_STATE_READ_BUFFER_ID / MODEL_STATE_WRITE_BUFFER_ID keys also work.
 
 On an error nothing is written: the message says what, where and how to fix it (exit 2).
+The output directory is replaced only if nnc made it (or it is new or empty): anything else is
+refused, so a mistyped path never deletes your files.
 `--keys` lists every configuration key.
 """
 from __future__ import annotations
@@ -44,7 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                     help="override a configuration key (repeatable), e.g. --set OUTPUT_MODE=C_SOURCES")
     ap.add_argument("--model", help="shorthand for --set MODEL=NAME")
-    ap.add_argument("--output-dir", help="shorthand for --set OUTPUT_DIRECTORY=DIR")
+    ap.add_argument("--output-dir", help="shorthand for --set OUTPUT_DIRECTORY=DIR (relative to the "
+                                         "current directory); new, empty, or made by nnc")
     ap.add_argument("--keys", action="store_true", help="list the configuration keys and exit")
     ap.add_argument("--quiet", action="store_true", help="print errors and warnings only")
     args = ap.parse_args(argv)
@@ -67,19 +71,23 @@ def main(argv=None) -> int:
     if args.output_dir:
         overrides["OUTPUT_DIRECTORY"] = args.output_dir
     try:
+        from nnc.outdir import check_target
         from nnc.targets.imx681 import compile_model, load_zoo_model
         from nnc.targets.imx681_config import parse_config, resolve_path
         cfg = parse_config(args.config, overrides)
+        out_where = "--output-dir" if args.output_dir else cfg.where("OUTPUT_DIRECTORY")
+        out_dir = resolve_path(cfg, "OUTPUT_DIRECTORY")
+        check_target(out_dir, out_where)        # before the work, not after it
         warn = lambda msg: print(msg, file=sys.stderr)
         if cfg.get("MODEL_FILE"):
             from nnc.frontend.model_files import load_model
-            graph = load_model(resolve_path(cfg, cfg["MODEL_FILE"]), progress=not args.quiet).graph()
+            graph = load_model(resolve_path(cfg, "MODEL_FILE"), progress=not args.quiet).graph()
             graph.name = cfg.network_name   # C symbols and file names, as for a zoo MODEL
             package = compile_model(None, None, cfg, log=warn, graph=graph)
         else:
             qmodel, example = load_zoo_model(cfg)
             package = compile_model(qmodel, example, cfg, log=warn)
-        out = package.write(resolve_path(cfg, cfg["OUTPUT_DIRECTORY"]))
+        out = package.write(out_dir, out_where)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2

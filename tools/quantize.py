@@ -63,8 +63,8 @@ def load_float(spec, path):
         raise UserError(f"float checkpoint {path!r} does not exist")
     try:
         blob = recipes.load_checkpoint(path)
-    except Exception as exc:
-        raise UserError(f"cannot read {path!r} as a torch checkpoint: {exc}") from None
+    except recipes.CheckpointError as exc:   # unreadable, or refused: needs the full unpickler
+        raise UserError(str(exc)) from None
     sd, extra = blob["state_dict"], dict(blob.get("extra") or {})
     if blob.get("kind") == "int8":
         raise UserError(f"{path} is already a converted int8 checkpoint; pass a float one")
@@ -74,14 +74,21 @@ def load_float(spec, path):
             extra["resnet_config"] = nets.resnet_config_from_state_dict(sd, depth)
         except ValueError as exc:
             raise UserError(f"{path}: {exc}") from None
-    model = spec._build_from_extra(extra)
+    try:
+        model = spec._build_from_extra(extra)
+    except TypeError as exc:   # a resnet_config with foreign keys
+        raise UserError(f"{path}: its model description does not fit {spec.name}: {exc}") from None
     if blob.get("kind") == "qat":
         # The QAT model's float weights, without its fake-quant/observer state. The QAT modules
         # keep the float modules' parameter names (no batch norms in the zoo's QAT models), and
         # prepare_ptq() applies the same fusion, so the float network is the one QAT trained.
         sd = {k: v for k, v in sd.items()
               if "fake_quant" not in k and "activation_post_process" not in k}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:   # tensors of the wrong shapes
+        raise UserError(f"{path} does not match model {spec.name}: {' '.join(str(exc).split())[:300]}") \
+            from None
     if missing or unexpected:
         raise UserError(f"{path} does not match model {spec.name}: missing {list(missing)[:6]}, "
                         f"unexpected {list(unexpected)[:6]}")

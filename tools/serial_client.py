@@ -2,8 +2,9 @@
 """Send images to the inference firmware over a serial line and print what it answers.
 
 Works the same against a board (`--port /dev/ttyACM0`), any pyserial URL
-(`--port socket://127.0.0.1:4444`) and the emulated Cortex-M7, which it can start itself
-(`--qemu build/mps2-an500/lenet5/fw.elf`).
+(`--port socket://127.0.0.1:4444`), the emulated Cortex-M7, which it can start itself
+(`--qemu build/mps2-an500/lenet5/fw.elf`), and the RIOT app on RIOT's native64 board, a Linux
+process it starts on a pseudo-terminal (`--native build/native64/lenet5/riot/fw.elf`).
 
     serial_client.py --port /dev/ttyACM0 digit.png
     serial_client.py --qemu fw.elf --dataset digits --count 20 \\
@@ -224,13 +225,48 @@ def describe_cost(r: dict, icount_shift: int | None) -> str:
         return f"{r['cost']:,} cycles ({r['cost'] / r['hz'] * 1e3:.3f} ms at {r['hz'] / 1e6:g} MHz)"
     if icount_shift is not None:
         return f"{instructions(r['cost'], r['hz'], icount_shift):,} instructions"
+    if r["hz"] == 1_000_000:
+        return f"{r['cost']:,} us (timer ticks at 1 MHz)"
     return f"{r['cost']:,} timer ticks at {r['hz'] / 1e6:g} MHz"
 
 
 # ---- QEMU ------------------------------------------------------------------------------
 
-class Qemu:
+class ChildProcess:
+    """A firmware this client starts (QEMU, a native64 process): start() -> the port to open,
+    connected() once it is open, wait() for its exit status after EXIT, stop() -> its stderr."""
+    what = "the firmware process"
+    proc = None
+
+    def connected(self):
+        pass
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise ProtocolError(f"{self.what} did not exit after the EXIT request") from None
+
+    def stop(self) -> str:
+        if self.proc is None:
+            return ""
+        if self.proc.poll() is None:
+            self.proc.terminate()   # `timeout` passes SIGTERM on
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            err = b""
+        return (err or b"").decode(errors="replace")
+
+
+class Qemu(ChildProcess):
     """The firmware on QEMU's MPS2 AN500 (Cortex-M7), serial line on 127.0.0.1:<free port>."""
+    what = "QEMU"
 
     def __init__(self, elf: str, icount_shift: int = QEMU_ICOUNT_SHIFT, time_limit: float = 900,
                  trace: str | None = None):
@@ -282,27 +318,52 @@ class Qemu:
                 raise ProtocolError(f"QEMU did not start: {err.strip() or 'no output'}")
         raise ProtocolError("QEMU could not get a free TCP port")
 
-    def wait(self, timeout: float = 30) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise ProtocolError("QEMU did not exit after the EXIT request") from None
+
+# ---- RIOT native64 ----------------------------------------------------------------------
+
+class Native(ChildProcess):
+    """The RIOT application built for RIOT's native64 board: a Linux process whose stdio (RIOT's
+    UART) is the slave side of a pseudo-terminal; the client opens that pty as its serial port.
+    The pty is raw (no echo, no line editing) before the process starts, so no byte is changed."""
+    what = "the native64 process"
+
+    def __init__(self, elf: str, time_limit: float = 900):
+        if not os.path.isfile(elf):
+            raise UserError(f"{elf}: no such firmware file (build it: scons board=native64 RIOTBASE=...)")
+        self.elf, self.time_limit = elf, time_limit
+        self._master = self._slave = None
+
+    def start(self) -> str:
+        """Start the process; returns the pty device for the serial port."""
+        import pty
+        import tty
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        tty.setraw(master)
+        cmd = [self.elf]
+        if shutil.which("timeout"):
+            cmd = ["timeout", "--kill-after=5", str(int(self.time_limit))] + cmd
+        # RIOT native reads fd 0 and writes fd 1: both on the pty's master side, so that the
+        # client's slave device behaves like the board's serial line
+        self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self._master = master
+        self._slave = slave   # kept open until the client has opened the device (raw settings)
+        return os.ttyname(slave)
+
+    def connected(self):
+        """The client has the pty open: the parent's extra descriptor can go."""
+        if self._slave is not None:
+            os.close(self._slave)
+            self._slave = None
 
     def stop(self) -> str:
-        if self.proc is None:
-            return ""
-        if self.proc.poll() is None:
-            self.proc.terminate()   # `timeout` passes SIGTERM on to QEMU
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            err = b""
-        return (err or b"").decode(errors="replace")
+        err = super().stop()
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self._master = self._slave = None
+        return err
 
 
 # ---- inputs ----------------------------------------------------------------------------
@@ -419,6 +480,7 @@ def parse_args(argv):
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial device (/dev/ttyACM0) or pyserial URL (socket://HOST:PORT)")
     where.add_argument("--qemu", metavar="ELF", help="start this mps2-an500 firmware under QEMU and talk to it")
+    where.add_argument("--native", metavar="ELF", help="start this RIOT native64 build on a pty and talk to it")
     ap.add_argument("inputs", nargs="*", help="PNG images or .npy arrays")
     ap.add_argument("--dataset", help="send held-out samples of a data set: digits | mnist:DIR")
     ap.add_argument("--random", type=int, default=0, metavar="N", help="send N random images")
@@ -432,7 +494,7 @@ def parse_args(argv):
     ap.add_argument("--icount-shift", type=int, default=None, metavar="S",
                     help=f"QEMU -icount shift (with --qemu default {QEMU_ICOUNT_SHIFT}: exact instruction "
                          "counts); with --port to an emulator started elsewhere, the shift it runs with")
-    ap.add_argument("--qemu-time-limit", type=float, default=900, help="kill QEMU after this many seconds")
+    ap.add_argument("--qemu-time-limit", type=float, default=900, help="kill QEMU (or the native64 process) after this many seconds")
     ap.add_argument("--bench", metavar="JSON", help="write the per-inference and per-layer costs here")
     ap.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
     args = ap.parse_args(argv)
@@ -447,15 +509,20 @@ def parse_args(argv):
 
 def run(args) -> int:
     host = load_host(args)
-    qemu = None
+    qemu = None   # the emulator or the native64 process this client started
     if args.qemu:
         qemu = Qemu(args.qemu, args.icount_shift, args.qemu_time_limit)
+        port = qemu.start()
+    elif args.native:
+        qemu = Native(args.native, args.qemu_time_limit)
         port = qemu.start()
     else:
         port = args.port
     fw = None
     try:
         fw = Firmware(port, timeout=args.timeout, baudrate=args.baud)
+        if qemu is not None:
+            qemu.connected()
         info = fw.info()
         print(f"firmware: model {info['model']} on {info['board']}, input {info['input_size']} int8, "
               f"output {info['output_size']}, arena {info['workspace']} B, protocol {info['protocol']}")
@@ -506,7 +573,7 @@ def run(args) -> int:
             summary += f", {mismatches} mismatches against the host library"
         if costs:
             unit_r = {"cost": int(np.mean(costs)), "cost_unit": info["cost_unit"], "hz": info["hz"]}
-            summary += f", mean cost {describe_cost(unit_r, args.icount_shift)}"
+            summary += f", mean cost per inference {describe_cost(unit_r, args.icount_shift)}"
         summary += f", stack used {info_after['stack_used']} B"
         print(summary)
         if args.bench:
@@ -515,7 +582,7 @@ def run(args) -> int:
             fw.exit(0)
             rc = qemu.wait()
             if rc != 0:
-                print(f"error: QEMU exited with status {rc}", file=sys.stderr)
+                print(f"error: {qemu.what} exited with status {rc}", file=sys.stderr)
                 return 1
         return 1 if (mismatches or errors) else 0
     finally:

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "clk.h"
 #include "cpu.h"
 #include "periph/pm.h"
 #include "stdio_base.h"
@@ -75,7 +76,7 @@ uint32_t plat_ticks(void)
 uint32_t plat_tick_hz(void)
 {
 #if HAVE_DWT
-    return CLOCK_CORECLOCK;
+    return coreclk();
 #else
     return 1000000u;
 #endif
@@ -96,9 +97,19 @@ uint32_t plat_stack_used(void)
     return 0; /* RIOT measures thread stacks itself (DEVELHELP, `ps` in the shell) */
 }
 
+#ifdef CPU_NATIVE
+extern unsigned _native_retval; /* RIOT native's process exit status (cpu/native) */
+#endif
+
 void plat_exit(int code)
 {
+#ifdef CPU_NATIVE
+    /* a Linux process, like the emulator: leave with the requested status */
+    _native_retval = (unsigned)code;
+    pm_off();
+#else
     (void)code;
+#endif
 #ifdef MODULE_PERIPH_PM
     pm_reboot();
 #endif

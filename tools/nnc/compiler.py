@@ -6,12 +6,12 @@ planner and the AOT emitter are shared.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 from .codegen.aot import emit_header, emit_source
 from .ir import Graph, c_identifier
 from .kernels import first_provider, select_kernels
+from .outdir import write_file
 from .passes import conv_maxpool_parts, fuse_conv_maxpool
 from .planner import MemoryPlan, alias_moves, plan_memory
 
@@ -30,17 +30,10 @@ class CompiledModel:
         return f"tvmgen_{c_identifier(self.graph.name)}"
 
     def write(self, out_dir: str) -> list:
-        """Write tvmgen_<name>.h/.c atomically: readers never see half-written files."""
-        os.makedirs(out_dir, exist_ok=True)
-        paths = []
-        for suffix, text in ((".h", self.header), (".c", self.source)):
-            path = os.path.join(out_dir, self.prefix + suffix)
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-")
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-            paths.append(path)
-        return paths
+        """Write tvmgen_<name>.h/.c into out_dir, each atomically: readers never see half a file.
+        A tool that owns a whole output folder writes through nnc.outdir.output_dir."""
+        return [write_file(os.path.join(out_dir, self.prefix + suffix), text)
+                for suffix, text in ((".h", self.header), (".c", self.source))]
 
 
 def resolve_reshapes(graph: Graph) -> None:

@@ -253,7 +253,9 @@ def load_model(source: str, checkpoint: str = None, calibration: str = None,
     try:
         qmodel = spec.load_quantized(checkpoint)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        raise NncError(str(e).strip("'\""), f"model {source!r}" + (f", checkpoint {checkpoint}" if checkpoint else ""),
-                       "give a converted int8 checkpoint of this zoo model (tools/quantize.py --out) "
-                       "or create one with `python tools/train.py --help`") from None
+        raise NncError(getattr(e, "what", str(e).strip("'\"")),
+                       f"model {source!r}" + (f", checkpoint {checkpoint}" if checkpoint else ""),
+                       getattr(e, "fix", "give a converted int8 checkpoint of this zoo model "
+                                         "(tools/quantize.py --out) or create one with "
+                                         "`python tools/train.py --help`")) from None
     return LoadedModel(source, "eager", source, qmodel, spec.example_input(), spec)

@@ -16,12 +16,12 @@ firmware/diana/app/layer_hook.h force-included into the generated model C.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..ir import c_identifier
+from ..outdir import write_file
 from .diana import ACCEL, REVERSE
 
 
@@ -206,13 +206,7 @@ def create_demo_file(models, path: str) -> str:
     """Write demo.c for one DemoModel or a list of them; returns the path."""
     if isinstance(models, DemoModel):
         models = [models]
-    text = demo_source(list(models))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_file(path, demo_source(list(models)))
 
 
 def demo_inputs(graph, n: int, seed: int = 0) -> list:

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +39,7 @@ from ..errors import NncError
 from ..frontend import state as state_mod
 from ..ir import Graph, Tensor, c_identifier
 from ..kernels.c_kernels import PortableCKernels
+from ..outdir import output_dir, write_file
 from .imx681_config import Config, ConfigError
 from .imx681_kernels import Imx681Kernels
 
@@ -370,32 +369,13 @@ class Imx681Package:
     def prefix(self) -> str:
         return self.compiled.prefix
 
-    def write(self, out_dir: str) -> str:
-        """(Re)create out_dir with exactly `files`, atomically: a failure leaves no half-written
-        directory (everything goes to a temporary sibling that is renamed into place)."""
-        out_dir = os.path.abspath(out_dir)
-        parent = os.path.dirname(out_dir)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)      # mkdtemp makes it private
-        try:
+    def write(self, out_dir: str, where: str = "OUTPUT_DIRECTORY") -> str:
+        """(Re)create out_dir with exactly `files`, all or nothing, and only if nnc made it
+        (nnc.outdir); `where` names the key or option the folder came from. Returns its path."""
+        with output_dir(out_dir, where) as staging:
             for name, data in sorted(self.files.items()):
-                with open(os.path.join(tmp, name), "wb") as f:
-                    f.write(data)
-            old = None
-            if os.path.exists(out_dir):
-                old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
-                os.rmdir(old)
-                os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            if old:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out_dir
+                write_file(os.path.join(staging, name), data)
+        return os.path.abspath(out_dir)
 
 
 def compile_model(qmodel, example_input, cfg: Config, log=None, model_label: str = "",
@@ -449,10 +429,11 @@ def load_zoo_model(cfg: Config):
         raise ConfigError(str(e).strip("'\""), cfg.where("MODEL"), "pick a model of the zoo") from None
     ckpt = cfg.get("MODEL_CHECKPOINT")
     try:
-        qmodel = spec.load_quantized(resolve_path(cfg, ckpt) if ckpt else None)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(str(e), cfg.where("MODEL_CHECKPOINT" if ckpt else "MODEL"),
-                          f"create it with `python tools/train.py --model {cfg['MODEL']}`") from None
+        qmodel = spec.load_quantized(resolve_path(cfg, "MODEL_CHECKPOINT") if ckpt else None)
+    except (FileNotFoundError, ValueError) as e:   # recipes.CheckpointError: what and fix
+        raise ConfigError(getattr(e, "what", str(e)), cfg.where("MODEL_CHECKPOINT" if ckpt else "MODEL"),
+                          getattr(e, "fix", f"create it with `python tools/train.py --model {cfg['MODEL']}`")) \
+            from None
     return qmodel, spec.example_input()
 
 

@@ -7,12 +7,15 @@
     ...
 
 One key per line, the value is the rest of the line (comments stripped). Keys are case-sensitive
-and appear at most once. Integers are decimal or 0x-hex. `parse_config()` reports, with the file
-and line: an unknown key (listing the known ones), a key given twice, a missing value, a bad
-value; and then every required key that is missing. `KEYS` below is the reference of every key.
+and appear at most once. Integers are decimal or 0x-hex; numbers are finite. Relative paths are
+relative to the configuration file's folder (given on the command line: to the current
+directory). The file is UTF-8, with or without a byte order mark. `parse_config()` reports, with
+the file and line: an unknown key (listing the known ones), a key given twice, a missing value, a
+bad value; and then every required key that is missing. `KEYS` below is the reference of every key.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -72,6 +75,8 @@ for _r in REGIONS:
     KEYS[f"{_r}_SIZE"] = Key("int", True, None, f"bytes of {_r}")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INT = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)$")
+_FLOAT = re.compile(r"^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _TRUE, _FALSE = {"ON", "TRUE", "YES", "1"}, {"OFF", "FALSE", "NO", "0"}
 
 
@@ -123,22 +128,17 @@ def _convert(key: str, text: str, where: str):
                            f"{key}: {spec.help}")
 
     if spec.kind == "int":
-        try:
-            value = int(text, 0)
-        except ValueError:
-            raise bad("an integer (decimal or 0x-hex)") from None
-        if value < 0:
-            raise bad("a non-negative integer")
+        if not _INT.match(text):
+            raise bad("a non-negative integer" if _INT.match(text[1:]) and text[0] == "-" else
+                      "an integer (decimal or 0x-hex)")
+        value = int(text, 16 if text[:2].lower() == "0x" else 10)
         if value >= 1 << 32:
             raise bad("a 32-bit value (at most 0xFFFFFFFF)")
         return value
     if spec.kind == "float":
-        try:
-            value = float(text)
-        except ValueError:
-            raise bad("a number") from None
-        if not value > 0:
-            raise bad("a positive number")
+        value = float(text) if _FLOAT.match(text) else math.nan
+        if not math.isfinite(value) or not value > 0:
+            raise bad("a positive number (e.g. 100 or 99.5)")
         return value
     if spec.kind == "bool":
         if text.upper() in _TRUE:
@@ -154,7 +154,9 @@ def _convert(key: str, text: str, where: str):
         if not _NAME.match(text):
             raise bad("a C identifier (letters, digits, underscores; not starting with a digit)")
         return text
-    if " " in text and spec.kind == "str":
+    if any(not c.isprintable() for c in text):
+        raise bad("text without control characters")
+    if spec.kind == "str" and any(c.isspace() for c in text):
         raise bad("a single word")
     return text
 
@@ -162,7 +164,7 @@ def _convert(key: str, text: str, where: str):
 def parse_config(path: str, overrides: dict | None = None) -> Config:
     """Parse and check a configuration file. `overrides` {KEY: text} come from the command line."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:   # a byte order mark is not part of a key
             text = f.read()
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist", "--config",
@@ -170,7 +172,7 @@ def parse_config(path: str, overrides: dict | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read configuration file {path}: {e}", "--config") from None
     values, lines = {}, {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):   # lines as editors number them
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -230,6 +232,11 @@ def _check_consistency(cfg: Config) -> None:
                               "give every region its own address range")
 
 
-def resolve_path(cfg: Config, value: str) -> str:
-    """Relative paths in a configuration are relative to the current directory."""
-    return value if os.path.isabs(value) else os.path.abspath(value)
+def resolve_path(cfg: Config, key: str) -> str:
+    """The absolute path of a path-valued key: relative to the configuration file's folder, or
+    to the current directory when given on the command line."""
+    value = cfg[key]
+    if os.path.isabs(value):
+        return value
+    base = os.getcwd() if cfg.lines.get(key) == 0 else os.path.dirname(os.path.abspath(cfg.path))
+    return os.path.normpath(os.path.join(base, value))

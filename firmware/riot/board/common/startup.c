@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "board.h"
+#include "cm7_regs.h"
 
 extern uint32_t _sidata[], _sdata[], _edata[], _sbss[], _ebss[];
 extern uint32_t _sstack[], _estack[];
@@ -16,7 +17,9 @@ void reset_c(void);
 void Default_Handler(void);
 
 #define STACK_PAINT 0xA5C3A5C3u
-#define SCB_VTOR (*(volatile uint32_t *)0xE000ED08u)
+#define SCB_VTOR (*(volatile uint32_t *)CM7_SCB_VTOR_ADDR)
+#define STR(x) STR_(x)
+#define STR_(x) #x
 
 typedef void (*vector_t)(void);
 extern const vector_t vector_table[];
@@ -25,9 +28,9 @@ extern const vector_t vector_table[];
 __attribute__((naked, noreturn)) void Reset_Handler(void)
 {
     __asm__ volatile(
-        "ldr r0, =0xE000ED88\n"
+        "ldr r0, =" STR(CM7_SCB_CPACR_ADDR) "\n"
         "ldr r1, [r0]\n"
-        "orr r1, r1, #(0xF << 20)\n"
+        "orr r1, r1, #(0xF << " STR(CM7_SCB_CPACR_CP10_POS) ")\n"
         "str r1, [r0]\n"
         "dsb\n"
         "isb\n"
