@@ -377,3 +377,25 @@ def test_imx681_model_file(pt2_file, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "exactly one of MODEL and MODEL_FILE" in r.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_qat_flow(tmp_path):
+    """prepare_qat_pt2e with NncQuantizer(qat=True), a few training steps, convert, compile."""
+    api = pt2e_api()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 26 * 26, 10)).train()
+    x0 = torch.rand(8, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    m = torch.export.export(model, (x0,), dynamic_shapes=({0: batch},)).module()
+    m = api.prepare_qat_pt2e(m, NncQuantizer(qat=True))
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(m(torch.rand(8, 1, 28, 28)), torch.randint(0, 10, (8,))).backward()
+        opt.step()
+    converted = api.convert_pt2e(m)
+    graph = import_pt2e(converted, "qat", torch.rand(1, 1, 28, 28))
+    _, lib, _ = build_host_library(graph, "c", tmp_path, "qat")
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 12)
+    assert int(np.count_nonzero(lib.run(x) != reference.run(graph, [x])[0])) == 0

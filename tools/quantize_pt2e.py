@@ -40,6 +40,13 @@ def quantize(model: str, calibration: str, out: str, per_channel: bool = True, c
     from nnc.frontend.pt2e_quantizer import quantize_pt2e
 
     t0 = time.time()
+    if os.path.exists(out):   # replace only a program file, never some other file of the user's
+        from nnc.frontend.model_files import check_pt2_archive
+        try:
+            check_pt2_archive(out)
+        except NncError:
+            raise NncError(f"{out} exists and is not a PT2 program file: it is not replaced", "--out",
+                           "choose a new file name") from None
     float_model, example = load_factory_model(model)
     calib = calibration_inputs(calibration, example, count)
     program = quantize_pt2e(float_model, example, calib, per_channel, progress)
