@@ -65,6 +65,8 @@ def load_splits(spec, data_spec=None, n_samples=None, seed=None):
             raise UserError(f"model {spec.name} uses synthetic data (--n_samples, --seed), "
                             f"not --data {data_spec}")
         return spec.data(n_samples=n_samples, seed=seed)
+    if spec.dataset == "synthetic" and data_spec not in (None, "synthetic"):
+        raise UserError(f"model {spec.name} is benchmark-only: it uses synthetic inputs, not --data {data_spec}")
     if n_samples is not None:
         raise UserError(f"--n_samples only applies to the ffn model's synthetic data")
     return spec.data(data_spec)

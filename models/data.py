@@ -202,3 +202,29 @@ def save_ffn_npy(n_samples: int, seed: int, out_dir: str) -> list[str]:
         np.save(p, np.concatenate([s.x, s.y], axis=1))
         paths.append(p)
     return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic inputs for the benchmark-only networks (MLPerf Tiny shapes; their data sets are not
+# available offline)
+# ---------------------------------------------------------------------------------------------
+SYNTHETIC_SEED = 2024
+
+
+def synthetic(shape: tuple, n_train: int = 512, n_heldout: int = 128, seed: int = SYNTHETIC_SEED
+              ) -> tuple[Split, Split]:
+    """(train, held-out) of smooth random inputs in [0, 1) with `shape` per sample (no labels:
+    y is 0): a coarse random field upsampled to the input's height and width plus fine noise, so
+    convolutions see spatial structure as in real images or spectrograms. 1-D inputs (the
+    autoencoder's 640 values) are treated as 5 x 128 frames."""
+    rng = np.random.RandomState(seed)
+    n = n_train + n_heldout
+    grid = tuple(shape[-2:]) if len(shape) >= 3 else (5, 128)
+    coarse = rng.uniform(0.0, 1.0, size=(n, int(np.prod(shape)) // int(np.prod(grid)))
+                         + tuple(max(1, g // 4) for g in grid))
+    reps = [g // c + 1 for g, c in zip(grid, coarse.shape[-2:])]
+    field = np.repeat(np.repeat(coarse, reps[0], axis=-2), reps[1], axis=-1)[..., :grid[0], :grid[1]]
+    x = 0.8 * field + 0.2 * rng.uniform(0.0, 1.0, size=field.shape)
+    x = x.reshape((n,) + tuple(shape)).astype(np.float32)
+    y = np.zeros(n, dtype=np.int64)
+    return Split(x[:n_train], y[:n_train]), Split(x[n_train:], y[n_train:])

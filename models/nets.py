@@ -385,3 +385,145 @@ def resnet_config_from_state_dict(sd: dict, depth: int) -> dict:
         raise ValueError(f"conv1 has a {k}x{k} kernel; expected 7 (imagenet stem) or 3 (small stem)")
     return dict(depth=depth, num_classes=int(sd["fc.weight"].shape[0]), in_channels=in_channels,
                 width=width, stem=stem)
+
+
+# ---------------------------------------------------------------------------------------------
+# MLPerf Tiny reference networks (v1.0 benchmark architectures, same layers and shapes)
+# ---------------------------------------------------------------------------------------------
+class _ConvBNReLU(nn.Sequential):
+    """conv (no bias) + BN (+ ReLU): fused into one quantized conv at PTQ."""
+
+    def __init__(self, cin, cout, kernel, stride=1, padding=0, groups=1, relu=True):
+        layers = [nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
+                  nn.BatchNorm2d(cout)]
+        if relu:
+            layers.append(nn.ReLU())
+        super().__init__(*layers)
+
+    def fuse_model(self, qat: bool = False):
+        _fuse(self, [["0", "1", "2"] if len(self) == 3 else ["0", "1"]], qat)
+
+
+def _fuse_children(model: nn.Module, qat: bool):
+    for m in list(model.modules()):
+        if m is not model and hasattr(m, "fuse_model"):
+            m.fuse_model(qat)
+
+
+class ResNet8Block(nn.Module):
+    """MLPerf Tiny ResNet-8 stack: conv3x3-BN-ReLU, conv3x3-BN, plus the input (a 1x1 strided
+    conv when the shape changes), then ReLU."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = _ConvBNReLU(cin, cout, 3, stride, 1)
+        self.conv2 = _ConvBNReLU(cout, cout, 3, 1, 1, relu=False)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+        self.add_relu = nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return self.add_relu.add_relu(self.conv2(self.conv1(x)), identity)
+
+
+class ResNet8(nn.Module):
+    """MLPerf Tiny image classification (CIFAR-10): 3x32x32, conv 16, stacks of 16/32/64
+    channels (strides 1/2/2), average pool 8x8, dense 10. 12.5 M MACs."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.quant = QuantStub()
+        self.stem = _ConvBNReLU(3, 16, 3, 1, 1)
+        self.stack1 = ResNet8Block(16, 16, 1)
+        self.stack2 = ResNet8Block(16, 32, 2)
+        self.stack3 = ResNet8Block(32, 64, 2)
+        self.pool = nn.AvgPool2d(8)
+        self.fc = nn.Linear(64, num_classes)
+        self.dequant = DeQuantStub()
+
+    def forward(self, x):
+        x = self.quant(x)
+        x = self.stack3(self.stack2(self.stack1(self.stem(x))))
+        x = torch.flatten(self.pool(x), 1)
+        return self.dequant(self.fc(x))
+
+    def fuse_model(self, qat: bool = False):
+        _fuse_children(self, qat)
+
+
+class _FeaturesPoolDense(nn.Module):
+    """quant -> features -> average pool -> flatten -> dense -> dequant (DS-CNN, MobileNet)."""
+
+    def forward(self, x):
+        x = self.quant(x)
+        x = torch.flatten(self.pool(self.features(x)), 1)
+        return self.dequant(self.fc(x))
+
+    def fuse_model(self, qat: bool = False):
+        _fuse_children(self, qat)
+
+
+class DSCNN(_FeaturesPoolDense):
+    """MLPerf Tiny keyword spotting (DS-CNN small): 1x49x10 MFCC, conv 64@10x4 stride 2 ('same':
+    padding 5x1), four depthwise-separable blocks (3x3 depthwise + 1x1 pointwise, 64 channels),
+    average pool 25x5, dense 12. 2.66 M MACs."""
+
+    def __init__(self, num_classes: int = 12, channels: int = 64):
+        super().__init__()
+        self.quant = QuantStub()
+        layers = [_ConvBNReLU(1, channels, (10, 4), 2, (5, 1))]
+        for _ in range(4):
+            layers += [_ConvBNReLU(channels, channels, 3, 1, 1, groups=channels),
+                       _ConvBNReLU(channels, channels, 1)]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AvgPool2d((25, 5))
+        self.fc = nn.Linear(channels, num_classes)
+        self.dequant = DeQuantStub()
+
+
+class MobileNetV1(_FeaturesPoolDense):
+    """MLPerf Tiny visual wake words: MobileNetV1 with width multiplier 0.25 on 3x96x96, conv 8@3x3
+    stride 2, thirteen depthwise-separable blocks, average pool 3x3, dense 2. 7.49 M MACs."""
+
+    # (output channels at width 1, stride) of the depthwise-separable blocks
+    BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 \
+        + [(1024, 2), (1024, 1)]
+
+    def __init__(self, alpha: float = 0.25, num_classes: int = 2):
+        super().__init__()
+        self.quant = QuantStub()
+        cin = int(32 * alpha)
+        layers = [_ConvBNReLU(3, cin, 3, 2, 1)]
+        for cout, stride in self.BLOCKS:
+            cout = int(cout * alpha)
+            layers += [_ConvBNReLU(cin, cin, 3, stride, 1, groups=cin), _ConvBNReLU(cin, cout, 1)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AvgPool2d(3)
+        self.fc = nn.Linear(cin, num_classes)
+        self.dequant = DeQuantStub()
+
+
+class FCAutoencoder(nn.Module):
+    """MLPerf Tiny anomaly detection: dense autoencoder on 640 log-mel values (5 frames x 128),
+    640-128-128-128-128-8-128-128-128-128-640 with ReLU. 0.26 M MACs. (The reference network's
+    batch norms after each dense layer fold into the weights; they are left out here.)"""
+
+    WIDTHS = [640, 128, 128, 128, 128, 8, 128, 128, 128, 128, 640]
+
+    def __init__(self):
+        super().__init__()
+        self.quant = QuantStub()
+        n = len(self.WIDTHS) - 1
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(self.WIDTHS, self.WIDTHS[1:]))
+        self.relus = nn.ModuleList(nn.ReLU() for _ in range(n - 1))
+        self.dequant = DeQuantStub()
+
+    def forward(self, x):
+        x = self.quant(x)
+        for fc, relu in zip(self.layers, self.relus):
+            x = relu(fc(x))
+        return self.dequant(self.layers[-1](x))
+
+    def fuse_model(self, qat: bool = False):
+        _fuse(self, [[f"layers.{i}", f"relus.{i}"] for i in range(len(self.relus))], qat)

@@ -133,6 +133,28 @@ def train_regressor(model: nn.Module, train: Split, *, epochs: int, lr: float, b
     return model
 
 
+@torch.no_grad()
+def batchnorm_statistics(model: nn.Module, x: np.ndarray, batch_size: int = 64) -> nn.Module:
+    """Benchmark-only networks (no data set here): keep the seeded weights and set every batch
+    norm's running statistics to the cumulative mean/variance over `x`, so activations keep a
+    sensible range through the depth of the network (and quantize like a trained one's)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])))
+    return model.eval()
+
+
+def benchmark_float(spec, seed: int = 0) -> nn.Module:
+    """The float network of a benchmark-only model, as `tools/train.py` makes it: the seeded
+    initialisation with batch-norm statistics from the synthetic training inputs (deterministic)."""
+    seed_everything(seed)
+    return batchnorm_statistics(spec.new_float(), spec.data()[0].x)
+
+
 def qat_epoch_hook(freeze_observers_at: int, freeze_bn_at: int):
     """Standard QAT schedule: stop observer updates (fix the scales) and freeze BN statistics
     after some epochs."""

@@ -31,7 +31,7 @@ class UnknownModel(KeyError, ValueError):
 class ModelSpec:
     name: str
     input_shape: tuple
-    dataset: str            # 'digits' (28x28) | 'digits32' | 'ffn_synthetic'
+    dataset: str            # 'digits' (28x28) | 'digits32' | 'ffn_synthetic' | 'synthetic'
     recipe: str             # 'qat' | 'ptq'
     checkpoint: str         # converted int8 state_dict, relative to the repo root
     description: str
@@ -64,10 +64,17 @@ class ModelSpec:
             args = dict(self.data_defaults)
             args.update({k: v for k, v in kw.items() if v is not None})
             return data.ffn_synthetic(args.get("n_samples", 10000), args.get("seed", 42))
+        if self.dataset == "synthetic":
+            return data.synthetic(self.input_shape[1:])
         return data.image_data(spec or "digits", self.image_size)
 
     def heldout(self, spec: str | None = None, **kw):
         return self.data(spec, **kw)[1]
+
+    @property
+    def benchmark_only(self) -> bool:
+        """Seeded weights calibrated on synthetic inputs: for speed and bit-exactness only."""
+        return self.dataset == "synthetic"
 
     def example_input(self):
         """A real held-out sample (float, shape input_shape)."""
@@ -82,6 +89,8 @@ class ModelSpec:
         from . import data
         if n <= 0:
             raise ValueError("calibration_inputs: n must be positive")
+        if self.dataset == "synthetic":
+            return torch.from_numpy(data.synthetic(self.input_shape[1:], n, 0)[0].x)
         if self.dataset == "ffn_synthetic":
             train, test = self.data()
             pool = np.concatenate([train.x, test.x])
@@ -122,6 +131,8 @@ class ModelSpec:
         model with fake quantization off."""
         from . import quant, recipes
         path = self.path(path or self.float_checkpoint)
+        if self.benchmark_only and not os.path.isfile(path):
+            return recipes.benchmark_float(self)   # re-made exactly, so not committed
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{self.name}: float checkpoint {path} missing; create it with "
                                     f"`python tools/train.py --model {self.name}`")
@@ -228,6 +239,24 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in [
                     "avgpool, linear; per-channel weights",
         fits_stm32=True, build=_lazy("ResidualCNN"), scheme="per_channel",
         train_defaults=dict(epochs=25, lr=3e-3, batch_size=64)),
+    # MLPerf Tiny v1.0 reference architectures. Their data sets (CIFAR-10, Speech Commands, the
+    # Visual Wake Words subset of COCO, ToyADMOS) cannot be made here: seeded weights, batch-norm
+    # statistics and calibration from synthetic inputs; benchmark-only (no accuracy claimed).
+    *[ModelSpec(
+        name=name, input_shape=shape, dataset="synthetic", recipe="ptq",
+        checkpoint=f"{_CK}/{name}_int8.pt", float_checkpoint=f"{_CK}/{name}_fp32.pt",
+        description=f"MLPerf Tiny {task}: {arch}; benchmark-only (seeded weights, calibrated on "
+                    "synthetic inputs), per-channel weights",
+        fits_stm32=True, build=_lazy(cls), scheme="per_channel", float_half=True,
+        task="regress" if cls == "FCAutoencoder" else "classify",
+        train_defaults=dict(epochs=0, lr=0.0, batch_size=64))
+      for name, shape, cls, task, arch in [
+        ("mlperf_resnet8", (1, 3, 32, 32), "ResNet8", "image classification", "ResNet-8, 3x32x32"),
+        ("mlperf_dscnn", (1, 1, 49, 10), "DSCNN", "keyword spotting", "DS-CNN, 1x49x10"),
+        ("mlperf_mobilenet", (1, 3, 96, 96), "MobileNetV1", "visual wake words",
+         "MobileNetV1 0.25, 3x96x96"),
+        ("mlperf_autoencoder", (1, 640), "FCAutoencoder", "anomaly detection",
+         "FC autoencoder, 640")]],
 ]}
 
 

@@ -41,12 +41,24 @@ BOARDS = {
     "mps2-an500": {"irqs": 32, "flash": (0x00000000, 1024 * 1024), "ram": (0x20000000, 320 * 1024),
                    "what": "QEMU mps2-an500, memory clamped to the STM32F746's 1 MiB flash / 320 KiB SRAM"},
 }
-# microTVM's published LeNet-5 figures on this board (RIOT, seed 002) and what notes/targets.md
-# measured for other LeNet-5 builds on the emulated M7 (instructions per inference).
+# microTVM's published LeNet-5 figures on this board (RIOT, seed 002). Other kernel providers are
+# compared by running this bench with kernels=c or kernels=tvm.
 MICROTVM_LENET5 = {"ms": 39.6, "ram_kb": 11.1, "flash_kb": 64.7}
-REFERENCE_LENET5_INSTRUCTIONS = [("TVM 0.27 default schedules, plain C", 5100560),
-                                 ("CMSIS-NN v7 kernels", 2272132),
-                                 ("straightforward C loops", 5637234)]
+# Best published MLPerf Tiny v1.0 latencies on an STM32F746 at 216 MHz, per zoo model of the same
+# reference network. Goal: instructions on the emulated M7 <= 0.8 x these cycles.
+F746_HZ = 216e6
+MLPERF_TINY_F746 = {
+    "mlperf_resnet8": {"ms": 64.8, "source": "MLPerf Tiny v1.0, image classification, Plumerai"},
+    "mlperf_dscnn": {"ms": 19.1, "source": "MLPerf Tiny v1.0, keyword spotting"},
+    "mlperf_mobilenet": {"ms": 57.0, "source": "MLPerf Tiny v1.0, visual wake words"},
+    "mlperf_autoencoder": {"ms": 2.3, "source": "MLPerf Tiny v1.0, anomaly detection"},
+}
+MLPERF_GOAL = 0.8
+
+
+def published_cycles(model: str):
+    t = MLPERF_TINY_F746.get(model)
+    return None if t is None else t["ms"] * 1e-3 * F746_HZ
 
 
 def _flags_str(flags):
@@ -555,8 +567,11 @@ def format_bench(b: dict, size: dict, names: list) -> str:
                      f"(an estimate: QEMU has no timing model; the M7 dual-issues, flash wait states cost), "
                      f"{fig['ram_in_use'] / 1000:.1f} KB RAM in use, "
                      f"{f['total'] / 1000:.1f} KB flash")
-        for what, n in REFERENCE_LENET5_INSTRUCTIONS:
-            lines.append(f"  reference, same emulator (notes/targets.md): {what}: {n:,} instructions")
+    if b["model"] in MLPERF_TINY_F746:
+        t, cycles = MLPERF_TINY_F746[b["model"]], published_cycles(b["model"])
+        lines.append(f"  best published on STM32F746 @ 216 MHz ({t['source']}): {t['ms']} ms = "
+                     f"{cycles:,.0f} cycles; this firmware: {mean:,.0f} instructions = "
+                     f"{mean / cycles:.2f} x those cycles (goal <= {MLPERF_GOAL} x: {MLPERF_GOAL * cycles:,.0f})")
     return "\n".join(lines)
 
 
@@ -632,4 +647,27 @@ def format_summary(fws: list) -> str:
                f"inferences per model. Flash and RAM: the firmware (arm-none-eabi-size);",
                "RAM in use = static RAM - stack reserve + stack used (measured)."]
     return "\n".join(caption + ["", line(SUMMARY_COLUMNS, [False] * len(widths)), sep]
-                     + [line(r, right) for r in rows])
+                     + [line(r, right) for r in rows] + format_mlperf(fws))
+
+
+MLPERF_COLUMNS = ["model", "instructions / inference", "published F746 ms", "as cycles @ 216 MHz",
+                  "instructions / published cycles", "goal (0.8 x cycles)", "source"]
+
+
+def format_mlperf(fws: list) -> list:
+    """The MLPerf Tiny models of the bench beside the best published STM32F746 figures."""
+    rows = []
+    for fw in fws:
+        t = MLPERF_TINY_F746.get(fw["model"])
+        if t is None or not _fit_record(fw)["fits"]:
+            continue
+        b = json.load(open(fw["bench_json"]))
+        mean, cycles = sum(b["per_inference"]) / len(b["per_inference"]), published_cycles(fw["model"])
+        rows.append([fw["model"], f"{mean:,.0f}", f"{t['ms']}", f"{cycles:,.0f}", f"{mean / cycles:.2f}",
+                     f"{MLPERF_GOAL * cycles:,.0f}", t["source"]])
+    if not rows:
+        return []
+    return ["", "MLPerf Tiny networks against the best published STM32F746 results (instructions are "
+            "not cycles: the M7 dual-issues some pairs and stalls on others):", "",
+            "| " + " | ".join(MLPERF_COLUMNS) + " |", "|" + "|".join("---" for _ in MLPERF_COLUMNS) + "|"] \
+        + ["| " + " | ".join(r) + " |" for r in rows]

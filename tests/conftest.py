@@ -1,6 +1,16 @@
-"""Shared test set-up: import paths, build locations, and the model zoo's compiled artefacts."""
+"""Shared test set-up: import paths, build locations, the model zoo's compiled artefacts, and the
+test tiers.
+
+Tiers (markers registered in pytest.ini) are given by file, so a new test file gets one without
+edits: tests/unit/ is `unit`; the files in FIRMWARE_FILES and tests named *qemu* or *firmware* are
+`firmware`; the files in TOOLS_FILES are `tools`; everything else is `bitexact`. A test that
+carries a tier marker itself keeps it.
+"""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,21 +22,91 @@ BUILD = os.path.join(ROOT, "build")
 FULL = os.environ.get("NNC_FULL_TESTS") == "1"
 
 
+TIERS = ("unit", "bitexact", "firmware", "tools")
+FIRMWARE_FILES = ("test_stm32.py", "test_riot.py", "test_digit_pad.py")
+TOOLS_FILES = ("test_models.py", "test_errors.py", "test_deploy.py", "test_plots.py",
+               "test_reliability_writers.py")
+UNIT_DIR = os.path.join(ROOT, "tests", "unit")
+
+
+def tier_of(path: str, test_name: str) -> str:
+    name = os.path.basename(path)
+    if os.path.commonpath([os.path.abspath(path), UNIT_DIR]) == UNIT_DIR:
+        return "unit"
+    if name in FIRMWARE_FILES or "qemu" in test_name or "firmware" in test_name:
+        return "firmware"
+    return "tools" if name in TOOLS_FILES else "bitexact"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(getattr(pytest.mark, tier_of(str(item.path), item.name)))
+
+
+def pytest_ignore_collect(collection_path, config):
+    """`-m unit` alone: do not import the other tiers' files (they load torch, TVM, ...)."""
+    if (config.getoption("markexpr") or "").strip() == "unit" and collection_path.suffix == ".py":
+        return tier_of(str(collection_path), "") != "unit" or None
+    return None
+
+
+# Artefacts `./scons host` builds, made here (once per session, in a temporary folder) when a
+# test needs one that is not built: a single test then runs without a prior `./scons host`.
+_made_here = []
+
+
+def _scratch(*parts) -> str:
+    if not _made_here:
+        _made_here.append(tempfile.mkdtemp(prefix="nnc-tests-"))
+        atexit.register(shutil.rmtree, _made_here[0], True)
+    return os.path.join(_made_here[0], *parts)
+
+
 def generated_dir(model: str, kernels: str = "c") -> str:
-    return os.path.join(BUILD, "gen", kernels, model)
+    """build/gen/<kernels>/<model>, or the same files exported here if that is not built."""
+    built = os.path.join(BUILD, "gen", kernels, model)
+    if os.path.isfile(os.path.join(built, f"tvmgen_{model}.c")):
+        return built
+    made = _scratch("gen", kernels, model)
+    if not os.path.isfile(os.path.join(made, f"tvmgen_{model}.c")):
+        from export import export
+        export(model, made, kernels=kernels, quiet=True)
+    return made
 
 
 def host_library_path(model: str) -> str:
-    return os.path.join(BUILD, "host", model, f"lib{model}.so")
+    """build/host/<model>/lib<model>.so, or the same library built here if that is not built."""
+    built = os.path.join(BUILD, "host", model, f"lib{model}.so")
+    if os.path.isfile(built):
+        return built
+    made = _scratch("host", model, f"lib{model}.so")
+    if not os.path.isfile(made):
+        os.makedirs(os.path.dirname(made), exist_ok=True)
+        compile_host_library(os.path.join(generated_dir(model), f"tvmgen_{model}.c"), made)
+    return made
+
+
+def inference_app() -> str:
+    """build/host/inference (the C application of "Deploy"), or the same program built here."""
+    built = os.path.join(BUILD, "host", "inference")
+    if os.path.isfile(built):
+        return built
+    made = _scratch("host", "inference")
+    if not os.path.isfile(made):
+        import subprocess
+        from nnc.toolchains import HOST_CC
+        os.makedirs(os.path.dirname(made), exist_ok=True)
+        r = subprocess.run([HOST_CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-o", made,
+                            os.path.join(ROOT, "hostlib", "inference.c"), "-ldl"], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    return made
 
 
 def load_host_library(model: str):
     import hostlib
     so = host_library_path(model)
-    header = os.path.join(generated_dir(model), f"tvmgen_{model}.h")
-    if not os.path.exists(so):
-        pytest.fail(f"{so} is missing: run the tests through `./scons host test`")
-    return hostlib.load(so, header)
+    return hostlib.load(so, os.path.join(generated_dir(model), f"tvmgen_{model}.h"))
 
 
 def edge_and_random_inputs(shape, n_random: int, seed: int = 0) -> np.ndarray:
@@ -78,3 +158,14 @@ def compile_host_library(source: str, so: str):
 def zoo():
     from models.registry import MODELS
     return MODELS
+
+
+def require_tools(*tools: str, needed_for: str):
+    """Skip the test naming each missing program; fail it instead when CI=true (CI has them all)."""
+    import shutil
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        message = f"{', '.join(missing)} not installed (needed {needed_for})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)

@@ -7,19 +7,16 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import BUILD
+from conftest import inference_app
 
 from deploy import deploy
 from divergence import find_divergence
 from nnc.toolchains import host_shared_library
 
-INFERENCE = os.path.join(BUILD, "host", "inference")
 
 
 def run_inference(directory, runs=5):
-    if not os.path.exists(INFERENCE):
-        pytest.fail(f"{INFERENCE} is missing: run the tests through `./scons host test`")
-    return subprocess.run([INFERENCE, str(directory), "--runs", str(runs)], capture_output=True, text=True)
+    return subprocess.run([inference_app(), str(directory), "--runs", str(runs)], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("model", ["lenet5", "resnet18"])

@@ -15,67 +15,24 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import ROOT, edge_and_random_inputs
+from conftest import ROOT
+from diana_host import assert_bit_exact, build_host_library, inputs_for, quiet_compile
 
 from nnc import reference
 from nnc.builder import (flatten, graph_input, make_graph, maxpool2d, random_array, soma_add,
                          soma_conv2d, soma_dense)
 from nnc.errors import NncError
+from nnc.ir import OP_KINDS
 from nnc.targets import diana
-from nnc.targets import diana_firmware as fw
-from nnc.targets.diana import (ACCEL, CPU, REVERSE, DianaFallbackWarning, compile_diana,
-                               pack_weights, run_transformed)
-from nnc.targets.diana_demo import DemoModel, create_demo_file, demo_inputs
-from nnc.targets.diana_examples import EXAMPLES, example, htvm_grid
+from nnc.targets.diana import (ACCEL, CPU, REVERSE, DianaFallbackWarning, compile_diana, hardware,
+                               pack_weights, run_transformed, tiling)
+from nnc.targets.diana import firmware as fw
+from nnc.targets.diana.demo import DemoModel, create_demo_file, demo_inputs
+from nnc.targets.diana.examples import EXAMPLES, example, htvm_grid
 
-HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fPIC"]
 N_HOST = 1000          # random inputs per graph on the host (plus 4 edge cases)
 N_QEMU = 8             # samples per seed graph in the emulated firmware
 N_QEMU_GRID = 4        # samples per grid case in the emulated firmware
-
-
-def quiet_compile(graph, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DianaFallbackWarning)
-        return compile_diana(graph, **kw)
-
-
-def build_host_library(builds, out_dir):
-    """All models and the HAL in one shared library; returns {graph name: hostlib library}."""
-    import hostlib
-    os.makedirs(out_dir, exist_ok=True)
-    sources, headers = [], {}
-    for b in builds:
-        gen = os.path.join(out_dir, b.compiled.graph.name)
-        h, c = b.compiled.write(gen)
-        sources.append(c)
-        headers[b.compiled.graph.name] = h
-    so = os.path.join(out_dir, "libdiana_models.so")
-    incs = ["-I" + os.path.join(ROOT, "firmware", "diana", "hal")]
-    subprocess.run(["gcc"] + HOST_CFLAGS + ["-shared"] + incs + sources +
-                   [fw.HAL_SOURCE, "-o", so, "-lm"], check=True)
-    return {name: hostlib.load(so, h) for name, h in headers.items()}
-
-
-def inputs_for(graph, n_random, seed=0):
-    return [edge_and_random_inputs(t.shape, n_random, seed=seed + 7 * i)
-            for i, t in enumerate(graph.inputs)]
-
-
-def reference_outputs(graph, xs, chunk=250):
-    """nnc.reference in chunks (its int64 windows of a big batch would take gigabytes)."""
-    n = len(xs[0])
-    return np.concatenate([reference.run(graph, [x[i:i + chunk] for x in xs])[0]
-                           for i in range(0, n, chunk)])
-
-
-def assert_bit_exact(lib, graph, xs, label=""):
-    expected = reference_outputs(graph, xs)
-    got = lib.run(*xs)
-    assert got.shape == expected.shape
-    mismatches = int(np.count_nonzero(got != expected))
-    assert mismatches == 0, f"{label or graph.name}: {mismatches} of {got.size} bytes differ"
-    return expected
 
 
 def placements(build):
@@ -161,14 +118,14 @@ def small_l1(graph):
     """L1 sizes that force the graph's one layer into several tiles but still admit one."""
     op = graph.ops[-1]
     if op.kind == "conv2d":
-        geo = diana._conv_geometry(op)
+        geo = tiling.conv_geometry(op)
         kmin = min(16, geo["k"])
-        ib, ob, wb = diana.conv_tile_bytes(geo, kmin, 1)
+        ib, ob, wb = tiling.conv_tile_bytes(geo, kmin, 1)
         both = op.inputs[0].nbytes + op.output.nbytes
         return dict(l1_act=max(ib + ob, both // 3), l1_weights=wb)
     if op.kind == "dense":
         c = op.params["weight"].shape[1]
-        return dict(l1_act=diana.align4(c) + 16, l1_weights=16 * diana.ceil16(c) * 16 + 64)
+        return dict(l1_act=hardware.align4(c) + 16, l1_weights=16 * hardware.ceil16(c) * 16 + 64)
     return dict(l1_act=3 * op.output.size // 5)
 TILED_GRID = ["conv_k3x3_s1_relu", "conv_k3x3_s2_norelu", "conv_k7x5_s2_relu", "conv_k7x7_s1_norelu",
               "dw_k5x5_s2_norelu", "dw_k7x5_s1_relu", "dense_relu", "add_norelu"]
@@ -446,6 +403,47 @@ def test_depthwise_and_dense_packing():
         for c in range(32):
             want = wd[k, c] if k < 5 and c < 20 else 0
             assert _word_reversed(blob, c * 16 + k) == want
+
+
+# -- the package: one module per step, the IR closed at import time ---------------------------------
+
+def test_the_layout_op_is_declared_by_the_ir_not_by_importing_diana():
+    code = ("import sys\n"
+            "from nnc import ir\n"
+            "before = dict(ir.OP_KINDS)\n"
+            "assert 'reverse_words' in before\n"
+            "import nnc.targets.diana\n"
+            "assert ir.OP_KINDS == before, 'importing DIANA changed ir.OP_KINDS'\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tools")))
+    assert p.returncode == 0, p.stderr
+    assert hardware.REVERSE in OP_KINDS
+
+
+def _module_imports(path):
+    """(line, module, names, at module level) of every relative or nnc import in a file."""
+    import ast
+    tree = ast.parse(open(path).read())
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("nnc")):
+            yield node.lineno, node.level, node.module, [a.name for a in node.names], id(node) in top
+
+
+def test_diana_package_imports_flow_one_way_without_private_names():
+    """No function-level imports, no private names across modules, and no module imports one
+    that comes later in the package's order (so there is no cycle)."""
+    order = ["hardware", "partition", "tiling", "packing", "layout", "kernels", "target",
+             "firmware", "demo", "examples"]
+    pkg = os.path.dirname(diana.__file__)
+    assert sorted(order + ["__init__"]) == sorted(f[:-3] for f in os.listdir(pkg) if f.endswith(".py"))
+    for i, name in enumerate(order):
+        for line, level, module, names, at_top in _module_imports(os.path.join(pkg, name + ".py")):
+            where = f"{name}.py:{line}"
+            assert at_top, f"{where}: function-level import of {module}"
+            assert not [n for n in names if n.startswith("_")], f"{where}: private name from {module}"
+            if level == 1:
+                assert module in order[:i], f"{where}: imports .{module}, which comes later"
 
 
 # -- CLI and report -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 On the host the kernels run through the portable C definitions of the intrinsics (smlad,
 sxtb16); the same source is compiled for the Cortex-M7 with the real instructions, warning-free,
-with no double-precision instructions and with vrintr.f32 for the requantization.
+with no double-precision instructions and with vcvtr.s32.f32 for the requantization.
 """
 import copy
 import os
@@ -124,7 +124,7 @@ def test_zoo_source_compiles_warning_free(zoo_build, compiler, tmp_path):
                              check=True).stdout
         assert not re.search(r"\.f64|\t__aeabi_d", dis), "double-precision instruction"
         assert "smlad" in dis and "sxtb16" in dis
-        assert "vrintr.f32" in dis and "nearbyintf" not in dis
+        assert "vcvtr.s32.f32" in dis and "nearbyintf" not in dis
         assert "bl\t" not in dis or not re.search(r"bl\s+[0-9a-f]+ <(nearbyintf|__aeabi_)", dis)
 
 
@@ -184,15 +184,21 @@ def test_conv_grid_bit_exact(scheme, tmp_path):
     graph = import_torch_model(qmodel, example, f"m7grid_{scheme}")
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grid_{scheme}")
     provs = providers_of(compiled)
-    assert provs["c5"] == "c"   # depthwise falls back to the portable kernel
+    assert provs["c5"] == "m7"  # depthwise: m7_depthwise
     assert provs["p3"] == "c"   # an overlapping pool is not fused
     assert all(provs[n] == "m7" for n in ("c1+p1", "c2", "c3", "c4", "c6", "c7", "fc1", "fc2")), provs
-    x = edge_and_random_inputs(GRID_SHAPE, N_INPUTS, seed=3)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GRID_SHAPE, 3, tmp_path)
+
+
+def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_path):
+    """N_INPUTS inputs: the host library equals torch qnnpack; the source compiles warning-free
+    for the Cortex-M7."""
+    x = edge_and_random_inputs(shape, N_INPUTS, seed=seed)
     expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
     got = lib.run(x)
     mismatches = int(np.count_nonzero(got != expected))
-    assert mismatches == 0, f"{scheme}: {mismatches} of {got.size} outputs differ from torch"
-    obj = str(tmp_path / "grid.o")
+    assert mismatches == 0, f"{graph.name}: {mismatches} of {got.size} outputs differ from torch"
+    obj = str(tmp_path / "m7.o")
     r = subprocess.run([CORTEX_M7_CC, *STRICT, *CORTEX_M7_FLAGS, "-c", source, "-I",
                         os.path.dirname(source), "-o", obj], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
@@ -260,3 +266,79 @@ def test_add_whose_folded_form_overflows_stays_portable():
     usual = Op("add", "add", [a, b], [Tensor("o", (1, 4), qparams=QParams.make(0.002, -5))],
                {"requant": "qnnpack_add", "clamp": (-128, 127)})
     assert add_is_exact(usual)
+
+
+# -- depthwise convolution ------------------------------------------------------------------------
+
+DW_SHAPE = (1, 5, 13, 11)
+
+
+def make_depthwise_model(scheme: str, seed: int):
+    """Depthwise layers over a grid: odd and even channel counts, kernels 3/5/7 and non-square,
+    strides 1, 2 and (2, 1), with and without padding, odd and even output widths, ReLU."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.d1 = nn.Conv2d(5, 5, 3, padding=1, groups=5)                    # 13x11, odd width
+            self.r1 = nn.ReLU()
+            self.d2 = nn.Conv2d(5, 5, 5, stride=2, padding=2, groups=5)          # 7x6, stride 2
+            self.d3 = nn.Conv2d(5, 5, (3, 5), padding=(0, 2), groups=5)          # non-square
+            self.r3 = nn.ReLU()
+            self.pw = nn.Conv2d(5, 6, 1)
+            self.d4 = nn.Conv2d(6, 6, 7, padding=3, groups=6, bias=False)        # 7x7, no bias
+            self.d5 = nn.Conv2d(6, 6, (5, 3), stride=(2, 1), padding=(1, 0), groups=6)
+            self.fc = nn.Linear(6 * 2 * 4, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            x = self.r1(self.d1(x))
+            x = self.r3(self.d3(self.d2(x)))
+            x = self.d5(self.d4(self.pw(x)))
+            return self.dequant(self.fc(x.reshape(x.shape[0], -1)))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["d1", "r1"], ["d3", "r3"]], inplace=True)
+
+    torch.manual_seed(seed)
+    model = Net()
+    return quantize_ptq(model, scheme, torch.randn(64, *DW_SHAPE[1:]) * 1.5 + 0.5), torch.randn(*DW_SHAPE)
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_depthwise_grid_bit_exact(scheme, tmp_path):
+    qmodel, example = make_depthwise_model(scheme, seed=5 if scheme == "per_tensor" else 9)
+    graph = import_torch_model(qmodel, example, f"m7dw_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7dw_{scheme}")
+    provs = providers_of(compiled)
+    assert all(provs[n] == "m7" for n in ("d1", "d2", "d3", "d4", "d5")), provs
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, DW_SHAPE, 2, tmp_path)
+
+
+def test_mobilenet_v3_depthwise_on_m7_bit_exact(tmp_path):
+    """torchvision's MobileNetV3-small (3x3 and 5x5 depthwise, strides 1 and 2, between
+    hardswish tables and squeeze-excite muls) with kernels=m7: every depthwise layer on the m7
+    kernel, 1000 inputs equal to torch qnnpack."""
+    import torch
+    import torch.nn as nn
+
+    from fixtures import mobilenetv3 as mbv3
+    torch.manual_seed(0)
+    model = mbv3.mobilenet_v3("small", 1.0, 10)
+    for m in model.modules():          # batch-norm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    shape = (1, 3, 32, 32)
+    qmodel = quantize_ptq(model, "per_channel", torch.randn(32, *shape[1:]))
+    graph = import_torch_model(qmodel, torch.randn(*shape), "m7mbv3")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, "m7mbv3")
+    depthwise = [op for op in compiled.graph.ops if op.kind == "conv2d" and op.attrs["groups"] > 1]
+    assert {tuple(op.params["weight"].shape[2:]) for op in depthwise} == {(3, 3), (5, 5)}
+    assert all(compiled.kernels[id(op)].provider == "m7" for op in depthwise)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, 4, tmp_path)

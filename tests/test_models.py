@@ -329,6 +329,29 @@ def test_cli_bad_data_spec_is_a_user_error(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "does not exist" in r.stderr
 
 
+def test_benchmark_only_models_refuse_accuracy_and_real_data():
+    r = _cli("evaluate.py", "--model", "mlperf_dscnn", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "benchmark-only" in r.stderr
+    r = _cli("train.py", "--model", "mlperf_resnet8", "--data", "digits", "--no-save", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "synthetic inputs" in r.stderr
+
+
+def test_benchmark_only_weights_are_remade_exactly(tmp_path):
+    """`train.py` re-makes a benchmark-only network's committed int8 checkpoint bit for bit."""
+    import torch
+    from models import registry
+    r = _cli("train.py", "--model", "mlperf_dscnn", "--out-dir", str(tmp_path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    spec = registry.get("mlperf_dscnn")
+    made = spec.load_quantized(str(tmp_path / "mlperf_dscnn_int8.pt")).state_dict()
+    committed = spec.load_quantized().state_dict()
+    assert made.keys() == committed.keys()
+    for k, v in committed.items():
+        if isinstance(v, torch.Tensor):
+            a, b = (t.int_repr() if t.is_quantized else t for t in (made[k], v))
+            assert torch.equal(a, b), k
+
+
 def test_evaluate_cli_reports_fp32_and_int8():
     r = _cli("evaluate.py", "--model", "lenet5", "--quiet")
     assert r.returncode == 0, r.stderr

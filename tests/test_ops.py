@@ -9,11 +9,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import build_host_library, edge_and_random_inputs
+from conftest import build_host_library, edge_and_random_inputs, require_tools
 
 from fixtures import mobilenetv3 as mbv3
 from nnc import reference
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
+from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC, RV32_CC, RV32_FLAGS
 
 torch.backends.quantized.engine = "qnnpack"
 N_RANDOM = 1000
@@ -215,19 +216,28 @@ def test_softmax_equals_qnnpack(shape, dim, spread, tmp_path):
     assert [op.kind for op in compiled.graph.ops] == ["softmax"]
 
 
-def test_device_softmax_error_against_float_softmax(tmp_path):
+class SoftmaxNet(nn.Module):
+    def __init__(self, features=16, classes=10):
+        super().__init__()
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.fc = nn.Linear(features, classes)
+
+    def forward(self, x):
+        return torch.softmax(self.dequant(self.fc(self.quant(x))), dim=1)
+
+
+# (classes, calibration spread): logit scales from about 0.03 to 0.13; a wide spread makes
+# near-certain predictions, whose probability rounds above 255/256, the largest int8 output
+SOFTMAX_CASES = [(10, 2.0), (10, 8.0), (2, 2.0), (100, 2.0)]
+
+
+@pytest.mark.parametrize("classes,spread", SOFTMAX_CASES)
+def test_device_softmax_error_against_float_softmax(classes, spread, tmp_path):
     """softmax after the DeQuantStub, compiled on the device: the error of its int8
-    probabilities (scale 1/256) against torch's float softmax of the same logits."""
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
-            self.fc = nn.Linear(16, 10)
-
-        def forward(self, x):
-            return torch.softmax(self.dequant(self.fc(self.quant(x))), dim=1)
-
-    q = quantize(Net(), (1, 16), 2.0)
+    probabilities (scale 1/256) against torch's float softmax of the same logits, on 1004 inputs.
+    Measured (README): at most 1/256, reached only where the output saturates at 255/256."""
+    torch.manual_seed(classes)                 # the weights too: the figures are reproducible
+    q = quantize(SoftmaxNet(16, classes), (1, 16), spread)
     plain = import_torch_model(q, torch.rand(1, 16), "logits")
     check(q, (1, 16), tmp_path, "devsoftmax", device_softmax=True)
     graph = import_torch_model(q, torch.rand(1, 16), "devsoftmax", device_softmax=True)
@@ -237,21 +247,15 @@ def test_device_softmax_error_against_float_softmax(tmp_path):
     want = torch.softmax(torch.from_numpy((logits.astype(np.float32) - lq.zero_point) * lq.scale), 1).numpy()
     probs = (reference.run(graph, [x])[0].astype(np.float32) + 128) / 256
     err = np.abs(probs - want)
-    assert err.max() <= 1.5 / 256, err.max()       # documented bound (README): below 1.5 / 256
+    below = err[probs < 255 / 256]
+    print(f"device softmax, {classes} classes, logit scale {lq.scale:.4g}, {len(x)} inputs: max error "
+          f"{err.max() * 256:.3f}/256 ({below.max() * 256:.3f}/256 below saturation), mean "
+          f"{err.mean() * 256:.3f}/256")
+    assert err.max() <= 1 / 256, err.max() * 256
+    assert below.max() <= 0.6 / 256, below.max() * 256
 
 
 # -- networks: torchvision's MobileNetV3 (small, large), a ShuffleNetV2 block, an SE block ----------
-def ptq(model, shape, seed=0):
-    from conftest import quantize_ptq
-    torch.manual_seed(seed)
-    for m in model.modules():          # BatchNorm statistics that are not the identity
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    return quantize_ptq(model, "per_channel", torch.randn(32, *shape[1:]))
-
-
 NETWORKS = {
     "mobilenet_v3_small": ((1, 3, 32, 32), lambda: mbv3.mobilenet_v3("small", 1.0, 10)),
     "mobilenet_v3_large": ((1, 3, 32, 32), lambda: mbv3.mobilenet_v3("large", 1.0, 10)),
@@ -263,7 +267,7 @@ NETWORKS = {
 @pytest.mark.parametrize("net", sorted(NETWORKS))
 def test_network_bit_exact(net, tmp_path):
     shape, make = NETWORKS[net]
-    q = ptq(make(), shape)
+    q = mbv3.quantize_with_random_bn(make(), shape)
     compiled = check(q, shape, tmp_path, net)
     kinds = {op.kind for op in compiled.graph.ops}
     want = {"mobilenet_v3_small": {"lut", "mul", "add"}, "mobilenet_v3_large": {"lut", "mul", "add"},
@@ -293,15 +297,22 @@ def test_unsupported_op_names_the_innermost_user_line(monkeypatch):
     assert "called from" in e.value.where and "in forward" in e.value.where
 
 
-def test_new_kernels_compile_warning_free_on_every_target(tmp_path):
+# every target's C compiler and its flags
+TARGET_COMPILERS = {HOST_CC: [], CORTEX_M7_CC: CORTEX_M7_FLAGS, RV32_CC: RV32_FLAGS}
+
+
+@pytest.mark.parametrize("cc", sorted(TARGET_COMPILERS))
+def test_new_kernels_compile_warning_free_on_every_target(cc, tmp_path):
     """One model with every new op kind, compiled by gcc, arm-none-eabi-gcc and
-    riscv64-unknown-elf-gcc with -Wall -Wextra -Werror: no output at all."""
+    riscv64-unknown-elf-gcc with -Wall -Wextra -Werror: no output at all. A missing compiler
+    skips its case by name (and fails it when CI=true: CI has every compiler)."""
     import os
-    import shutil
     import subprocess
     from nnc.compiler import compile_graph
     from nnc.targets.cpu import CpuTarget
-    from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, RV32_CC, RV32_FLAGS
+
+    flags = TARGET_COMPILERS[cc]
+    require_tools(cc, needed_for="to check the generated C is warning-free on its target")
 
     def body(s, x):
         a, b = x.chunk(2, dim=1)
@@ -318,12 +329,90 @@ def test_new_kernels_compile_warning_free_on_every_target(tmp_path):
     assert {"lut", "mul", "mean", "softmax", "slice", "pad", "upsample_nearest", "transpose"} <= kinds
     out = compile_graph(import_torch_model(q, torch.rand(*shape), "allops"), CpuTarget("m7"))
     header, source = out.write(str(tmp_path / "gen"))
-    for cc, flags in (("gcc", []), (CORTEX_M7_CC, CORTEX_M7_FLAGS), (RV32_CC, RV32_FLAGS)):
-        if shutil.which(cc) is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"{cc} is missing")
-            continue
-        r = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-c",
-                            source, "-I", os.path.dirname(source), "-o", str(tmp_path / "x.o")] + flags,
-                           capture_output=True, text=True)
-        assert r.returncode == 0 and r.stderr == "", f"{cc}: {r.stderr}"
+    r = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-c",
+                        source, "-I", os.path.dirname(source), "-o", str(tmp_path / "x.o")] + flags,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", f"{cc}: {r.stderr}"
+
+
+# -- tools/export.py: --device-softmax and --debug ----------------------------------------------------
+class _TestSpec:
+    """Stands in for a zoo ModelSpec: tools/export.py takes zoo names."""
+
+    def __init__(self, qmodel, shape):
+        self.qmodel, self.shape = qmodel, shape
+
+    def load_quantized(self):
+        return self.qmodel
+
+    def example_input(self):
+        return torch.rand(*self.shape)
+
+
+def export_cli(monkeypatch, capsys, qmodel, shape, *flags):
+    import json
+    import os
+    import tempfile
+    import export
+    from models import registry
+    monkeypatch.setitem(registry.MODELS, "testnet", _TestSpec(qmodel, shape))
+    out = os.path.join(tempfile.mkdtemp(), "gen")
+    rc = export.main(["--model", "testnet", "--out", out, "--quiet", *flags])
+    err = capsys.readouterr().err
+    meta = json.load(open(os.path.join(out, "model.json"))) if rc == 0 else None
+    assert rc == 0 or not os.path.exists(out), "a failed export wrote output"
+    return rc, err, meta
+
+
+def test_export_help_names_the_flags(capsys):
+    import export
+    with pytest.raises(SystemExit) as e:
+        export.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "--device-softmax" in text and "--debug" in text and "NNC_DEBUG=1" in text
+
+
+def test_export_device_softmax(monkeypatch, capsys):
+    q = quantize(SoftmaxNet(), (1, 16), 2.0)
+    rc, err, plain = export_cli(monkeypatch, capsys, q, (1, 16))
+    assert rc == 0, err
+    assert [l["kind"] for l in plain["layers"]] == ["dense"]
+    rc, err, meta = export_cli(monkeypatch, capsys, q, (1, 16), "--device-softmax")
+    assert rc == 0, err
+    assert [l["kind"] for l in meta["layers"]] == ["dense", "softmax"]
+    assert meta["outputs"][0]["scale"] == 1 / 256 and meta["outputs"][0]["zero_point"] == -128
+    assert any("softmax compiled on the device" in n for n in meta["notes"])
+
+
+def test_export_device_softmax_refuses_log_softmax_and_no_softmax(monkeypatch, capsys):
+    """A model ending in log_softmax, and one with nothing after its DeQuantStub: exit 2, the
+    reason and the fix, nothing written."""
+    class LogSoftmaxNet(SoftmaxNet):
+        def forward(self, x):
+            return F.log_softmax(self.dequant(self.fc(self.quant(x))), dim=1)
+
+    class Logits(SoftmaxNet):
+        def forward(self, x):
+            return self.dequant(self.fc(self.quant(x)))
+
+    rc, err, _ = export_cli(monkeypatch, capsys, quantize(LogSoftmaxNet(), (1, 16), 2.0), (1, 16),
+                            "--device-softmax")
+    assert rc == 2 and "log_softmax cannot run on the device" in err and "in forward" in err, err
+    assert "Traceback" not in err
+    rc, err, _ = export_cli(monkeypatch, capsys, quantize(Logits(), (1, 16), 2.0), (1, 16),
+                            "--device-softmax")
+    assert rc == 2 and "no softmax after its DeQuantStub" in err and "fix:" in err, err
+
+
+def test_export_debug_prints_the_call_chain(monkeypatch, capsys):
+    def helper(x):
+        return torch.cumsum(x, 1)
+
+    q = quantize(Single(lambda s, x: helper(x)), (1, 4), 1.0)
+    monkeypatch.setenv("NNC_DEBUG", "0")          # restored after the test (--debug sets it)
+    rc, err, _ = export_cli(monkeypatch, capsys, q, (1, 4))
+    assert rc == 2 and "in helper" in err and "called from" not in err and "--debug" in err, err
+    rc, err, _ = export_cli(monkeypatch, capsys, q, (1, 4), "--debug")
+    assert rc == 2 and "in helper" in err and "called from" in err and "in forward" in err, err
+    assert "Traceback" not in err

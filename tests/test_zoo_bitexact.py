@@ -21,19 +21,25 @@ def real_inputs(spec, qparams, n):
     return quantize_like_torch(spec.calibration_inputs(n).float().numpy(), qparams)
 
 
-@pytest.mark.parametrize("name", zoo_models())
-def test_c_library_equals_torch(name, zoo):
-    spec = zoo[name]
+def inputs_and_torch_outputs(name, spec, seed=7):
+    """The test set of a zoo model (edge, random and real inputs; 1000, ResNet-50 20 unless full=1)
+    and torch qnnpack's int8 outputs for it."""
     qmodel = spec.load_quantized()
     graph = import_torch_model(qmodel, spec.example_input(), name)
     n = 20 if name == "resnet50" and not FULL else 1000
     n_real = n // 2
-    x = np.concatenate([edge_and_random_inputs(spec.input_shape, n - n_real - 4, seed=7),
+    x = np.concatenate([edge_and_random_inputs(spec.input_shape, n - n_real - 4, seed=seed),
                         real_inputs(spec, graph.inputs[0].qparams, n_real)])
     assert len(x) == n
-    lib = load_host_library(name)
     expected = np.concatenate([run_torch_int8(qmodel, [x[i:i + 250]], [graph.inputs[0].qparams])[0]
                                for i in range(0, n, 250)])
+    return x, expected
+
+
+@pytest.mark.parametrize("name", zoo_models())
+def test_c_library_equals_torch(name, zoo):
+    x, expected = inputs_and_torch_outputs(name, zoo[name])
+    lib = load_host_library(name)
     got = lib.run(x)
     mismatches = int(np.count_nonzero(got != expected))
     assert mismatches == 0, f"{name}: {mismatches} of {got.size} elements differ from torch qnnpack"

@@ -26,38 +26,65 @@ import runpy
 import shutil
 import sys
 import time
+import traceback
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 from nnc import outdir  # noqa: E402
+from nnc.builder import check_graph_name  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
 
 
 def load_graph(args):
     from nnc.ir import Graph
-    from nnc.targets.diana_examples import EXAMPLES, example
+    from nnc.targets.diana.examples import EXAMPLES, example
     if args.graph:
         if args.graph not in EXAMPLES:
             raise NncError(f"unknown example graph {args.graph!r}", "--graph",
                            f"choose one of: {', '.join(EXAMPLES)}")
         return example(args.graph)
-    if not os.path.exists(args.script):
-        raise NncError(f"{args.script} does not exist", "--script")
-    ns = runpy.run_path(args.script, run_name="diana_user_graph")
-    if "create_model" not in ns:
+    if not os.path.isfile(args.script):
+        raise NncError(f"{args.script} does not exist or is not a file", "--script")
+    ns = _run_user_code(args.script,
+                        lambda: runpy.run_path(args.script, run_name="diana_user_graph"))
+    if not callable(ns.get("create_model")):
         raise NncError(f"{args.script} defines no create_model()", "--script",
                        "define create_model() returning a graph made with nnc.builder")
-    g = ns["create_model"]()
-    if isinstance(g, tuple):
+    g = _run_user_code(args.script, ns["create_model"])
+    if isinstance(g, tuple) and g:
         g = g[0]
     if not isinstance(g, Graph):
         raise NncError(f"create_model() returned {type(g).__name__}, not an nnc Graph", "--script",
                        "end create_model() with `return make_graph(name, output)`")
     if ns.get("NAME"):
-        g.name = ns["NAME"]
+        g.name = check_graph_name(ns["NAME"], f"NAME in {args.script}")
     return g
+
+
+def _run_user_code(script: str, call):
+    """Runs the user's script (or its create_model): a mistake in it is a user error naming the
+    script's line; NncError (e.g. a builder parameter) passes through; a failure whose last frame
+    is inside nnc is ours and propagates."""
+    try:
+        return call()
+    except NncError:
+        raise
+    except SyntaxError as e:
+        raise NncError(f"{script} is not valid Python: {e.msg}", f"{e.filename}, line {e.lineno}",
+                       "fix the syntax error") from None
+    except Exception as e:
+        frames = traceback.extract_tb(e.__traceback__)
+        inside_nnc = frames and os.path.dirname(os.path.abspath(frames[-1].filename)).startswith(
+            os.path.join(ROOT, "tools", "nnc"))
+        if inside_nnc:
+            raise
+        mine = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(script)]
+        where = f"{script}, line {mine[-1].lineno}" if mine else script
+        raise NncError(f"{script} failed: {type(e).__name__}: {e}", where,
+                       "fix the script: it must define create_model() returning an nnc Graph"
+                       ) from None
 
 
 def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dict:
@@ -65,7 +92,7 @@ def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dic
 
     from nnc import reference
     from nnc.targets.diana import DianaFallbackWarning, compile_diana
-    from nnc.targets.diana_demo import DemoModel, create_demo_file, demo_inputs
+    from nnc.targets.diana.demo import DemoModel, create_demo_file, demo_inputs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DianaFallbackWarning)
@@ -114,7 +141,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="do not print the placement report")
     args = ap.parse_args(argv)
     if args.list:
-        from nnc.targets.diana_examples import EXAMPLES
+        from nnc.targets.diana.examples import EXAMPLES
         print("\n".join(EXAMPLES))
         return 0
     if not args.graph and not args.script:

@@ -12,7 +12,6 @@ max differences, naming the first layer that diverges. Exit 0: no divergence; 1:
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import tempfile
@@ -25,22 +24,33 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 from export import compile_model, quiet_torch_warnings  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
 from nnc.toolchains import host_shared_library  # noqa: E402
+from hostlib import HostLibError  # noqa: E402
+from hostlib.deployment import read_metadata  # noqa: E402
 
 HOOK = "-DTVMGEN_LAYER_OUTPUT_HOOK(i,d,n)=nnc_debug_capture(i,d,n)"
 
 
-def c_intermediates(c_source: str, header_dir: str, x: np.ndarray, n_outputs: int) -> dict:
+def c_intermediates(c_source: str, header: str, x: np.ndarray) -> dict:
     """{layer index: int8 array} from a debug build of the generated C."""
     import cffi
     import hostlib
     hostdir = os.path.join(ROOT, "hostlib")
+    header_dir = os.path.dirname(header)
     with tempfile.TemporaryDirectory() as tmp:
         so = os.path.join(tmp, "libdebug.so")
-        host_shared_library([c_source, os.path.join(hostdir, "debug_capture.c")], so,
-                            include_dirs=[header_dir, hostdir],
-                            extra_flags=[HOOK, "-include", "debug_capture.h"])
-        header = glob.glob(os.path.join(header_dir, "tvmgen_*.h"))[0]
-        lib = hostlib.load(so, header)
+        try:
+            host_shared_library([c_source, os.path.join(hostdir, "debug_capture.c")], so,
+                                include_dirs=[header_dir, hostdir],
+                                extra_flags=[HOOK, "-include", "debug_capture.h"])
+        except RuntimeError as e:
+            raise NncError(f"the C in {header_dir} does not compile", str(e).strip()[-600:],
+                           "give the directory of a generated model or deployment (tools/deploy.py)") from None
+        try:
+            lib = hostlib.load(so, header)
+        except hostlib.HostLibError as e:
+            raise NncError(str(e), f"--c-source {header_dir}",
+                           "give the directory of a deployment of this model (tools/deploy.py), or of "
+                           "its generated C (the model's NCHW portable-C build)") from None
         ffi = cffi.FFI()
         ffi.cdef("typedef void (*nnc_capture_fn)(int32_t, const void*, int32_t);"
                  "void nnc_set_capture(nnc_capture_fn fn);")
@@ -64,31 +74,48 @@ def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys
     from nnc import reference
     from nnc.frontend.torch_eager import torch_intermediates
 
-    loaded, graph, compiled = compile_model(model, checkpoint=checkpoint)
-    x = sample_input(loaded.spec, graph, "nchw", seed)
+    layout, kernels = "nchw", "c"
+    if c_source_dir:
+        if not os.path.isdir(c_source_dir):
+            raise NncError(f"{c_source_dir} is not a directory", "--c-source",
+                           "give the directory that holds the generated C (e.g. a deployment)")
+        meta = None
+        if os.path.exists(os.path.join(c_source_dir, "metadata.json")):
+            try:
+                meta = read_metadata(c_source_dir)
+            except HostLibError as e:
+                raise NncError(str(e), f"--c-source {c_source_dir}") from None
+            if meta["name"] != model:
+                raise NncError(f"{c_source_dir} is a deployment of {meta['name']!r}, not {model!r}",
+                               "--model / --c-source", f"run with --model {meta['name']}")
+            layout, kernels = meta["layout"], meta["kernels"]   # compile as the deployment was
+    loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint=checkpoint)
+    x = sample_input(loaded.spec, graph, layout, seed)
+    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" else x
     q = graph.inputs[0].qparams
-    x_float = torch.from_numpy((x.astype(np.float32) - q.zero_point) * np.float32(q.scale))
+    x_float = torch.from_numpy((x_nchw.astype(np.float32) - q.zero_point) * np.float32(q.scale))
     # PT2E programs have no per-layer int8 torch kernels: their column stays '-'.
     t_vals = torch_intermediates(loaded.model, x_float) if loaded.kind == "eager" else {}
     _, r_vals = reference.run(graph, [x], capture=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         if c_source_dir:
-            sources = glob.glob(os.path.join(c_source_dir, f"{compiled.prefix}.c"))
-            if not sources:
-                raise NncError(f"no {compiled.prefix}.c in {c_source_dir}", "--c-source",
-                               "give the directory that holds the generated C (e.g. a deployment)")
-            src, hdr_dir = sources[0], c_source_dir
+            names = (meta["source"], meta["header"]) if meta else (f"{compiled.prefix}.c", f"{compiled.prefix}.h")
+            src, hdr = (os.path.join(c_source_dir, n) for n in names)
+            for p in (src, hdr):
+                if not os.path.isfile(p):
+                    raise NncError(f"no {os.path.basename(p)} in {c_source_dir}", "--c-source",
+                                   "give the directory that holds the generated C (e.g. a deployment)")
         else:
-            src = compiled.write(tmp)[1]
-            hdr_dir = tmp
-        c_vals = c_intermediates(src, hdr_dir, x, len(graph.outputs))
+            hdr, src = compiled.write(tmp)
+        c_vals = c_intermediates(src, hdr, x)
 
     rows, first = [], None
     for index, op in enumerate(graph.ops):
         ref = r_vals[op.output.name].reshape(-1)
         row = {"layer": index, "name": op.name, "kind": op.kind, "elements": ref.size}
-        for label, vals, key in (("torch", t_vals, op.name), ("c", c_vals, index)):
+        # A fused op ("conv1+maxpool2d") stores what its last part computes in torch.
+        for label, vals, key in (("torch", t_vals, op.name.split("+")[-1]), ("c", c_vals, index)):
             v = vals.get(key)
             if v is None:
                 row[label] = None
@@ -125,11 +152,16 @@ def main(argv=None) -> int:
                                        "(default: freshly generated)")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample to run")
     args = ap.parse_args(argv)
+    if args.seed < 0:
+        ap.error(f"--seed must be 0 or more, got {args.seed}")
     quiet_torch_warnings()
     try:
         _, first = find_divergence(args.model, args.c_source, args.seed, checkpoint=args.checkpoint)
     except NncError as e:
         print(e.format(), file=sys.stderr)
+        return 2
+    except HostLibError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 1 if first else 0
 

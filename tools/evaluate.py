@@ -177,6 +177,10 @@ def main(argv=None):
     if args.model not in MODELS:
         return evaluate_model_file(args)
     spec = spec_or_error(args.model)
+    if spec.benchmark_only:
+        raise UserError(f"model {spec.name} is benchmark-only (seeded weights, synthetic inputs, no labels): "
+                        "it has no accuracy to evaluate; its bit-exactness is tested by "
+                        "tests/test_zoo_bitexact.py and its speed measured by `scons bench`")
     from models import recipes
 
     recipes.light_torch()

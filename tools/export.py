@@ -19,6 +19,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 from nnc import outdir  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
+from nnc.frontend.torch_eager import DEBUG_ENV  # noqa: E402
 
 
 def model_summary(compiled, target_name: str) -> dict:
@@ -58,7 +59,7 @@ def quiet_torch_warnings() -> None:
 
 
 def compile_model(source: str, kernels: str = "c", layout: str = "nchw", checkpoint: str = None,
-                  calibration: str = None, progress: bool = False):
+                  calibration: str = None, progress: bool = False, device_softmax: bool = False):
     """A model (zoo name, .pt2, factory file; see nnc.frontend.model_files) -> (LoadedModel, graph,
     CompiledModel) for the cpu target."""
     from nnc.compiler import compile_graph
@@ -67,18 +68,19 @@ def compile_model(source: str, kernels: str = "c", layout: str = "nchw", checkpo
     from nnc.targets.cpu import CpuTarget
 
     loaded = load_model(source, checkpoint, calibration, progress)
-    graph = loaded.graph()
+    graph = loaded.graph(device_softmax)
     apply_input_layout(graph, layout)
     compiled = compile_graph(graph, CpuTarget(kernels=kernels))
     return loaded, graph, compiled
 
 
 def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False,
-           layout: str = "nchw", checkpoint: str = None, calibration: str = None) -> dict:
+           layout: str = "nchw", device_softmax: bool = False, checkpoint: str = None,
+           calibration: str = None) -> dict:
     t0 = time.time()
     outdir.check_target(out_dir, "--out")        # before the work, not after it
     loaded, graph, compiled = compile_model(model_name, kernels, layout, checkpoint, calibration,
-                                            progress=not quiet)
+                                            progress=not quiet, device_softmax=device_softmax)
     model_name = loaded.name
     summary = model_summary(compiled, "cpu")
     summary["input_layout"] = layout
@@ -114,12 +116,21 @@ def main(argv=None) -> int:
                          "or Cortex-M7 DSP kernels (smlad; portable C intrinsics on other hosts)")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
                     help="memory layout of 4-D model inputs (the model computes in NCHW)")
+    ap.add_argument("--device-softmax", action="store_true",
+                    help="compile the softmax that follows the DeQuantStub on the device: the C then "
+                         "returns qnnpack's int8 probabilities (scale 1/256, zero point -128) instead "
+                         "of the logits (by default the softmax is left to the caller)")
+    ap.add_argument("--debug", action="store_true",
+                    help="in an import error, show the whole chain of your calls that reach the op, "
+                         f"not only the innermost line (the same as {DEBUG_ENV}=1)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     quiet_torch_warnings()
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"      # read by the frontends when they build an error
     try:
-        export(args.model, args.out, args.kernels, args.quiet, args.layout, args.checkpoint,
-               args.calibration)
+        export(args.model, args.out, args.kernels, args.quiet, args.layout, args.device_softmax,
+               args.checkpoint, args.calibration)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2

@@ -80,7 +80,7 @@ def main(argv=None):
     bs = args.batch_size or cfg["batch_size"]
     progress = not args.quiet
     qat = spec.recipe == "qat" and not args.fp32_only
-    data_name = args.data or ("synthetic" if spec.dataset == "ffn_synthetic" else "digits")
+    data_name = args.data or ("synthetic" if spec.dataset in ("ffn_synthetic", "synthetic") else "digits")
     print(f"{spec.name}: {spec.description}")
     print(f"  data {data_name}: {len(train)} train / {len(held)} held-out; {epochs} epochs, lr {lr}, "
           f"batch {bs}, seed {seed}, {'QAT' if qat else 'float training'}")
@@ -88,7 +88,9 @@ def main(argv=None):
     recipes.seed_everything(seed)
     model = spec.new_float()
     t0 = time.time()
-    if qat:
+    if spec.benchmark_only:
+        model = recipes.benchmark_float(spec, seed)
+    elif qat:
         quant.prepare_qat(model, spec.scheme)
         hook = recipes.qat_epoch_hook(cfg.get("freeze_observers_at", max(1, epochs * 2 // 3)),
                                       cfg.get("freeze_bn_at", max(1, epochs * 2 // 3)))
@@ -107,7 +109,10 @@ def main(argv=None):
     float_model = model
     if qat:
         float_model = quant.float_view_of_qat(copy.deepcopy(model))
-    f32 = recipes.metric(spec.task, recipes.predict(float_model, held.x), held)
+    # benchmark-only networks have no labels: nothing to measure
+    measure = (lambda m: None) if spec.benchmark_only else \
+        (lambda m: recipes.metric(spec.task, recipes.predict(m, held.x), held))
+    f32 = measure(float_model)
 
     int8_model = None
     if qat:
@@ -118,12 +123,13 @@ def main(argv=None):
         int8_model = recipes.ptq(copy.deepcopy(model).eval(), spec.scheme, calib,
                                  stateful=spec.stateful, progress=progress)
         print(f"  calibrated on {len(calib)} training inputs in {time.time() - t1:.1f} s")
-    i8 = None if int8_model is None else recipes.metric(spec.task, recipes.predict(int8_model, held.x), held)
+    i8 = None if int8_model is None else measure(int8_model)
 
     unit = "MSE" if spec.task == "regress" else "accuracy"
     fmt = (lambda v: f"{v:.6f}") if spec.task == "regress" else (lambda v: f"{100 * v:.2f}%")
     print(f"  trained in {train_seconds:.1f} s")
-    print(f"  held-out {unit}: fp32 {fmt(f32)}" + ("" if i8 is None else f", int8 {fmt(i8)}"))
+    if f32 is not None:
+        print(f"  held-out {unit}: fp32 {fmt(f32)}" + ("" if i8 is None else f", int8 {fmt(i8)}"))
     notes = None
     if spec.stateful:
         two = recipes.two_frame_accuracy(float_model, held)
@@ -152,7 +158,10 @@ def main(argv=None):
     if int8_model is not None:
         recipes.save_checkpoint(ipath, spec.name, "int8", int8_model.state_dict(), extra)
         print(f"  wrote {relpath(ipath)} ({os.path.getsize(ipath) / 1024:.0f} KiB)")
-    if default_dir and int8_model is not None and data_name in ("digits", "synthetic"):
+    if spec.benchmark_only:
+        print("  benchmark-only: seeded weights, batch-norm statistics and calibration from synthetic "
+              "inputs (no accuracy is measured)")
+    elif default_dir and int8_model is not None and data_name in ("digits", "synthetic"):
         cmd = "python tools/train.py --model " + spec.name
         if args.epochs or args.lr or args.batch_size or args.seed is not None or args.n_samples:
             cmd = " ".join(["python tools/train.py"] + (argv if argv is not None else sys.argv[1:]))

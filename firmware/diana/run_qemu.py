@@ -16,7 +16,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-from nnc.targets.diana_firmware import parse_results, run_qemu, summary_table  # noqa: E402
+from nnc.targets.diana.firmware import parse_results, run_qemu, summary_table  # noqa: E402
 
 
 def main(argv=None) -> int:

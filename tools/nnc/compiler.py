@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from . import identity
 from .codegen.aot import emit_header, emit_source
+from .errors import NncError
 from .ir import Graph, c_identifier
 from .kernels import first_provider, select_kernels
 from .outdir import write_file
@@ -47,6 +49,18 @@ def resolve_reshapes(graph: Graph) -> None:
                 out.alias_of, out.alias_offset = None, 0   # own storage: the kernel copies the bytes
 
 
+def check_batch_one(graph: Graph) -> None:
+    """One sample per run(): the arena, the kernels and the firmware's frame loop are built for
+    batch 1, as a microcontroller processes one image at a time. A batch would be N calls."""
+    for t in graph.inputs:
+        if len(t.shape) >= 2 and t.shape[0] != 1:
+            raise NncError(f"input '{t.name}' has batch size {t.shape[0]} (shape {tuple(t.shape)}); "
+                           "nnc compiles one sample per run()", f"model '{graph.name}'",
+                           "trace the model with an example input of batch size 1 (e.g. x[:1]); to run "
+                           "a batch, call run() once per sample (hostlib's run() takes (N, ...) arrays "
+                           "and does that)")
+
+
 def _runs_fused(fused, providers) -> bool:
     """Fuse only where the kernel that would run the convolution can run the fused op too."""
     p = first_provider(conv_maxpool_parts(fused)[0], providers)
@@ -54,6 +68,8 @@ def _runs_fused(fused, providers) -> bool:
 
 
 def compile_graph(graph: Graph, target, alignment: int = 8) -> CompiledModel:
+    check_batch_one(graph)
+    model_hash = identity.graph_sha256(graph)     # before the target's passes: kernel-independent
     for p in target.passes():
         p(graph)
     providers = target.kernel_providers()
@@ -67,6 +83,10 @@ def compile_graph(graph: Graph, target, alignment: int = 8) -> CompiledModel:
     scratch = {step: kernels[id(op)].scratch_bytes for step, op in enumerate(graph.ops)
                if id(op) in kernels}
     plan = plan_memory(graph, alignment, scratch)
-    header = emit_header(graph, plan, target.extra_header_api(graph))
+    prefix = f"tvmgen_{c_identifier(graph.name)}"
     source = emit_source(graph, plan, kernels, target.extra_source(graph, plan))
+    ident = identity.identity(prefix, graph, getattr(target, "kernel_choice", target.name), model_hash,
+                              source)
+    header = emit_header(graph, plan, target.extra_header_api(graph), ident)
+    source += "\n" + identity.c_definition(prefix, ident)
     return CompiledModel(graph, plan, kernels, header, source)

@@ -51,6 +51,7 @@ OP_KINDS = {
             "rint(f32(sum of uint8 codes) / count), output quantization = input's",
     "softmax": "qnnpack's softmax along one axis: exp through a 256-entry uint32 table, integer "
                "normalisation; output scale 1/256, zero point -128",
+    "reverse_words": "swap the 4 bytes of every 32-bit word (an accelerator's word layout, DIANA)",
 }
 
 # Ops that only move or select bytes: their output may share storage with their input.

@@ -1,7 +1,7 @@
 /* DIANA digital accelerator HAL: DORY-style kernel entry points, implemented as a bit-exact C
  * functional model of the SoMa digital core (16x16 int8 PE array). No DIANA silicon or simulator
  * is available, so the same C runs in the host shared library (x86-64, tests) and in the RV32IMC
- * firmware (QEMU). Generated layer code (nnc.kernels.diana_kernels) streams tiles from L2 to L1
+ * firmware (QEMU). Generated layer code (nnc.targets.diana.kernels) streams tiles from L2 to L1
  * with the DMA model below and calls one kernel per tile.
  *
  * Data layout (what the accelerator reads and writes):

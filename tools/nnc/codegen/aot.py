@@ -41,7 +41,7 @@ def _macro_prefix(name: str) -> str:
     return f"TVMGEN_{c_identifier(name).upper()}"
 
 
-def emit_header(graph: Graph, plan: MemoryPlan, extra_api: str = "") -> str:
+def emit_header(graph: Graph, plan: MemoryPlan, extra_api: str = "", identity: str = "") -> str:
     prefix = f"tvmgen_{c_identifier(graph.name)}"
     macro = _macro_prefix(graph.name)
     guard = f"{macro}_H_"
@@ -64,6 +64,10 @@ def emit_header(graph: Graph, plan: MemoryPlan, extra_api: str = "") -> str:
                       f"#define {m}_SHAPE {{ {dims} }}",
                       f"#define {m}_SCALE {arith.hex_float(t.qparams.scale)}  /* {t.qparams.scale:.9g} */",
                       f"#define {m}_ZERO_POINT ({t.qparams.zero_point})"]
+    if identity:
+        lines += ["", "/* Identity of this build (nnc/identity.py); the library exports the same string as",
+                  f" * {prefix}_identity, and hostlib.load() and inference refuse a library that differs. */",
+                  f'#define {macro}_IDENTITY "{identity}"', f"extern const char {prefix}_identity[];"]
     lines += ["", f"struct {prefix}_inputs {{"]
     lines += [f"    void* input{i};  /* int8[{t.nbytes}] */" for i, t in enumerate(graph.inputs)]
     lines += ["};", "", f"struct {prefix}_outputs {{"]

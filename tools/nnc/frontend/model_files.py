@@ -41,14 +41,18 @@ class LoadedModel:
     spec: object = None              # the zoo ModelSpec/PT2EModel, if any
     _graph: Optional[object] = field(default=None, repr=False)
 
-    def graph(self):
+    def graph(self, device_softmax: bool = False):
         if self._graph is None:
             if self.kind == "pt2e":
                 from .pt2e import import_pt2e
+                if device_softmax:
+                    raise NncError("--device-softmax applies to eager zoo models only",
+                                   f"model {self.source}", "leave the softmax to the caller")
                 self._graph = import_pt2e(self.model, self.name, self.example_input)
             else:
                 from .torch_eager import import_torch_model
-                self._graph = import_torch_model(self.model, self.example_input, self.name)
+                self._graph = import_torch_model(self.model, self.example_input, self.name,
+                                                 device_softmax=device_softmax)
         return self._graph
 
     def run_int8(self, inputs: list) -> list:

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from ..compiler import check_batch_one
 from ..errors import NncError
 from ..ir import INT8_MAX, INT8_MIN, Graph, Op, QParams, Tensor
 from .torch_eager_ops import LUT_FUNCTIONS, LUT_MODULES, MUL_FUNCTIONS, EagerOpsMixin
@@ -106,7 +107,7 @@ def _where(node, module=None, debug=None) -> str:
             where += "\n         called from: " + "\n                      ".join(
                 f"{f} {code}".rstrip() for f, code in reversed(frames[:-1]))
         elif len(frames) > 1:
-            where += f" (set {DEBUG_ENV}=1 for the {len(frames) - 1} calls above it)"
+            where += f" (--debug or {DEBUG_ENV}=1 shows the {len(frames) - 1} calls above it)"
     return where
 
 
@@ -150,6 +151,7 @@ class _GraphBuilder(EagerOpsMixin):
     def __init__(self, gm, values, name, device_softmax=False):
         self.gm, self.values, self.name = gm, values, name
         self.device_softmax = device_softmax
+        self.softmax_on_device = False
         self.torch = _torch()
         self.tensors = {}     # fx node -> IR tensor
         self.ops, self.inputs, self.outputs = [], [], []
@@ -213,8 +215,14 @@ class _GraphBuilder(EagerOpsMixin):
         if not self.outputs:
             raise NncError("the model has no DeQuantStub: its output is not quantized",
                            f"model {self.name}", "end forward() with a DeQuantStub")
+        if self.device_softmax and not self.softmax_on_device:
+            raise NncError("a softmax on the device was asked for, but forward() has no softmax after "
+                           "its DeQuantStub", f"model {self.name}",
+                           "end forward() with torch.softmax(self.dequant(x), dim=1), or compile "
+                           "without the device softmax (--device-softmax)")
         g = Graph(self.name, self.inputs, self.outputs, self.ops, {"notes": self.notes})
         g.validate()
+        check_batch_one(g)
         return g
 
     def finish_output(self, node):
@@ -235,6 +243,7 @@ class _GraphBuilder(EagerOpsMixin):
             raise _unsupported(node, "softmax without an explicit dim")
         y = self.softmax(node, x, dim, QParams.make(2.0 ** -8, -128), f"{node.name}_int8")
         self.outputs[self.outputs.index(x)] = y
+        self.softmax_on_device = True
         self.notes.append(f"{node.name}: softmax compiled on the device (qnnpack's integer softmax, "
                           "scale 1/256): the C model returns probabilities, not logits")
         self.dequantized.add(node)
@@ -252,6 +261,12 @@ class _GraphBuilder(EagerOpsMixin):
         if name in ("softmax", "Softmax") and self.device_softmax:
             self.device_softmax_output(node)
             return
+        if name in ("log_softmax", "LogSoftmax") and self.device_softmax:
+            raise NncError(f"{name} cannot run on the device: only softmax has an integer form "
+                           "(qnnpack's, probabilities with scale 1/256)", _where(node),
+                           "to get probabilities from the device use softmax in place of "
+                           f"{name}; or compile without the device softmax (--device-softmax) "
+                           f"and the C returns the logits before the {name}")
         if name in ("log_softmax", "softmax", "LogSoftmax", "Softmax"):
             self.notes.append(f"{node.name}: {name} after the DeQuantStub is not compiled; "
                               "the C model returns the int8 tensor before it")

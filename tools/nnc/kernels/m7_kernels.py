@@ -15,8 +15,8 @@ How a layer runs:
   gives (w2, w3), matching the column's pairs (x0, x1) and (x2, x3). Two output channels are
   interleaved word by word, so the inner loop computes two channels at once: per 4 column values
   two loads of activations, two loads of weights, four `sxtb16` and four `smlad` (8 MACs).
-- Requantization is `nearbyintf` (vrintr.f32 at -O2 with -mfpu=fpv5-sp-d16) as in the portable
-  kernels.
+- Requantization is `nearbyintf` as in the portable kernels; on the M7 one `vcvtr.s32.f32`
+  (convert in the FPSCR rounding mode, round half to even: vrintr + vcvt in one instruction).
 - Dense layers are the same with a single position whose column is the input vector.
 - A convolution followed by a non-overlapping max pool runs fused (`conv2d_maxpool2d`, see
   `nnc.passes.fuse_conv_maxpool`): per pooled position the columns of its window's positions
@@ -30,14 +30,14 @@ bit-exact-tested on the host. Scratch: the columns live in the arena (`Kernel.sc
 bytes that are free while the kernel runs, so they cost no RAM beyond the plan's peak.
 
 The qnnpack add and average pooling without padding have Cortex-M7 kernels too (`m7_pointwise`).
-Depthwise/grouped convolutions, other pools, weight zero points and shift requantization are left
-to the portable provider (listed after this one).
+Depthwise convolutions run `m7_depthwise`. Grouped convolutions, other pools, weight zero points
+and shift requantization are left to the portable provider (listed after this one).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import Kernel, KernelProvider, m7_pointwise
+from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise
 from .c_kernels import REQUANT_FLOAT, _signature
 
 INTRINSICS = """\
@@ -91,6 +91,23 @@ static inline int32_t nnc_m7_smlad(uint32_t a, uint32_t b, int32_t acc)
 static inline int32_t nnc_m7_ssat8(int32_t x)
 {
     return x < -128 ? -128 : (x > 127 ? 127 : x);
+}
+#endif
+/* f32(acc) * multiplier rounded to an integer in the current rounding mode (half to even), as
+ * (int32_t)nearbyintf(...): on an FPU one vcvtr (vrintr + vcvt in one instruction). */
+#if defined(__ARM_FP) && (__ARM_FP & 4) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline int32_t nnc_m7_round(int32_t acc, float multiplier)
+{
+    float r;
+    int32_t i;
+    __asm__("vcvtr.s32.f32 %0, %1" : "=t"(r) : "t"((float)acc * multiplier));
+    __builtin_memcpy(&i, &r, 4);
+    return i;
+}
+#else
+static inline int32_t nnc_m7_round(int32_t acc, float multiplier)
+{
+    return (int32_t)nearbyintf((float)acc * multiplier);
 }
 #endif
 /* 32-bit load of any alignment (one LDR on the Cortex-M7). */
@@ -191,10 +208,14 @@ NNC_M7_INLINE int32_t nnc_m7_max3(int32_t a, int32_t b, int32_t c)
 """
 
 REQUANT_SSAT = """\
-/* nnc_requant_float with the int8 saturation on `ssat`; `lo` above -128 is a fused ReLU. */
+/* nnc_requant_float with the int8 saturation on `ssat`; `lo` above -128 is a fused ReLU (at -128,
+ * a constant once inlined, the ssat alone clamps). */
 NNC_M7_INLINE int8_t nnc_m7_requant(int32_t acc, float multiplier, int32_t zero_point, int32_t lo)
 {
-    const int32_t q = nnc_m7_ssat8((int32_t)nearbyintf((float)acc * multiplier) + zero_point);
+    const int32_t q = nnc_m7_ssat8(nnc_m7_round(acc, multiplier) + zero_point);
+    if (lo == -128) {
+        return (int8_t)q;
+    }
     return (int8_t)(q < lo ? lo : q);
 }
 """
@@ -288,6 +309,8 @@ class M7Kernels(KernelProvider):
 
     def __init__(self):
         self._prelude = {"m7_0_intrinsics": INTRINSICS, "m7_1_dot": DOT, "m7_2_max3": MAX3}
+        self._depthwise = m7_depthwise.M7Depthwise({"m7_0_intrinsics": INTRINSICS,
+                                                    "m7_3_requant": REQUANT_SSAT})
 
     def supports(self, op) -> bool:
         if op.kind == "conv2d_maxpool2d":
@@ -299,6 +322,8 @@ class M7Kernels(KernelProvider):
                     and pool["dilation"] == (1, 1) and (kh * kw) % 2 == 0
                     and (oh, ow) == tuple(d // k for d, k in zip(op.attrs["conv_shape"][2:], (kh, kw)))
                     and self._supports_conv(op))
+        if m7_depthwise.is_depthwise(op):
+            return self._depthwise.supports(op)
         if op.kind == "add":
             return m7_pointwise.add_is_exact(op)
         if op.kind == "avgpool2d":
@@ -319,6 +344,8 @@ class M7Kernels(KernelProvider):
     def emit(self, op, function: str) -> Kernel:
         if op.kind in ("add", "avgpool2d"):
             return self._emit_pointwise(op, function)
+        if m7_depthwise.is_depthwise(op):
+            return self._depthwise.emit(op, function)
         w = op.params["weight"]
         packed, kp = pack_weights(w.reshape(w.shape[0], -1))
         consts = {"weight": packed, "bias": folded_bias(op),

@@ -188,10 +188,13 @@ class TvmKernels(KernelProvider):
         # One int32 accumulator per output element, computed where the element is written.
         sch.compute_at(acc_block, sch.get_loops(out_block)[-1])
         red_loops = sch.get_loops(acc_block)[len(sch.get_loops(out_block)):]
-        sch.decompose_reduction(acc_block, red_loops[0])
-        # Unroll the innermost kernel-column loop of small convolution kernels.
-        if op.kind == "conv2d" and 1 < int(w_np.shape[3]) <= 7:
-            sch.unroll(red_loops[-1])
+        # A reduction over one element (Linear(1, n), a 1x1 convolution of one input channel per
+        # group) has no loop left after compute_at: its initialisation stays in the block.
+        if red_loops:
+            sch.decompose_reduction(acc_block, red_loops[0])
+            # Unroll the innermost kernel-column loop of small convolution kernels.
+            if op.kind == "conv2d" and 1 < int(w_np.shape[3]) <= 7:
+                sch.unroll(red_loops[-1])
         f = sch.mod["main"].without_attr("global_symbol")
 
         tvm_name = function
@@ -201,7 +204,7 @@ class TvmKernels(KernelProvider):
 
 
 def _unpacked(f):
-    """Pointer parameters plus a DeclBuffer per buffer: no TVM FFI wrapper (see notes/tvm.md)."""
+    """Pointer parameters plus a DeclBuffer per buffer: no TVM FFI wrapper."""
     tvm, _, tirx, _ = _tvm()
     from tvm.ir import PointerType, PrimType
     from tvm.tirx.buffer import is_buffer_var

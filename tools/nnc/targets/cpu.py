@@ -21,7 +21,8 @@ class CpuTarget:
             providers.append(TvmKernels())
         elif self.kernel_choice == "m7":
             from ..kernels.m7_kernels import M7Kernels
-            providers.append(M7Kernels())
+            from ..kernels.m7_lut import M7Lut
+            providers += [M7Kernels(), M7Lut()]
         providers.append(PortableCKernels())
         return providers
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import c_identifier
-from ..outdir import write_file
-from .diana import ACCEL, REVERSE
+from ...ir import c_identifier
+from ...outdir import write_file
+from .hardware import ACCEL, REVERSE
 
 
 @dataclass

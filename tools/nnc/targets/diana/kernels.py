@@ -4,15 +4,18 @@ Each accelerator layer becomes one C function that, per tile, copies the input t
 tile's packed weights) from L2 to L1 with the HAL's DMA model, calls the DORY kernel entry point
 (digital_conv_2d, digital_depthwise_conv_2d, digital_fully_connected, digital_element_wise_sum)
 and copies the output tile back to L2. Activations arrive and leave word-reversed (the layout
-pass put reverse_words ops around them); weights are the packed blob of
-`nnc.targets.diana.pack_weights`. The `reverse_words` layout op itself is plain C on the RISC-V.
+pass put reverse_words ops around them); weights are the packed blob of `packing.pack_weights`.
+The `reverse_words` layout op itself is plain C on the RISC-V.
 
 The tile sizes come from the target's tiler (op.attrs["diana_tiling"]); the HAL is
 firmware/diana/hal (include path needed: -I firmware/diana/hal).
 """
 from __future__ import annotations
 
-from . import Kernel, KernelProvider
+from ...kernels import Kernel, KernelProvider
+from .hardware import ACCEL, L1_ACT_BYTES, L1_WEIGHT_BYTES, REVERSE
+from .packing import pack_weights
+from .tiling import conv_geometry
 
 HAL_INCLUDE = '#include "diana_hal.h"\n'
 
@@ -21,11 +24,9 @@ class DianaKernels(KernelProvider):
     name = "diana"
 
     def supports(self, op) -> bool:
-        from ..targets.diana import ACCEL, REVERSE
         return op.kind == REVERSE or op.attrs.get("diana_placement") == ACCEL
 
     def emit(self, op, function: str) -> Kernel:
-        from ..targets.diana import REVERSE
         if op.kind == REVERSE:
             return self._reverse(op, function)
         if op.kind == "conv2d":
@@ -56,9 +57,8 @@ static void {function}(const int8_t* input, int8_t* output)
 
     # -- conv2d / depthwise ----------------------------------------------------------------------
     def _conv(self, op, function):
-        from ..targets.diana import _conv_geometry, pack_weights
         t = op.attrs["diana_tiling"]
-        g = _conv_geometry(op)
+        g = conv_geometry(op)
         c, h, w, k, oh, ow, fy, fx, s = (g[x] for x in ("c", "h", "w", "k", "oh", "ow", "fy", "fx", "s"))
         pt, pl, block = g["pt"], g["pl"], g["block"]
         pr = max(0, (ow - 1) * s + fx - pl - w)
@@ -74,8 +74,8 @@ static void {function}(const int8_t* input, int8_t* output)
 /* {op.name}: DIANA digital accelerator, {entry}: {c}x{h}x{w} -> {k}x{oh}x{ow},
  * kernel {fy}x{fx}, stride {s}, padding ({pt}, {pl}), >> {a['shift']}{', ReLU' if a['relu'] else ''}.
  * Tiling: {t.describe()} ({t.k_tile} output channels x {t.h_tile} output rows per tile):
- * L1 input tile <= {t.in_tile_bytes} B + output tile <= {t.out_tile_bytes} B (of {_l1_act()} B),
- * weights+bias tile {t.weight_tile_bytes} B (of {_l1_w()} B). Estimated {t.cycles} cycles. */
+ * L1 input tile <= {t.in_tile_bytes} B + output tile <= {t.out_tile_bytes} B (of {L1_ACT_BYTES} B),
+ * weights+bias tile {t.weight_tile_bytes} B (of {L1_WEIGHT_BYTES} B). Estimated {t.cycles} cycles. */
 static void {function}(const int8_t* input, int8_t* output, const int8_t* weights)
 {{
     int8_t* const l1_in = DIANA_L1_ACT;
@@ -124,7 +124,6 @@ static void {function}(const int8_t* input, int8_t* output, const int8_t* weight
 
     # -- dense -----------------------------------------------------------------------------------
     def _dense(self, op, function):
-        from ..targets.diana import pack_weights
         t = op.attrs["diana_tiling"]
         k, c = op.params["weight"].shape
         block = 16 * (-(-c // 16) * 16)
@@ -134,7 +133,7 @@ static void {function}(const int8_t* input, int8_t* output, const int8_t* weight
         src = f"""\
 /* {op.name}: DIANA digital accelerator, digital_fully_connected {c} -> {k}, >> {a['shift']}
  * {', ReLU' if a['relu'] else ''}. Tiling: {t.describe()} ({kt} outputs per tile; weights+bias
- * tile {t.weight_tile_bytes} B of {_l1_w()} B). Estimated {t.cycles} cycles. */
+ * tile {t.weight_tile_bytes} B of {L1_WEIGHT_BYTES} B). Estimated {t.cycles} cycles. */
 static void {function}(const int8_t* input, int8_t* output, const int8_t* weights)
 {{
     int8_t* const l1_in = DIANA_L1_ACT;
@@ -195,13 +194,3 @@ static void {function}(const int8_t* input0, const int8_t* input1, int8_t* outpu
 }}
 """
         return Kernel(function, src, ["in0", "in1", "out0"], {}, self.name, {"diana_hal": HAL_INCLUDE})
-
-
-def _l1_act():
-    from ..targets.diana import L1_ACT_BYTES
-    return L1_ACT_BYTES
-
-
-def _l1_w():
-    from ..targets.diana import L1_WEIGHT_BYTES
-    return L1_WEIGHT_BYTES

@@ -11,17 +11,14 @@ import shutil
 import subprocess
 from typing import Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from ...toolchains import DIANA_CFLAGS, DIANA_LINKFLAGS, RV32_CC
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))))
 FW = os.path.join(ROOT, "firmware", "diana")
 
-CC = "riscv64-unknown-elf-gcc"
 QEMU = "qemu-system-riscv32"
-ARCH_FLAGS = ["-march=rv32imc", "-misa-spec=2.2", "-mabi=ilp32", "-mcmodel=medany"]
-CFLAGS = ARCH_FLAGS + ["-ffreestanding", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror",
-                       "-ffp-contract=off", "-ffunction-sections", "-fdata-sections",
-                       "--specs=picolibc.specs"]
-LINKFLAGS = ARCH_FLAGS + ["--specs=picolibc.specs", "-nostartfiles", "-Wl,--gc-sections",
-                          "-Wl,--no-warn-rwx-segments", "-T", os.path.join(FW, "board", "link.ld")]
+LINKFLAGS = DIANA_LINKFLAGS + ["-T", os.path.join(FW, "board", "link.ld")]
 INCLUDES = [os.path.join(FW, "hal"), os.path.join(FW, "board")]
 HOOK = os.path.join(FW, "app", "layer_hook.h")       # -include'd into generated model C only
 RUNTIME_SOURCES = [os.path.join(FW, "board", "start.S"), os.path.join(FW, "board", "board.c"),
@@ -32,7 +29,7 @@ QEMU_ARGS = ["-M", "virt", "-cpu", "rv32,a=off,f=off,d=off", "-bios", "none", "-
 
 
 def toolchain_missing() -> Optional[str]:
-    for tool in (CC, QEMU):
+    for tool in (RV32_CC, QEMU):
         if shutil.which(tool) is None:
             return tool
     return None
@@ -48,14 +45,14 @@ def build_firmware(gen_dirs: list, demo_c: str, elf: str, obj_dir: Optional[str]
         for name in sorted(os.listdir(d)):
             if name.endswith(".c"):
                 o = os.path.join(obj_dir, name[:-2] + ".o")
-                subprocess.run([CC] + CFLAGS + incs + ["-include", HOOK, "-c",
+                subprocess.run([RV32_CC] + DIANA_CFLAGS + incs + ["-include", HOOK, "-c",
                                                        os.path.join(d, name), "-o", o], check=True)
                 objs.append(o)
     for src in RUNTIME_SOURCES + [demo_c]:
         o = os.path.join(obj_dir, os.path.basename(src).rsplit(".", 1)[0] + ".o")
-        subprocess.run([CC] + CFLAGS + incs + ["-c", src, "-o", o], check=True)
+        subprocess.run([RV32_CC] + DIANA_CFLAGS + incs + ["-c", src, "-o", o], check=True)
         objs.append(o)
-    subprocess.run([CC] + LINKFLAGS + objs + ["-o", elf], check=True)
+    subprocess.run([RV32_CC] + LINKFLAGS + objs + ["-o", elf], check=True)
     return elf
 
 

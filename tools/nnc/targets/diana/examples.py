@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..builder import graph_input, make_graph, random_array, soma_add, soma_conv2d, soma_dense
+from ...builder import graph_input, make_graph, random_array, soma_add, soma_conv2d, soma_dense
 
 
 def create_model_single_layer():
