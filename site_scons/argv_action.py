@@ -15,7 +15,7 @@ import subprocess
 from SCons.Script import Action, Exit
 
 # Options whose values become arguments of the tools the build runs.
-TEXT_OPTIONS = ("port", "deploy", "RIOTBASE", "tests")
+TEXT_OPTIONS = ("port", "deploy", "RIOTBASE", "tests", "model", "calibration")
 
 
 def argv_action(argv, cwd: str | None = None, env_vars: dict | None = None):

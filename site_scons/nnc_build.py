@@ -47,17 +47,41 @@ def model_checkpoint(name):
     return os.path.join(ROOT, path) if path else None
 
 
-def export_model(env, name, kernels):
-    """build/gen/<kernels>/<name>/tvmgen_<name>.{h,c} + model.json, shared by every board."""
+def model_file(value):
+    """model= naming a model file or a PT2E zoo variant -> (build name, source), else None.
+
+    The build name is what tools/export.py names the C (the file's base name); export.py
+    checks the file itself and explains what is wrong with it."""
+    if not value:
+        return None
+    path = value.split(":")[0]
+    if value.endswith(".pt2") or path.endswith(".py"):
+        base = os.path.splitext(os.path.basename(path))[0]
+        return "".join(c if c.isalnum() else "_" for c in base) or "model", value
+    if value.endswith("_pt2e"):
+        return value, value
+    return None
+
+
+def export_model(env, name, kernels, source=None):
+    """build/gen/<kernels>/<name>/tvmgen_<name>.{h,c} + model.json, shared by every board.
+    `source`: a model file or PT2E zoo variant (model=FILE) instead of the zoo model `name`."""
     gen = f"#build/gen/{kernels}/{name}"
     targets = [f"{gen}/tvmgen_{name}.h", f"{gen}/tvmgen_{name}.c", f"{gen}/model.json"]
     deps = compiler_sources()
-    ckpt = model_checkpoint(name)
+    if source is None:
+        ckpt = model_checkpoint(name)
+    else:
+        ckpt = os.path.abspath(source.split(":")[0])
     if ckpt and os.path.exists(ckpt):
         deps.append(ckpt)
+    extra = []
+    if source is not None and env.get("calibration"):
+        extra = ["--calibration", env["calibration"]]
     nodes = env.Command(targets + [f"{gen}/{SIGNATURES}"], deps,
-                        [argv_action([env["PYTHON"], "tools/export.py", "--model", name, "--kernels", kernels,
-                                      f"--out={Dir(gen).path}", "--quiet"], cwd=ROOT),
+                        [argv_action([env["PYTHON"], "tools/export.py", "--model", source or name,
+                                      "--kernels", kernels, f"--out={Dir(gen).path}", "--quiet"] + extra,
+                                     cwd=ROOT),
                          Action(_record_signatures, None)])
     rebuild_if_edited(nodes)
     return nodes

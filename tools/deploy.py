@@ -23,39 +23,48 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-from export import compile_zoo_model, model_summary, quiet_torch_warnings  # noqa: E402
+from export import compile_model, model_summary, quiet_torch_warnings  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
 from nnc.outdir import check_target, output_dir, write_json  # noqa: E402
 from nnc.toolchains import HOST_CFLAGS, host_shared_library  # noqa: E402
 
 REFERENCE = "torch eager quantized model, engine qnnpack (int8 tensor before the DeQuantStub)"
+REFERENCE_PT2E = "nnc.reference (numpy) of the imported PT2E program"
 
 
 def sample_input(spec, graph, layout: str, seed: int) -> np.ndarray:
-    """Held-out/training sample number `seed` of the model's data set, quantized as its QuantStub does."""
+    """Held-out/training sample number `seed` of the model's data set, quantized as its QuantStub
+    does; a model file without a data set gets seeded uniform int8."""
     from nnc.frontend.torch_eager import quantize_like_torch
+    if spec is None:
+        xi = np.random.default_rng(seed).integers(-128, 128, (1,) + tuple(graph.inputs[0].shape[1:]))
+        xi = xi.astype(np.int8)
+        return np.ascontiguousarray(xi.transpose(0, 2, 3, 1)) if layout == "nhwc" else xi
     x = spec.calibration_inputs(seed + 1)[seed:seed + 1].float().numpy()
     xi = quantize_like_torch(x, graph.inputs[0].qparams)
     return np.ascontiguousarray(xi.transpose(0, 2, 3, 1)) if layout == "nhwc" else xi
 
 
-def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed: int = 0) -> dict:
+def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed: int = 0,
+           checkpoint: str = None) -> dict:
     from nnc import reference
-    from nnc.frontend.torch_eager import run_torch_int8
 
     t0 = time.time()
     check_target(out, "--out")        # before the work, not after it
-    spec, qmodel, graph, compiled = compile_zoo_model(model, kernels, layout)
+    loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint)
+    model = loaded.name
     compile_seconds = time.time() - t0
-    x = sample_input(spec, graph, layout, seed)
-    x_nchw = x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
-    in_q = graph.inputs[0].qparams
-    refs = run_torch_int8(qmodel, [np.ascontiguousarray(x_nchw)], [in_q])
+    x = sample_input(loaded.spec, graph, layout, seed)
     golden = reference.run(graph, [x])
-    for r, g in zip(refs, golden):
-        if not np.array_equal(r, g):
-            raise NncError("the numpy reference disagrees with torch on the deployment input",
-                           f"model {model}", "report this: it is a compiler bug")
+    if loaded.kind == "eager":
+        x_nchw = x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
+        refs = loaded.run_int8([np.ascontiguousarray(x_nchw)])
+        for r, g in zip(refs, golden):
+            if not np.array_equal(r, g):
+                raise NncError("the numpy reference disagrees with torch on the deployment input",
+                               f"model {model}", "report this: it is a compiler bug")
+    else:
+        refs = golden   # PT2E: the golden model is nnc.reference (see the README's contracts)
 
     with output_dir(out, "--out") as staging:
         c_file, h_file = (os.path.basename(p) for p in reversed(compiled.write(staging)))
@@ -66,7 +75,8 @@ def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed:
         for i, r in enumerate(refs):
             r.astype(np.int8).tofile(os.path.join(staging, f"ref_result_{i}.bin"))
         meta = model_summary(compiled, "cpu")
-        meta.update({"input_layout": layout, "reference": REFERENCE, "library": lib_name,
+        meta.update({"input_layout": layout,
+                     "reference": REFERENCE if loaded.kind == "eager" else REFERENCE_PT2E, "library": lib_name,
                      "header": h_file, "source": c_file,
                      "compiler_options": {"kernels": kernels, "cflags": HOST_CFLAGS},
                      "compile_seconds": round(compile_seconds, 2)})
@@ -82,7 +92,9 @@ def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="model name from the zoo")
+    ap.add_argument("--model", required=True,
+                    help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see export.py)")
+    ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (safe loader only)")
     ap.add_argument("--out", required=True, help="deployment directory to (re)create: new, empty, or made by nnc")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw", help="input layout")
     ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c", help="kernel generator")
@@ -90,7 +102,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     quiet_torch_warnings()
     try:
-        meta = deploy(args.model, args.out, args.layout, args.kernels, args.seed)
+        meta = deploy(args.model, args.out, args.layout, args.kernels, args.seed, args.checkpoint)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2

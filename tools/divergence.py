@@ -21,7 +21,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-from export import compile_zoo_model, quiet_torch_warnings  # noqa: E402
+from export import compile_model, quiet_torch_warnings  # noqa: E402
 from nnc.errors import NncError  # noqa: E402
 from nnc.toolchains import host_shared_library  # noqa: E402
 from hostlib import HostLibError  # noqa: E402
@@ -67,7 +67,8 @@ def c_intermediates(c_source: str, header: str, x: np.ndarray) -> dict:
     return captured
 
 
-def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys.stdout):
+def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys.stdout,
+                    checkpoint: str = None):
     import torch
     from deploy import sample_input
     from nnc import reference
@@ -88,12 +89,13 @@ def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys
                 raise NncError(f"{c_source_dir} is a deployment of {meta['name']!r}, not {model!r}",
                                "--model / --c-source", f"run with --model {meta['name']}")
             layout, kernels = meta["layout"], meta["kernels"]   # compile as the deployment was
-    spec, qmodel, graph, compiled = compile_zoo_model(model, kernels, layout)
-    x = sample_input(spec, graph, layout, seed)
+    loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint=checkpoint)
+    x = sample_input(loaded.spec, graph, layout, seed)
     x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" else x
     q = graph.inputs[0].qparams
     x_float = torch.from_numpy((x_nchw.astype(np.float32) - q.zero_point) * np.float32(q.scale))
-    t_vals = torch_intermediates(qmodel, x_float)
+    # PT2E programs have no per-layer int8 torch kernels: their column stays '-'.
+    t_vals = torch_intermediates(loaded.model, x_float) if loaded.kind == "eager" else {}
     _, r_vals = reference.run(graph, [x], capture=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +145,9 @@ def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="model name from the zoo")
+    ap.add_argument("--model", required=True,
+                    help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see export.py)")
+    ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (safe loader only)")
     ap.add_argument("--c-source", help="directory holding the tvmgen_<model>.c to check "
                                        "(default: freshly generated)")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample to run")
@@ -152,7 +156,7 @@ def main(argv=None) -> int:
         ap.error(f"--seed must be 0 or more, got {args.seed}")
     quiet_torch_warnings()
     try:
-        _, first = find_divergence(args.model, args.c_source, args.seed)
+        _, first = find_divergence(args.model, args.c_source, args.seed, checkpoint=args.checkpoint)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ Examples:
   python tools/evaluate.py --model lenet5 --c-lib build/host/lenet5/liblenet5.so
   python tools/evaluate.py --model ffn --n_samples 10000 --seed 42
   python tools/evaluate.py --model resnet50 --limit 20 --c-lib build/host/resnet50/libresnet50.so
+  python tools/evaluate.py --model net.pt2 --c-lib build/host/net/libnet.so    # your PT2E program
 """
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ from models.cli import UserError, load_splits, positive, record_metrics, run, sp
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    ap.add_argument("--model", required=True,
+                    help=f"one of: {', '.join(MODELS)}; or a PT2E zoo variant (lenet5_pt2e, ...), a "
+                         ".pt2 program or net.py:build (digit classifiers: C vs nnc.reference vs the program)")
+    ap.add_argument("--calibration", default=None, help="net.py:build returning a float model: npy:FILE or digits")
     ap.add_argument("--data", default=None, help="'digits' (default) or 'mnist:DIR' (its t10k set)")
     ap.add_argument("--n_samples", "--n-samples", type=positive(int), default=None, help="ffn only")
     ap.add_argument("--seed", type=int, default=None, help="ffn only: synthetic data seed (default 42)")
@@ -87,25 +91,30 @@ def _load_hostlib():
                         f"not available here ({exc}); run without --c-lib") from None
 
 
+def load_c_library(hostlib, name, so_path, header):
+    """The compiled model; its header defaults to tvmgen_NAME.h next to the .so or in build/gen/c."""
+    if header is None:
+        d, base = os.path.split(so_path)
+        stem = os.path.splitext(base)[0]
+        stem = stem[3:] if stem.startswith("lib") else stem
+        candidates = [os.path.join(d, f"tvmgen_{name}.h"), os.path.join(d, stem + ".h"),
+                      os.path.join(REPO, "build", "gen", "c", name, f"tvmgen_{name}.h")]
+        header = next((c for c in candidates if os.path.isfile(c)), candidates[0])
+    if not os.path.isfile(header):
+        raise UserError(f"C header {header!r} does not exist; pass --c-header")
+    try:
+        return hostlib.load(so_path, header)
+    except Exception as exc:   # hostlib.HostLibError: unreadable header, missing symbols
+        raise UserError(f"cannot load {so_path} with {header}: {exc}") from None
+
+
 def run_c(spec, qmodel, x, so_path, header, progress):
     import torch
     from tqdm import tqdm
     hostlib = _load_hostlib()
     if not os.path.isfile(so_path):
         raise UserError(f"C library {so_path!r} does not exist; build it with `scons host model={spec.name}`")
-    if header is None:
-        d, base = os.path.split(so_path)
-        stem = os.path.splitext(base)[0]
-        stem = stem[3:] if stem.startswith("lib") else stem
-        candidates = [os.path.join(d, f"tvmgen_{spec.name}.h"), os.path.join(d, stem + ".h"),
-                      os.path.join(REPO, "build", "gen", "c", spec.name, f"tvmgen_{spec.name}.h")]
-        header = next((c for c in candidates if os.path.isfile(c)), candidates[0])
-    if not os.path.isfile(header):
-        raise UserError(f"C header {header!r} does not exist; pass --c-header")
-    try:
-        lib = hostlib.load(so_path, header)
-    except Exception as exc:   # hostlib.HostLibError: unreadable header, missing symbols
-        raise UserError(f"cannot load {so_path} with {header}: {exc}") from None
+    lib = load_c_library(hostlib, spec.name, so_path, header)
     box, quant = _output_capture(qmodel)
     torch_out, c_out = [], []
     bs = 64
@@ -123,8 +132,50 @@ def run_c(spec, qmodel, x, so_path, header, progress):
     return t, c, (c.astype(np.float32) - zp) * np.float32(scale)
 
 
+def evaluate_model_file(args) -> int:
+    """A PT2E zoo variant or model file on the held-out digits: the C library (--c-lib) against
+    nnc.reference (must be equal) and the converted program (mismatches reported), top-1 of each."""
+    from models.registry import get
+    from nnc import reference
+    from nnc.errors import NncError
+    from nnc.frontend.model_files import load_model
+    from nnc.frontend.torch_eager import quantize_like_torch
+    try:
+        m = load_model(args.model, args.checkpoint, args.calibration, progress=not args.quiet)
+        graph = m.graph()
+    except NncError as e:
+        raise UserError(e.format().removeprefix("error: ")) from None
+    if tuple(graph.inputs[0].shape[1:]) != (1, 28, 28):
+        raise UserError(f"{args.model}: evaluate.py measures digit classifiers (1x28x28 inputs); this "
+                        f"model takes {tuple(graph.inputs[0].shape[1:])}")
+    held = get("lenet5").heldout(args.data)
+    if args.limit:
+        held = type(held)(held.x[:args.limit], held.y[:args.limit])
+    x = quantize_like_torch(held.x.reshape(-1, 1, 28, 28), graph.inputs[0].qparams)
+    ref = reference.run(graph, [x])[0]
+    prog = m.run_int8([x])[0]
+    top1 = lambda y: f"{100 * float(np.mean(y.argmax(1) == held.y)):.2f}%"
+    diff = np.abs(prog.astype(int) - ref.astype(int))
+    print(f"{m.name}: {len(held)} held-out digits")
+    print(f"  PT2E program (float-simulated) accuracy {top1(prog)}")
+    print(f"  nnc.reference                  accuracy {top1(ref)}; vs the program: "
+          f"{int(np.count_nonzero(diff))} of {diff.size} elements differ, max |diff| {int(diff.max())}")
+    if args.c_lib:
+        if not os.path.isfile(args.c_lib):
+            raise UserError(f"C library {args.c_lib!r} does not exist; build it with `scons host model={args.model}`")
+        lib = load_c_library(_load_hostlib(), m.name, args.c_lib, args.c_header)
+        c = np.asarray(lib.run(x)).reshape(ref.shape).astype(np.int8)
+        mism = int(np.count_nonzero(c != ref))
+        print(f"  C library                      accuracy {top1(c)}; vs nnc.reference: {mism} mismatching "
+              f"elements of {c.size}")
+        return 1 if mism else 0
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.model not in MODELS:
+        return evaluate_model_file(args)
     spec = spec_or_error(args.model)
     if spec.benchmark_only:
         raise UserError(f"model {spec.name} is benchmark-only (seeded weights, synthetic inputs, no labels): "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a quantized model of the zoo to portable C (tvmgen_<name>.h/.c) plus a model.json.
+"""Export a quantized model (zoo, .pt2 file or factory) to portable C (tvmgen_<name>.h/.c) plus a model.json.
 
     python tools/export.py --model lenet5 --out build/host/lenet5/gen
 
@@ -58,39 +58,30 @@ def quiet_torch_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def compile_zoo_model(model_name: str, kernels: str = "c", layout: str = "nchw",
-                      device_softmax: bool = False):
-    """Zoo model -> (spec, quantized torch model, graph, CompiledModel) for the cpu target."""
-    from models.registry import get as get_model
+def compile_model(source: str, kernels: str = "c", layout: str = "nchw", checkpoint: str = None,
+                  calibration: str = None, progress: bool = False, device_softmax: bool = False):
+    """A model (zoo name, .pt2, factory file; see nnc.frontend.model_files) -> (LoadedModel, graph,
+    CompiledModel) for the cpu target."""
     from nnc.compiler import compile_graph
-    from nnc.frontend.torch_eager import import_torch_model
+    from nnc.frontend.model_files import load_model
     from nnc.passes import apply_input_layout
     from nnc.targets.cpu import CpuTarget
 
-    try:
-        spec = get_model(model_name)
-        qmodel = spec.load_quantized()
-    except (LookupError, FileNotFoundError, ValueError) as e:   # the zoo's own user errors
-        raise NncError(getattr(e, "what", str(e).strip("'\"")), f"model {model_name!r}",
-                       getattr(e, "fix", "see `python tools/train.py --help` to create a checkpoint")) \
-            from None
-    if spec.stateful:   # its state needs the IMX681's STATIC_DATA, not the cpu target
-        raise NncError(f"model {model_name!r} keeps a state between frames; the cpu target "
-                       "compiles stateless models only", f"model {model_name!r}",
-                       "compile it for the IMX681: python tools/imx681_compile.py --config "
-                       "firmware/imx681/configs/imx681_pytorch_classification_with_state_c.cfg "
-                       "(or ./scons board=imx681)")
-    graph = import_torch_model(qmodel, spec.example_input(), model_name, device_softmax=device_softmax)
+    loaded = load_model(source, checkpoint, calibration, progress)
+    graph = loaded.graph(device_softmax)
     apply_input_layout(graph, layout)
     compiled = compile_graph(graph, CpuTarget(kernels=kernels))
-    return spec, qmodel, graph, compiled
+    return loaded, graph, compiled
 
 
 def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = False,
-           layout: str = "nchw", device_softmax: bool = False) -> dict:
+           layout: str = "nchw", device_softmax: bool = False, checkpoint: str = None,
+           calibration: str = None) -> dict:
     t0 = time.time()
     outdir.check_target(out_dir, "--out")        # before the work, not after it
-    _, _, graph, compiled = compile_zoo_model(model_name, kernels, layout, device_softmax)
+    loaded, graph, compiled = compile_model(model_name, kernels, layout, checkpoint, calibration,
+                                            progress=not quiet, device_softmax=device_softmax)
+    model_name = loaded.name
     summary = model_summary(compiled, "cpu")
     summary["input_layout"] = layout
     summary["kernels"] = kernels
@@ -108,7 +99,15 @@ def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = Fals
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="model name from the zoo (models/registry.py)")
+    ap.add_argument("--model", required=True,
+                    help="a zoo name (models/registry.py, or a PT2E variant: lenet5_pt2e, "
+                         "residual_cnn_pt2e, dwsep_pt2e), a converted PT2E program file (.pt2, "
+                         "torch.export.save), or a Python factory 'path/net.py:build' returning "
+                         "(model, example_input)")
+    ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (plain tensors, read "
+                                         "with torch.load(weights_only=True))")
+    ap.add_argument("--calibration", help="calibration data when a factory returns a float model: "
+                                          "npy:FILE (float inputs) or digits")
     ap.add_argument("--out", required=True,
                     help="output folder for tvmgen_<model>.h/.c and model.json: new, empty, or made "
                          "by nnc (it is replaced as a whole)")
@@ -130,7 +129,8 @@ def main(argv=None) -> int:
     if args.debug:
         os.environ[DEBUG_ENV] = "1"      # read by the frontends when they build an error
     try:
-        export(args.model, args.out, args.kernels, args.quiet, args.layout, args.device_softmax)
+        export(args.model, args.out, args.kernels, args.quiet, args.layout, args.device_softmax,
+               args.checkpoint, args.calibration)
     except NncError as e:
         print(e.format(), file=sys.stderr)
         return 2

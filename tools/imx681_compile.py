@@ -78,9 +78,15 @@ def main(argv=None) -> int:
         out_where = "--output-dir" if args.output_dir else cfg.where("OUTPUT_DIRECTORY")
         out_dir = resolve_path(cfg, "OUTPUT_DIRECTORY")
         check_target(out_dir, out_where)        # before the work, not after it
-        qmodel, example = load_zoo_model(cfg)
         warn = lambda msg: print(msg, file=sys.stderr)
-        package = compile_model(qmodel, example, cfg, log=warn)
+        if cfg.get("MODEL_FILE"):
+            from nnc.frontend.model_files import load_model
+            graph = load_model(resolve_path(cfg, "MODEL_FILE"), progress=not args.quiet).graph()
+            graph.name = cfg.network_name   # C symbols and file names, as for a zoo MODEL
+            package = compile_model(None, None, cfg, log=warn, graph=graph)
+        else:
+            qmodel, example = load_zoo_model(cfg)
+            package = compile_model(qmodel, example, cfg, log=warn)
         out = package.write(out_dir, out_where)
     except NncError as e:
         print(e.format(), file=sys.stderr)
@@ -100,7 +106,7 @@ def main(argv=None) -> int:
         states = ", ".join(f"'{p.attribute}' buffers {package.lowered.ids[id(p.read)]}/"
                            f"{package.lowered.ids[id(p.write)]} at 0x{m.address_of(p.read):08x}"
                            for p in package.lowered.persistent) or "none kept"
-        print(f"compiled {cfg['MODEL']} as {cfg.network_name} ({cfg['OUTPUT_MODE']}): "
+        print(f"compiled {cfg.model_label} as {cfg.network_name} ({cfg['OUTPUT_MODE']}): "
               f"{len(package.lowered.graph.ops)} operations; {used}; states: {states} -> {out}")
     return 0
 

@@ -85,7 +85,8 @@ def _user_frames(node) -> list:
     frames = []
     for i, ln in enumerate(lines):
         ln = ln.strip()
-        if ln.startswith("File ") and f"{os.sep}torch{os.sep}" not in ln:
+        if ln.startswith("File ") and f"{os.sep}torch{os.sep}" not in ln \
+                and f"{os.sep}torchao{os.sep}" not in ln:
             code = lines[i + 1].strip() if i + 1 < len(lines) and not lines[i + 1].strip().startswith("File ") \
                 else ""
             frames.append((ln, code))
@@ -100,7 +101,7 @@ def _where(node, module=None, debug=None) -> str:
     where = f"fx node '{node.name}' ({kind})"
     frames = _user_frames(node)
     if frames:
-        where += f", at {frames[-1][0]}" + (f": {frames[-1][1]}" if frames[-1][1] else "")
+        where += f", at {user_source_line(node)}"
         debug = os.environ.get(DEBUG_ENV) == "1" if debug is None else debug
         if debug and len(frames) > 1:
             where += "\n         called from: " + "\n                      ".join(
@@ -108,6 +109,13 @@ def _where(node, module=None, debug=None) -> str:
         elif len(frames) > 1:
             where += f" (--debug or {DEBUG_ENV}=1 shows the {len(frames) - 1} calls above it)"
     return where
+
+
+def user_source_line(node) -> str:
+    """The innermost line of the user's code in a node's recorded stack ('File "net.py", line 14,
+    in forward: x = ...'), or ''."""
+    frames = _user_frames(node)
+    return f"{frames[-1][0]}" + (f": {frames[-1][1]}" if frames[-1][1] else "") if frames else ""
 
 
 def _unsupported(node, what, module=None):

@@ -378,21 +378,24 @@ class Imx681Package:
         return os.path.abspath(out_dir)
 
 
-def compile_model(qmodel, example_input, cfg: Config, log=None, model_label: str = "") -> Imx681Package:
-    """Import, lower, compile and lay out one model for the configuration (nothing written)."""
+def compile_model(qmodel, example_input, cfg: Config, log=None, model_label: str = "",
+                  graph=None) -> Imx681Package:
+    """Import, lower, compile and lay out one model for the configuration (nothing written).
+    `graph`: an already imported IR graph (MODEL_FILE) instead of the eager `qmodel`."""
     from . import imx681_image, imx681_memory, imx681_summary
     import json
-    graph = state_mod.import_stateful_model(qmodel, example_input, cfg.network_name)
+    if graph is None:
+        graph = state_mod.import_stateful_model(qmodel, example_input, cfg.network_name)
     lowered = lower_states(graph, cfg, log)
     compiled = compile_graph(lowered.graph, Imx681Target(lowered))
     params_image = imx681_image.build_params_image(lowered, cfg)
     memory = imx681_memory.layout(lowered, compiled.plan, cfg, params_image)
     params_bytes = imx681_image.finish_params_image(params_image, memory, cfg)
     static_bytes = imx681_image.static_data_image(lowered, memory, cfg)
-    summary = imx681_summary.render(lowered, compiled, memory, cfg, model_label or cfg["MODEL"])
+    summary = imx681_summary.render(lowered, compiled, memory, cfg, model_label or cfg.model_label)
     files = {"summary.txt": summary.encode()}
     name = cfg.network_name
-    manifest = {"network": name, "model": cfg["MODEL"], "mode": cfg["OUTPUT_MODE"],
+    manifest = {"network": name, "model": cfg.model_label, "mode": cfg["OUTPUT_MODE"],
                 "prefix": compiled.prefix, "memory_order": cfg["MEMORY_ORDER"],
                 "frame_inputs": [list(t.shape) for t in lowered.frame_inputs],
                 "frame_input_buffer_ids": [lowered.ids[id(t)] for t in lowered.frame_inputs],

@@ -44,7 +44,11 @@ REGION_HELP = {
 }
 
 KEYS: dict = {
-    "MODEL": Key("str", True, None, "model of the zoo to compile (models/registry.py), e.g. stateful"),
+    "MODEL": Key("str", False, None, "model of the zoo to compile (models/registry.py), e.g. stateful "
+                                     "(this or MODEL_FILE is required)"),
+    "MODEL_FILE": Key("path", False, None,
+                      "your model file instead of a zoo MODEL: a converted PT2E program (.pt2) or a "
+                      "factory net.py:build returning (model, example input); stateless models only"),
     "MODEL_CHECKPOINT": Key("path", False, None,
                             "converted int8 checkpoint to load instead of the zoo's own"),
     "NETWORK_NAME": Key("name", False, None,
@@ -97,7 +101,15 @@ class Config:
 
     @property
     def network_name(self) -> str:
-        return self.values.get("NETWORK_NAME") or self.values["MODEL"]
+        if self.values.get("NETWORK_NAME") or self.values.get("MODEL"):
+            return self.values.get("NETWORK_NAME") or self.values["MODEL"]
+        base = os.path.splitext(os.path.basename(self.values["MODEL_FILE"].split(":")[0]))[0]
+        return "".join(c if c.isalnum() else "_" for c in base)
+
+    @property
+    def model_label(self) -> str:
+        """What the configuration compiles: the zoo MODEL or the MODEL_FILE."""
+        return self.values.get("MODEL") or self.values["MODEL_FILE"]
 
     @property
     def big_endian(self) -> bool:
@@ -196,6 +208,9 @@ def parse_config(path: str, overrides: dict | None = None) -> Config:
 
 
 def _check_consistency(cfg: Config) -> None:
+    if bool(cfg.get("MODEL")) == bool(cfg.get("MODEL_FILE")):
+        raise ConfigError("exactly one of MODEL and MODEL_FILE is required", cfg.path,
+                          "name a zoo model (MODEL stateful) or your model file (MODEL_FILE net.pt2)")
     r, w = "MODEL_STATE_READ_BUFFER_ID", "MODEL_STATE_WRITE_BUFFER_ID"
     if (cfg.values[r] is None) != (cfg.values[w] is None):
         given, other = (r, w) if cfg.values[r] is not None else (w, r)

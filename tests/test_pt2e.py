@@ -1,0 +1,401 @@
+"""PT2E frontend: NncQuantizer programs and other quantizers' programs -> C, bit-exact against
+nnc.reference (>= 1000 inputs: edge values, random, real digits), qnnpack where it has the kernel,
+and the mismatch count against the float-simulated converted program (printed, in the README).
+Model files: .pt2 round trip, factory file, bad files (clean error, exit 2, nothing written)."""
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from conftest import ROOT, build_host_library, edge_and_random_inputs
+
+from nnc import reference
+from nnc.errors import NncError
+from nnc.frontend.model_files import load_model
+from nnc.frontend.pt2e import import_pt2e, run_pt2e_int8
+from nnc.frontend.pt2e_quantizer import NncQuantizer, pt2e_api, quantize_pt2e
+from nnc.frontend.torch_eager import quantize_like_torch
+
+ZOO = ["lenet5_pt2e", "residual_cnn_pt2e", "dwsep_pt2e"]
+
+
+def test_inputs(graph, n_random=800, seed=3):
+    """Edge values, random int8 and >= 200 real held-out digits, quantized like the input step."""
+    x = edge_and_random_inputs(graph.inputs[0].shape, n_random, seed)
+    if graph.inputs[0].shape[1:] == (1, 28, 28):
+        from models.registry import get
+        held = get("lenet5").heldout().x[:300].reshape(-1, 1, 28, 28)
+        x = np.concatenate([x, quantize_like_torch(held, graph.inputs[0].qparams)])
+    assert len(x) >= 1000
+    return x
+
+
+@pytest.fixture(scope="module", params=ZOO)
+def zoo_program(request):
+    m = load_model(request.param, progress=False)
+    return request.param, m, m.graph()
+
+
+@pytest.mark.parametrize("kernels", ["c", "m7"])
+def test_zoo_pt2e_c_equals_reference(zoo_program, kernels, tmp_path):
+    name, m, graph = zoo_program
+    import copy
+    g = copy.deepcopy(graph)
+    _, lib, _ = build_host_library(g, kernels, tmp_path, name)
+    x = test_inputs(graph)
+    expected = reference.run(graph, [x])[0]
+    got = lib.run(x)
+    assert int(np.count_nonzero(got != expected)) == 0, f"{name} ({kernels}): C != nnc.reference"
+    # Against the converted program itself (float conv/linear between quantize steps): reported.
+    program = m.run_int8([x])[0]
+    diff = np.abs(program.astype(int) - got.astype(int))
+    print(f"\n{name}: vs the float-simulated PT2E program: {int(np.count_nonzero(diff))} of "
+          f"{diff.size} elements differ, max abs diff {int(diff.max())}")
+
+
+def test_zoo_pt2e_top1_equals_program(zoo_program):
+    name, m, graph = zoo_program
+    from models.registry import get
+    held = get("lenet5").heldout()
+    x = quantize_like_torch(held.x.reshape(-1, 1, 28, 28), graph.inputs[0].qparams)
+    ours = reference.run(graph, [x])[0].argmax(1)
+    theirs = m.run_int8([x])[0].argmax(1)
+    acc_ours, acc_prog = float((ours == held.y).mean()), float((theirs == held.y).mean())
+    print(f"\n{name}: top-1 on {len(x)} held-out digits: C/reference {acc_ours:.2%}, "
+          f"PT2E program {acc_prog:.2%}")
+    assert acc_ours == acc_prog
+
+
+def test_qnnpack_oracle_on_pt2e_layers(zoo_program):
+    """Every conv/linear of the program, run by torch's quantized qnnpack kernel with the same
+    parameters (weights, scales, zero points, bias as the float the int32 bias stands for),
+    equals the reference layer by layer."""
+    name, m, graph = zoo_program
+    torch.backends.quantized.engine = "qnnpack"
+    x = test_inputs(graph)[:200]
+    _, values = reference.run(graph, [x], capture=True)
+    env = {graph.inputs[0].name: x}
+    env.update(values)
+    checked = 0
+    for op in graph.ops:
+        if op.kind not in ("conv2d", "dense") or op.params["weight_zp"].any():
+            continue
+        src, out = op.inputs[0], op.output
+        w_scale = np.asarray(op.attrs["weight_scales"], np.float64)
+        w = torch._make_per_channel_quantized_tensor(
+            torch.from_numpy(op.params["weight"].astype(np.int8)), torch.from_numpy(w_scale),
+            torch.zeros(len(w_scale), dtype=torch.int64), 0)
+        bias = torch.from_numpy(op.params["bias"].astype(np.float64) * w_scale * src.qparams.scale).float()
+        xin = torch.from_numpy(env[src.name].astype(np.int16) + 128).to(torch.uint8)
+        xq = torch._make_per_tensor_quantized_tensor(xin, src.qparams.scale, src.qparams.zero_point + 128)
+        a = op.attrs
+        if op.kind == "conv2d":
+            mod = torch.ao.nn.quantized.Conv2d(w.shape[1] * a["groups"], w.shape[0], tuple(w.shape[2:]),
+                                               a["stride"], a["padding"], a["dilation"], a["groups"])
+        else:
+            mod = torch.ao.nn.quantized.Linear(w.shape[1], w.shape[0])
+        mod.set_weight_bias(w, bias)
+        mod.scale, mod.zero_point = out.qparams.scale, out.qparams.zero_point + 128
+        y = mod(xq).int_repr().numpy().astype(np.int16) - 128
+        y = np.clip(y, *a["clamp"]).astype(np.int8)
+        assert np.array_equal(y, env[out.name]), f"{name}: layer {op.name} differs from qnnpack"
+        checked += 1
+    assert checked >= 2
+
+
+def small_ffn():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 1)).eval()
+
+
+def test_ffn_pt2e_c_equals_reference(tmp_path):
+    x0 = torch.rand(1, 2)
+    prog = quantize_pt2e(small_ffn(), x0, [torch.rand(1, 2) * 2 - 1 for _ in range(200)], progress=False)
+    graph = import_pt2e(prog, "ffn_pt2e")
+    _, lib, _ = build_host_library(graph, "c", tmp_path, "ffn_pt2e")
+    x = edge_and_random_inputs(graph.inputs[0].shape, 2000, 4)
+    assert int(np.count_nonzero(lib.run(x) != reference.run(graph, [x])[0])) == 0
+
+
+# -- other quantizers ---------------------------------------------------------------------------
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.c2 = nn.Conv2d(4, 8, 3)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = F.max_pool2d(F.hardtanh(self.dw(x), 0.0, 6.0) + x, 2)
+        return F.max_pool2d(F.relu(self.c2(x)), 2)
+
+
+def _convert(model, quantizer, fold=True):
+    api = pt2e_api()
+    x = torch.randn(1, 1, 28, 28)
+    m = api.prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
+    torch.manual_seed(2)
+    for _ in range(16):
+        m(torch.randn(1, 1, 28, 28))
+    return api.convert_pt2e(m, fold_quantize=fold), x
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_xnnpack_quantizer_program_imports(fold, tmp_path):
+    """Symmetric weights in [-127, 127], a standalone hardtanh, float weight copies (fold=False)."""
+    from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    torch.manual_seed(0)
+    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prog, x0 = _convert(Block().eval(), q, fold)
+    graph = import_pt2e(prog, "xnn", x0)
+    _, lib, _ = build_host_library(graph, "c", tmp_path, "xnn")
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 7)
+    ref = reference.run(graph, [x])[0]
+    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+    diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
+    print(f"\nXNNPACK-style program (fold={fold}): {int(np.count_nonzero(diff))} of {diff.size} "
+          f"differ from the float-simulated program, max abs diff {int(diff.max())}")
+
+
+class X86Net(nn.Module):
+    """What the x86 quantizer quantizes end to end: conv+relu chains whose outputs feed quantized ops."""
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        return self.c2(F.max_pool2d(x, 2))
+
+
+def test_x86_quantizer_program_refused_by_name():
+    """The x86 quantizer leaves float values between ops (here the max pool's input): refused with
+    the node named, never silently approximated."""
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+    torch.manual_seed(0)
+    q = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prog, x0 = _convert(X86Net().eval(), q)
+    with pytest.raises(NncError) as e:
+        import_pt2e(prog, "x86", x0)
+    assert "cannot compute exactly in integers" in str(e.value) and "PT2E node" in str(e.value)
+
+
+def test_uint8_activations_map_onto_int8(tmp_path):
+    """uint8 activations [0, 255] (x86/qnnpack style) shift by 128 onto the int8 kernels exactly."""
+    torch.manual_seed(0)
+    prog, x0 = _convert(Block().eval(), NncQuantizer(uint8_activations=True))
+    graph = import_pt2e(prog, "u8", x0)
+    _, lib, _ = build_host_library(graph, "c", tmp_path, "u8")
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 8)
+    ref = reference.run(graph, [x])[0]
+    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+    diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
+    print(f"\nuint8 program: {int(np.count_nonzero(diff))} of {diff.size} differ from the "
+          f"float-simulated program, max abs diff {int(diff.max())}")
+
+
+# -- bad programs ---------------------------------------------------------------------------------
+class Cumsum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return torch.cumsum(self.c(x), 1)   # the line the error must name
+
+
+def test_unsupported_op_names_node_and_line():
+    prog, x0 = _convert(Cumsum().eval(), NncQuantizer())
+    with pytest.raises(NncError) as e:
+        import_pt2e(prog, "s", x0)
+    msg = str(e.value)
+    assert "cumsum" in msg and "test_pt2e.py" in msg and "in forward" in msg and "supported are" in msg
+
+
+class Activations(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = F.hardswish(self.c1(x))
+        return torch.sigmoid(self.c2(x))
+
+
+def test_element_wise_functions_become_exact_tables(tmp_path):
+    """hardswish/sigmoid between quantize steps: a table made from the program's own ops, so the
+    C equals the reference and the table layers equal the program."""
+    torch.manual_seed(0)
+    prog, x0 = _convert(Activations().eval(), NncQuantizer())
+    graph = import_pt2e(prog, "act", x0)
+    assert [op.kind for op in graph.ops].count("lut") == 2
+    _, lib, _ = build_host_library(graph, "c", tmp_path, "act")
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 9)
+    ref = reference.run(graph, [x])[0]
+    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+
+
+# -- model files ---------------------------------------------------------------------------------
+EXPORT = [sys.executable, os.path.join(ROOT, "tools", "export.py")]
+
+
+@pytest.fixture(scope="module")
+def pt2_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pt2")
+    prog = quantize_pt2e(small_ffn(), torch.rand(1, 2), [torch.rand(1, 2) for _ in range(64)], progress=False)
+    path = str(d / "pt2e_test_ffn.pt2")   # builds as pt2e_test_ffn: no zoo name is touched
+    torch.export.save(prog, path)
+    return prog, path
+
+
+def test_pt2_round_trip(pt2_file, tmp_path):
+    prog, path = pt2_file
+    g1 = import_pt2e(prog, "ffn")
+    g2 = load_model(path).graph()
+    x = edge_and_random_inputs(g1.inputs[0].shape, 1000, 1)
+    assert np.array_equal(reference.run(g1, [x])[0], reference.run(g2, [x])[0])
+    out = tmp_path / "gen"
+    r = subprocess.run(EXPORT + ["--model", path, "--out", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "tvmgen_pt2e_test_ffn.c").exists()
+
+
+def test_factory_file_with_calibration(tmp_path):
+    (tmp_path / "net.py").write_text(
+        "import torch, torch.nn as nn\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))\n"
+        "    return m.eval(), torch.rand(1, 1, 28, 28)\n")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((32, 1, 28, 28), dtype=np.float32))
+    out = tmp_path / "gen"
+    r = subprocess.run(EXPORT + ["--model", f"{tmp_path}/net.py:build", "--calibration",
+                                 f"npy:{tmp_path}/calib.npy", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "tvmgen_net.c").exists()
+    r = subprocess.run(EXPORT + ["--model", f"{tmp_path}/net.py:build", "--out", str(tmp_path / "g2")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "calibration" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "g2").exists()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = "/tmp/nnc-pt2e-pickle-ran"
+
+
+def _bad_files(tmp_path, good):
+    not_model = tmp_path / "notes.pt2"
+    not_model.write_text("hello\n")
+    truncated = tmp_path / "cut.pt2"
+    data = open(good, "rb").read()
+    truncated.write_bytes(data[:len(data) // 2])
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            body = zin.read(item.filename)
+            if item.filename.endswith("sample_inputs/model.pt"):
+                body = pickle.dumps(_RunsCode())
+            zout.writestr(item, body)
+    ckpt = tmp_path / "evil_ckpt.pt"
+    ckpt.write_bytes(pickle.dumps(_RunsCode()))
+    return {"not a model": [str(not_model)], "truncated": [str(truncated)], "pickled code": [str(evil)],
+            "checkpoint with code": ["lenet5", "--checkpoint", str(ckpt)]}
+
+
+def test_bad_model_files(pt2_file, tmp_path):
+    if os.path.exists(MARKER):
+        os.remove(MARKER)
+    for what, model_args in _bad_files(tmp_path, pt2_file[1]).items():
+        out = tmp_path / f"out_{what.replace(' ', '_')}"
+        r = subprocess.run(EXPORT + ["--model"] + model_args + ["--out", str(out)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2, (what, r.stderr)
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, (what, r.stderr)
+        assert not out.exists(), what
+    assert not os.path.exists(MARKER), "a pickle in a model file ran code"
+
+
+def _scons(*args):
+    return subprocess.run([sys.executable, "-m", "SCons", "-Q", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1800)
+
+
+def test_scons_host_model_file(pt2_file):
+    import hostlib
+    prog, path = pt2_file
+    r = _scons("host", f"model={path}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    name = "pt2e_test_ffn"
+    lib = hostlib.load(os.path.join(ROOT, "build", "host", name, f"lib{name}.so"),
+                       os.path.join(ROOT, "build", "gen", "c", name, f"tvmgen_{name}.h"))
+    graph = import_pt2e(prog, name)
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 11)
+    assert int(np.count_nonzero(lib.run(x) != reference.run(graph, [x])[0])) == 0
+
+
+def test_scons_m7_run_model_file(pt2_file):
+    """The .pt2 on the emulated Cortex-M7 through the serial client, checked against the host library."""
+    import shutil
+    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("needs qemu-system-arm and arm-none-eabi-gcc")
+        pytest.skip("needs qemu-system-arm and arm-none-eabi-gcc")
+    r = _scons("board=mps2-an500", f"model={pt2_file[1]}", "run")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert " 0 mismatches" in out, out
+
+
+def test_imx681_model_file(pt2_file, tmp_path):
+    cfg = tmp_path / "file.cfg"
+    src = open(os.path.join(ROOT, "firmware", "imx681", "configs",
+                            "imx681_pytorch_classification_with_state_c.cfg")).read().splitlines()
+    keep = [ln for ln in src if not ln.split() or ln.split()[0] not in ("MODEL", "OUTPUT_DIRECTORY",
+                                                                        "NETWORK_NAME")]
+    cfg.write_text("\n".join(keep + [f"MODEL_FILE {pt2_file[1]}", f"OUTPUT_DIRECTORY {tmp_path}/out"]) + "\n")
+    tool = [sys.executable, os.path.join(ROOT, "tools", "imx681_compile.py"), "--config", str(cfg)]
+    r = subprocess.run(tool + ["--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "tvmgen_pt2e_test_ffn.c").exists()
+    r = subprocess.run(tool + ["--set", "MODEL=stateful", "--set", f"OUTPUT_DIRECTORY={tmp_path}/o2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "exactly one of MODEL and MODEL_FILE" in r.stderr
+    assert not (tmp_path / "o2").exists()
+
+
+def test_qat_flow(tmp_path):
+    """prepare_qat_pt2e with NncQuantizer(qat=True), a few training steps, convert, compile."""
+    api = pt2e_api()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 26 * 26, 10)).train()
+    x0 = torch.rand(8, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    m = torch.export.export(model, (x0,), dynamic_shapes=({0: batch},)).module()
+    m = api.prepare_qat_pt2e(m, NncQuantizer(qat=True))
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(m(torch.rand(8, 1, 28, 28)), torch.randint(0, 10, (8,))).backward()
+        opt.step()
+    converted = api.convert_pt2e(m)
+    graph = import_pt2e(converted, "qat", torch.rand(1, 1, 28, 28))
+    _, lib, _ = build_host_library(graph, "c", tmp_path, "qat")
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 12)
+    assert int(np.count_nonzero(lib.run(x) != reference.run(graph, [x])[0])) == 0
