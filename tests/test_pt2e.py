@@ -26,7 +26,7 @@ from nnc.frontend.torch_eager import quantize_like_torch
 ZOO = ["lenet5_pt2e", "residual_cnn_pt2e", "dwsep_pt2e"]
 
 
-def test_inputs(graph, n_random=800, seed=3):
+def inputs_for(graph, n_random=800, seed=3):
     """Edge values, random int8 and >= 200 real held-out digits, quantized like the input step."""
     x = edge_and_random_inputs(graph.inputs[0].shape, n_random, seed)
     if graph.inputs[0].shape[1:] == (1, 28, 28):
@@ -49,7 +49,7 @@ def test_zoo_pt2e_c_equals_reference(zoo_program, kernels, tmp_path):
     import copy
     g = copy.deepcopy(graph)
     _, lib, _ = build_host_library(g, kernels, tmp_path, name)
-    x = test_inputs(graph)
+    x = inputs_for(graph)
     expected = reference.run(graph, [x])[0]
     got = lib.run(x)
     assert int(np.count_nonzero(got != expected)) == 0, f"{name} ({kernels}): C != nnc.reference"
@@ -79,7 +79,7 @@ def test_qnnpack_oracle_on_pt2e_layers(zoo_program):
     equals the reference layer by layer."""
     name, m, graph = zoo_program
     torch.backends.quantized.engine = "qnnpack"
-    x = test_inputs(graph)[:200]
+    x = inputs_for(graph)[:200]
     _, values = reference.run(graph, [x], capture=True)
     env = {graph.inputs[0].name: x}
     env.update(values)
