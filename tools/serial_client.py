@@ -363,10 +363,20 @@ class ChildProcess:
 
     def wait(self, timeout: float = 30) -> int:
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
             raise ProtocolError(f"{self.what} did not exit after the EXIT request") from None
+        self._kill_group()
+        return status
+
+    def _kill_group(self):
+        """Ends whatever is left of the process group the child leads (start_new_session): RIOT's
+        native64 forks a helper process that outlives the main one and would stay behind."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):   # the group is gone already
+            pass
 
     def exited_within(self, seconds: float) -> bool:
         try:
@@ -383,10 +393,8 @@ class ChildProcess:
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
-                try:                # its own process group: `timeout` and the firmware together
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:   # gone in the meantime
-                    pass
+                pass
+        self._kill_group()          # its own process group: `timeout`, the firmware, their children
         try:
             _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
