@@ -147,8 +147,8 @@ def test_library_without_identity_is_refused(tmp_path):
 def test_other_kernels_of_the_same_model_are_accepted(tmp_path):
     """The m7 header with the portable-C library (the firmware comparison does that): same model,
     same ports, same graph hash, bit-exact by contract."""
-    from export import compile_zoo_model
-    _, _, _, m7 = compile_zoo_model("lenet5", "m7")
+    from export import compile_model
+    _, _, m7 = compile_model("lenet5", "m7")
     header, _ = m7.write(str(tmp_path))
     lib = hostlib.load(host_library_path("lenet5"), header)
     assert lib.identity["kernels"] == "c" and "kernels=m7" in open(header).read()
@@ -158,13 +158,13 @@ def test_other_kernels_of_the_same_model_are_accepted(tmp_path):
 
 def test_batch_above_one_is_refused_at_import():
     import torch
-    from export import compile_zoo_model
     from nnc.errors import NncError
+    from nnc.frontend.model_files import load_model
     from nnc.frontend.torch_eager import import_torch_model
-    spec, qmodel, _, _ = compile_zoo_model("lenet5")
-    example = torch.cat([spec.example_input()] * 4)
+    loaded = load_model("lenet5")
+    example = torch.cat([loaded.example_input] * 4)
     with pytest.raises(NncError) as e:
-        import_torch_model(qmodel, example, "lenet5")
+        import_torch_model(loaded.model, example, "lenet5")
     assert "batch size 4" in str(e.value) and "x[:1]" in str(e.value)
 
 

@@ -57,9 +57,9 @@ def test_generated_c_is_clean_under_asan_and_ubsan(name, kernels, zoo, tmp_path)
         if not os.path.exists(source):
             pytest.fail(f"{source} is missing: run the tests through `./scons host test`")
     else:
-        from export import compile_zoo_model
+        from export import compile_model
         gen = str(tmp_path / "gen")
-        header, source = compile_zoo_model(name, kernels)[3].write(gen)
+        header, source = compile_model(name, kernels)[2].write(gen)
     info = parse_header(header)
     assert len(info["inputs"]) == 1
     driver = tmp_path / "driver.c"
