@@ -446,6 +446,7 @@ GOOD_VALUES = {
     "MODEL": st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True),
     "OUTPUT_DIRECTORY": st.from_regex(r"[A-Za-z0-9_./-]{1,16}", fullmatch=True),
     "MODEL_CHECKPOINT": st.from_regex(r"[A-Za-z0-9_./-]{1,16}", fullmatch=True),
+    "MODEL_FILE": st.from_regex(r"[A-Za-z0-9_./-]{1,16}", fullmatch=True),
     "NETWORK_NAME": st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True),
     "OUTPUT_MODE": st.sampled_from(["C_SOURCES", "I2C_IMAGES"]),
     "MEMORY_ORDER": st.sampled_from(["LITTLE_ENDIAN", "BIG_ENDIAN"]),
@@ -459,6 +460,7 @@ BAD_VALUES = {
     "MODEL": ["two words", "a\tb", "x\x07"],
     "OUTPUT_DIRECTORY": ["a\x00b", "a\x1bb"],
     "MODEL_CHECKPOINT": ["a\x7fb"],
+    "MODEL_FILE": ["a\x00b"],
     "NETWORK_NAME": ["1abc", "a-b", "a.b"],
     "OUTPUT_MODE": ["c_sources", "BOTH"],
     "MEMORY_ORDER": ["MIDDLE_ENDIAN"],
@@ -487,6 +489,8 @@ def configurations(draw):
         lines.append(f"{key}{draw(st.sampled_from([' ', '   ', chr(9)]))}{value}"
                      + draw(st.sampled_from(["", "  # comment", "\t"])))
     if ("MODEL_STATE_READ_BUFFER_ID" in present) != ("MODEL_STATE_WRITE_BUFFER_ID" in present):
+        bad = True
+    if ("MODEL" in present) == ("MODEL_FILE" in present):    # exactly one of them
         bad = True
     if lines and draw(st.booleans()) and draw(st.booleans()):
         lines.append(draw(st.sampled_from(lines)))                 # a key given twice
