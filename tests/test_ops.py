@@ -338,11 +338,12 @@ def test_new_kernels_compile_warning_free_on_every_target(cc, tmp_path):
 # -- tools/export.py: --device-softmax and --debug ----------------------------------------------------
 class _TestSpec:
     """Stands in for a zoo ModelSpec: tools/export.py takes zoo names."""
+    stateful = False
 
     def __init__(self, qmodel, shape):
         self.qmodel, self.shape = qmodel, shape
 
-    def load_quantized(self):
+    def load_quantized(self, path=None):
         return self.qmodel
 
     def example_input(self):
