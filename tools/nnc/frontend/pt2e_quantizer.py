@@ -169,17 +169,16 @@ class NncQuantizer(Quantizer):
         inputs = {act: self.act_spec(), weight: self.weight_spec()}
         if bias is not None and hasattr(bias, "op"):
             inputs[bias] = self.bias_spec(node, act, weight)
-        fused = self._fused_activation(node)
-        self._set(node, inputs, None if fused else self.act_spec())
-        if fused is None:
-            return [node]
-        self._set(fused, {}, self.act_spec())
-        return [node, fused]
+        return self._annotate_with_activation(node, inputs)
 
     def _annotate_add(self, node):
         inputs = {a: self.act_spec() for a in node.args[:2] if hasattr(a, "op")}
         if len(inputs) != 2:
             return [node]      # add of a constant: left in float, the importer names it
+        return self._annotate_with_activation(node, inputs)
+
+    def _annotate_with_activation(self, node, inputs):
+        """The node's inputs; its output, or that of the activation fused after it."""
         fused = self._fused_activation(node)
         self._set(node, inputs, None if fused else self.act_spec())
         if fused is None:
