@@ -11,20 +11,14 @@ what the build made.
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from fixtures.builds import copy_checkout, scons
+
 pytestmark = pytest.mark.tools   # test tier (pytest.ini)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "lenet5"
-
-
-def scons(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "SCons", "-Q", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def sha256(path):
@@ -51,7 +45,7 @@ def test_hostile_deploy_path_runs_nothing(tmp_path, i):
 
 def test_hostile_tests_expression_runs_nothing(tmp_path):
     for value in injections(tmp_path / "MARKER"):
-        r = scons("test", f"tests={value}", timeout=300)
+        r = scons("test", f"tests={value}", "jobs=1", timeout=300)
         assert not (tmp_path / "MARKER").exists(), f"tests={value!r} ran a command\n{r.stdout[-2000:]}"
         assert r.returncode != 0, f"tests={value!r}: an invalid -k expression must fail"
 
@@ -90,16 +84,23 @@ def test_deploy_path_with_spaces(tmp_path):
     assert json.loads((out / "metadata.json").read_text())["library"] == f"lib{MODEL}.so"
 
 
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory):
+    """A private copy of the project: these tests change what the build made, while other test
+    workers read the repository's build/."""
+    return copy_checkout(str(tmp_path_factory.mktemp("options") / "nnc"))
+
+
 @pytest.fixture
-def generated():
-    r = scons("host", f"model={MODEL}")
+def generated(checkout):
+    r = scons("host", f"model={MODEL}", cwd=checkout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    gen = os.path.join(ROOT, "build", "gen", "c", MODEL)
+    gen = os.path.join(checkout, "build", "gen", "c", MODEL)
     return {n: os.path.join(gen, n) for n in (f"tvmgen_{MODEL}.c", f"tvmgen_{MODEL}.h", "model.json")}
 
 
 @pytest.mark.parametrize("damage", ["edit", "truncate", "delete_line_same_size"])
-def test_damaged_generated_file_is_regenerated(generated, damage):
+def test_damaged_generated_file_is_regenerated(checkout, generated, damage):
     path = generated[f"tvmgen_{MODEL}.c"] if damage != "truncate" else generated[f"tvmgen_{MODEL}.h"]
     good = sha256(path)
     data = open(path, "rb").read()
@@ -111,28 +112,28 @@ def test_damaged_generated_file_is_regenerated(generated, damage):
         data = data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
     with open(path, "wb") as f:
         f.write(data)
-    r = scons("host", f"model={MODEL}")
+    r = scons("host", f"model={MODEL}", cwd=checkout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "tools/export.py" in r.stdout, "the exporter did not run again"
     assert sha256(path) == good
-    r = scons("host", f"model={MODEL}")
+    r = scons("host", f"model={MODEL}", cwd=checkout)
     assert "tools/export.py" not in r.stdout, "an untouched export must not run again"
 
 
-def test_board_build_keeps_the_portable_host_library():
-    so = os.path.join(ROOT, "build", "host", MODEL, f"lib{MODEL}.so")
-    r = scons("host", f"model={MODEL}")
+def test_board_build_keeps_the_portable_host_library(checkout):
+    so = os.path.join(checkout, "build", "host", MODEL, f"lib{MODEL}.so")
+    r = scons("host", f"model={MODEL}", cwd=checkout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     before = sha256(so)
-    r = scons("board=mps2-an500", f"model={MODEL}")
+    r = scons("board=mps2-an500", f"model={MODEL}", cwd=checkout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sha256(so) == before, "a board build replaced the portable host library"
     # `run` compares the firmware (m7 kernels) with the portable library and its own header
-    r = scons("-n", "board=mps2-an500", f"model={MODEL}", "run")
+    r = scons("-n", "board=mps2-an500", f"model={MODEL}", "run", cwd=checkout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     run_line = next(l for l in r.stdout.splitlines() if "serial_client.py" in l)
     assert f"--so {so}" in run_line
-    assert f"--header {os.path.join(ROOT, 'build', 'gen', 'c', MODEL, f'tvmgen_{MODEL}.h')}" in run_line
+    assert f"--header {os.path.join(checkout, 'build', 'gen', 'c', MODEL, f'tvmgen_{MODEL}.h')}" in run_line
     assert f"build/gen/m7/{MODEL}" not in run_line
 
 

@@ -214,14 +214,16 @@ def test_digit_pad_fake_board(display, tmp_path):
 
 
 def firmware_elf():
+    from fixtures.builds import build_lock, scons
     elf = os.environ.get("NNC_FW_ELF") or os.path.join(BUILD, "mps2-an500", MODEL, "fw.elf")
-    if os.path.isfile(elf):
-        return elf
+    with build_lock():        # not while another test worker's build is writing it
+        if os.path.isfile(elf):
+            return elf
     if not (os.path.isfile(os.path.join(ROOT, "firmware", "riot", "SConscript"))
             and shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
         pytest.fail(f"{elf} is not built and cannot be (firmware SConscript, arm-none-eabi-gcc, qemu)")
-    subprocess.run([os.path.join(ROOT, "scons"), "-C", ROOT, "board=mps2-an500", f"model={MODEL}"],
-                   check=True, capture_output=True)
+    r = scons("board=mps2-an500", f"model={MODEL}", timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     if not os.path.isfile(elf):
         pytest.fail(f"the firmware build did not produce {elf}")
     return elf

@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import numpy as np
@@ -296,7 +297,8 @@ class _RunsCode:
         return (os.system, (f"touch {MARKER}",))
 
 
-MARKER = "/tmp/nnc-pt2e-pickle-ran"
+# per process: parallel test workers each have their own
+MARKER = os.path.join(tempfile.gettempdir(), f"nnc-pt2e-pickle-ran-{os.getpid()}")
 
 
 def _bad_files(tmp_path, good):
@@ -332,8 +334,8 @@ def test_bad_model_files(pt2_file, tmp_path):
 
 
 def _scons(*args):
-    return subprocess.run([sys.executable, "-m", "SCons", "-Q", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=1800)
+    from fixtures.builds import scons
+    return scons(*args, timeout=1800)
 
 
 def test_scons_host_model_file(pt2_file):

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 import serial_client as sc  # noqa: E402
+from fixtures.builds import build_lock  # noqa: E402
 from test_stm32 import (BAD_FRAMES, bad_frame_then_good_frame, good_frame_works, scons,  # noqa: E402
                         send_1000_inputs_and_compare, serving)
 
@@ -105,6 +106,12 @@ def f746_images(riotbase, tmp_path_factory):
     m7 again (after the switch), residual_cnn m7; and the bare-metal lenet5 m7 image."""
     keep = tmp_path_factory.mktemp("riot-images")
     images = {}
+    with build_lock():     # the kernels switch in one build folder: no other worker's build between
+        _build_f746_images(riotbase, keep, images)
+    return images
+
+
+def _build_f746_images(riotbase, keep, images):
     for name, model, extra in [("lenet5_m7", "lenet5", []), ("lenet5_c", "lenet5", ["kernels=c"]),
                                ("lenet5_m7_again", "lenet5", []), ("residual_cnn_m7", "residual_cnn", [])]:
         r = built(riot_scons(riotbase, f"board={F746}", f"model={model}", *extra))
@@ -117,7 +124,6 @@ def f746_images(riotbase, tmp_path_factory):
     for model in ("lenet5", "residual_cnn"):
         built(scons(f"board={F746}", f"model={model}"))
         images[f"bare_{model}_m7"] = {"fw.elf": os.path.join(BUILD, F746, model, "fw.elf")}
-    return images
 
 
 def symbols(elf: str) -> dict:

@@ -29,6 +29,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 import serial_client as sc  # noqa: E402
 from conftest import compile_host_library, edge_and_random_inputs  # noqa: E402
+from fixtures.builds import scons  # noqa: E402,F401  (the repository's SCons, one run at a time)
 from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
 
 MODEL = "lenet5"
@@ -42,9 +43,6 @@ def arm_tools():
                     "qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi)")
 
 
-def scons(*args, cwd=ROOT, timeout=900):
-    cmd = [sys.executable, "-m", "SCons", "-Q", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
