@@ -9,33 +9,58 @@ the arguments go to the program exactly as given.
 """
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
+import sys
 
-from SCons.Script import Action, Exit
+from SCons.Script import Action, Dir, Exit
 
 # Options whose values become arguments of the tools the build runs.
-TEXT_OPTIONS = ("port", "deploy", "RIOTBASE", "tests", "model", "calibration")
+TEXT_OPTIONS = ("port", "deploy", "RIOTBASE", "tests", "model", "calibration", "cache", "jobs")
+
+# An action's signature (what SCons compares to decide a rebuild, and the key of a shared build
+# cache, cache=DIR) must not depend on where the checkout is: the same build in another clone
+# or on another machine has the same signature. The argument list is therefore recorded with the
+# checkout's folder and the Python running SCons written as these markers (a control character:
+# no option value has one, check_option_values) and turned back into paths when the action runs.
+_TOP, _PYTHON = "\x00top", "\x00python"
+
+
+def _portable(arg: str) -> str:
+    if arg == sys.executable:
+        return _PYTHON
+    # the checkout's folder, also inside an argument (--out=/path/to/clone/build/...)
+    return re.sub(re.escape(Dir("#").abspath) + r"(?=/|$)", lambda _: _TOP, arg)
+
+
+def _local(arg: str) -> str:
+    return sys.executable if arg == _PYTHON else arg.replace(_TOP, Dir("#").abspath)
 
 
 def argv_action(argv, cwd: str | None = None, env_vars: dict | None = None):
     """An action running `argv` (strings, or SCons nodes: their absolute paths) in `cwd` with the
     construction environment's ENV plus `env_vars`. The command is printed shell-quoted; its
-    arguments are part of the action's signature (a changed argument rebuilds the target)."""
-    argv = [a.abspath if hasattr(a, "abspath") else str(a) for a in argv]
-    env_vars = dict(env_vars or {})
+    arguments are part of the action's signature (a changed argument rebuilds the target), with
+    the checkout's own location left out (see _portable)."""
+    # Only `call` is captured by run(): SCons makes the signature of a function action from its
+    # code and the values it captures.
+    call = (tuple(_portable(a.abspath if hasattr(a, "abspath") else str(a)) for a in argv),
+            None if cwd is None else _portable(cwd), tuple(sorted((env_vars or {}).items())))
 
     def run(target, source, env):
+        args, where, extra = call
+        args = [_local(a) for a in args]
         proc_env = {k: str(v) for k, v in env["ENV"].items()}
-        proc_env.update(env_vars)
+        proc_env.update(extra)
         try:
-            return subprocess.run(argv, cwd=cwd, env=proc_env).returncode
+            return subprocess.run(args, cwd=None if where is None else _local(where), env=proc_env).returncode
         except OSError as e:
-            print(f"error: cannot run {argv[0]}: {e.strerror}")
+            print(f"error: cannot run {args[0]}: {e.strerror}")
             return 127
 
     def show(target, source, env):
-        return shlex.join(argv)
+        return shlex.join(_local(a) for a in call[0])
 
     return Action(run, strfunction=show)
 

@@ -274,7 +274,7 @@ def _link_failed(stderr: str, board: str, model: str, objs: list, elf: str, fit_
     _write_fit(fit_path, board, model, regions)
     if nofit_ok:
         print(fit_error(regions, board, model, objs, elf, severity="note")
-              + "\n  the bench lists it as 'does not fit'")
+              + "\n  listed as 'does not fit' (bench summary, scons all)")
         return 0
     sys.stderr.write(fit_error(regions, board, model, objs, elf) + "\n")
     return 1
@@ -303,15 +303,21 @@ def _remove_outputs(elf: str):
     """After a failed link: no fw.elf, and no older fw.bin/.hex/size.json that could pass for it."""
     d = os.path.dirname(elf)
     for name in ("fw.elf", "fw.map", "fw.bin", "fw.hex", "size.json", "fit.json", "bench.json",
-                 "bench.txt"):
+                 "bench.txt") + FIT_CHECK_FILES:
         p = os.path.join(d, name)
         if os.path.exists(p):
             os.remove(p)
 
 
-def _link_action(board, model, nofit_ok):
+def _link_action(board, model, nofit_ok, fit_only=False):
+    """Links fw.elf and fw.map and writes fit.json. fit_only (targets: fit.json alone): the image is
+    linked beside it only to learn whether it fits, and removed."""
     def link(target, source, env):
-        elf, map_file, fit_path = (str(t) for t in target[:3])
+        if fit_only:
+            fit_path = str(target[0])
+            elf, map_file = (os.path.join(os.path.dirname(fit_path), n) for n in FIT_CHECK_FILES)
+        else:
+            elf, map_file, fit_path = (str(t) for t in target[:3])
         cmd = [CC, *CPU_FLAGS, *LINK_FLAGS, "-L", env["FW_COMMON_DIR"], "-T", env["FW_LDSCRIPT"],
                f"-Wl,-Map={map_file}", "-o", elf, *[str(s) for s in source if str(s).endswith(".o")], "-lm"]
         print(" ".join(cmd))
@@ -319,10 +325,16 @@ def _link_action(board, model, nofit_ok):
         if r.returncode != 0:
             return _link_failed(r.stderr, board, model, [str(s) for s in source], elf, fit_path, nofit_ok)
         _write_fit(fit_path, board, model, {})
+        if fit_only:
+            for p in (elf, map_file):
+                os.remove(p)
         if r.stderr.strip():
             sys.stderr.write(r.stderr)
         return 0
     return link
+
+
+FIT_CHECK_FILES = ("fit-check.elf", "fit-check.map")
 
 
 def _size_action(board, model):
@@ -359,9 +371,20 @@ def _samples_args(header_path: str) -> str:
     return "--random 10"
 
 
-def bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok=False):
+def reproducible_paths() -> list:
+    """Compiler flags that keep the checkout's location out of the objects: the debug information
+    (-g) names the compiler's working folder and the sources by path, which would make the image
+    of a checkout in another folder differ (and a shared cache useless). The folder is written as
+    '.'. Between $( $): left out of the build signature, so two checkouts share cache entries."""
+    return ["$(", f"-ffile-prefix-map={Dir('#').abspath}=.", "$)"]
+
+
+def bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok=False, fit_only=False):
+    """The bare-metal image's objects and link: (env, elf, map, fit.json); fit_only: (env, None,
+    None, fit.json), the link run only for its fit check (a model known not to fit)."""
     e = env.Clone()
     e.Replace(CC=CC, AS=CC, OBJSUFFIX=".o", CCFLAGS=CPU_FLAGS + C_FLAGS, CFLAGS=[],
+              CPPFLAGS=reproducible_paths(),
               CPPPATH=[fw_dir.abspath, fw_dir.Dir("board/common").abspath, hdr.dir.abspath],
               CPPDEFINES=[("BOARD_NUM_IRQS", BOARDS[board]["irqs"]), ("NNC_MODEL", model),
                           ("NNC_MODEL_UC", model.upper())])
@@ -373,17 +396,29 @@ def bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok=False):
                  CCFLAGS=app_flags + ["-std=gnu99"]),
         e.Object(obj.File("board.o"), fw_dir.File(f"board/{board}/board.c"), CCFLAGS=app_flags),
         e.Object(obj.File(f"tvmgen_{model}.o"), src_c,
-                 CCFLAGS=CPU_FLAGS + C_FLAGS + ["-include", fw_dir.File("layer_hook.h").abspath]),
+                 CCFLAGS=CPU_FLAGS + C_FLAGS + ["-include", fw_dir.File("layer_hook.h").path]),
     ]
     objs = [o[0] for o in objs]
     e.Depends(objs[0], hdr)   # included through a macro: the scanner cannot see it
     ld = fw_dir.File(f"board/{board}/linker.ld")
     e["FW_LDSCRIPT"] = ld.abspath
     e["FW_COMMON_DIR"] = fw_dir.Dir("board/common").abspath
+    if fit_only:
+        fit = e.Command(bdir.File("fit.json"), objs, e.Action(_link_action(board, model, True, True), None))[0]
+        e.Depends(fit, [ld, fw_dir.File("board/common/sections.ld")])
+        return e, None, None, fit
     elf, map_file, fit = e.Command([bdir.File("fw.elf"), bdir.File("fw.map"), bdir.File("fit.json")], objs,
                                    e.Action(_link_action(board, model, nofit_ok), None))
     e.Depends(elf, [ld, fw_dir.File("board/common/sections.ld")])
     return e, elf, map_file, fit
+
+
+def fit_check(env, board, model, gen_dir, build_dir, fw_dir):
+    """The link of a model that is not expected to fit the board, only for its fit check: returns
+    fit.json (`scons all` lists the model with the numbers; no image, no failure)."""
+    src_c, hdr, _ = _model_files(gen_dir, model)
+    bdir = Dir(build_dir if os.path.isabs(str(build_dir)) else "#" + str(build_dir))
+    return bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, fit_only=True)[3]
 
 
 def firmware(env, board, model, gen_dir, build_dir, fw_dir):

@@ -32,7 +32,9 @@ def compiler_sources():
     for sub in ("tools/nnc", "models"):
         for dirpath, _, names in os.walk(os.path.join(ROOT, sub)):
             files += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(".py")]
-    return sorted(files) + [os.path.join(ROOT, "tools", "export.py")]
+    # the pinned torch/TVM versions are an input of the generated C too (a shared cache must not
+    # hand one version's export to a checkout with another)
+    return sorted(files) + [os.path.join(ROOT, "tools", "export.py"), os.path.join(ROOT, "requirements.txt")]
 
 
 def model_names(stateful=False):

@@ -1,0 +1,43 @@
+"""Options of a firmware team's daily builds: a shared build cache (cache=DIR), parallel tests
+(jobs=N), and the model x board matrix (`scons all`, see matrix.py)."""
+from __future__ import annotations
+
+import os
+
+from SCons.Script import CacheDir, Exit, PathVariable
+
+import matrix  # noqa: F401  (SConstruct: daily.matrix)
+
+# pytest-xdist's scheduling: a test file's tests stay on one worker (their module fixtures, e.g. a
+# firmware build or a QEMU session, are made once), files are handed out as workers free up.
+TEST_DIST = "loadfile"
+
+
+def add_options(variables) -> None:
+    variables.Add(PathVariable("cache", "shared build cache folder (SCons CacheDir): a second checkout "
+                               "or CI machine with the same cache= fetches generated C, objects, "
+                               "libraries and firmware instead of rebuilding them", "",
+                               PathVariable.PathAccept))
+    variables.Add("jobs", "tests: pytest-xdist worker processes: auto (one per core), N, or 1 (serial, "
+                  "no workers)", "auto")
+
+
+def check_options(env) -> None:
+    """jobs= must be auto or a positive number; cache= switches the shared cache on."""
+    jobs = env["jobs"]
+    if jobs != "auto" and not (jobs.isdigit() and int(jobs) >= 1):
+        print(f"error: jobs={jobs}: give the number of test worker processes (1 runs the tests "
+              "serially) or auto (one per core)")
+        Exit(2)
+    if env["cache"]:
+        cache = os.path.abspath(os.path.expanduser(env["cache"]))
+        if os.path.exists(cache) and not os.path.isdir(cache):
+            print(f"error: cache={env['cache']} is a file, not a folder\n"
+                  "  fix:   give a folder for the build cache (it is created if missing)")
+            Exit(2)
+        CacheDir(cache)
+
+
+def pytest_jobs(env) -> list:
+    """pytest's arguments for jobs=: none for 1 (serial), else pytest-xdist's."""
+    return [] if env["jobs"] == "1" else ["-n", env["jobs"], "--dist", TEST_DIST]
