@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from SCons.Script import CacheDir, Exit, PathVariable
+import SCons.CacheDir
+from SCons.Script import Exit, PathVariable
 
 import matrix  # noqa: F401  (SConstruct: daily.matrix)
 
@@ -35,7 +36,19 @@ def check_options(env) -> None:
             print(f"error: cache={env['cache']} is a file, not a folder\n"
                   "  fix:   give a folder for the build cache (it is created if missing)")
             Exit(2)
-        CacheDir(cache)
+        env.CacheDir(cache, custom_class=BuildCache)
+
+
+class BuildCache(SCons.CacheDir.CacheDir):
+    """SCons's CacheDir, without the targets that are always built (AlwaysBuild: a bench's
+    numbers, the run of a firmware, the matrix table): they are this run's results, and SCons
+    would otherwise fetch an old run's file instead of running them."""
+
+    def retrieve(self, node) -> bool:
+        return False if node.always_build else super().retrieve(node)
+
+    def push(self, node):
+        return None if node.always_build else super().push(node)
 
 
 def pytest_jobs(env) -> list:

@@ -14,6 +14,7 @@ from argv_action import argv_action
 ROOT = Dir("#").abspath
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
+from nnc.outdir import MARKER as OUTPUT_MARKER  # noqa: E402
 from nnc.toolchains import HOST_CC, HOST_CFLAGS  # noqa: E402
 
 BOARDS = {
@@ -69,7 +70,9 @@ def export_model(env, name, kernels, source=None):
     """build/gen/<kernels>/<name>/tvmgen_<name>.{h,c} + model.json, shared by every board.
     `source`: a model file or PT2E zoo variant (model=FILE) instead of the zoo model `name`."""
     gen = f"#build/gen/{kernels}/{name}"
-    targets = [f"{gen}/tvmgen_{name}.h", f"{gen}/tvmgen_{name}.c", f"{gen}/model.json"]
+    # the output folder's marker is a target too: a checkout that fetched the export from a shared
+    # cache (cache=) must have it, or the next export would refuse to replace the folder
+    targets = [f"{gen}/tvmgen_{name}.h", f"{gen}/tvmgen_{name}.c", f"{gen}/model.json", f"{gen}/{OUTPUT_MARKER}"]
     deps = compiler_sources()
     if source is None:
         ckpt = model_checkpoint(name)

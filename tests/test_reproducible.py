@@ -75,5 +75,8 @@ def test_fresh_checkout_fetches_everything_from_the_shared_cache(builds):
     for product in PRODUCTS:
         assert filecmp.cmp(os.path.join(builds["a"], product), os.path.join(builds["c"], product),
                            shallow=False), product
+    # the output folders' markers came along: the next export may replace the folder
+    for kernels in ("c", "m7"):
+        assert os.path.isfile(os.path.join(builds["c"], "build", "gen", kernels, MODEL, ".nnc-output"))
     again = builds["out"]["c again"]
     assert "Retrieved" not in again and "tools/export.py" not in again and "gcc" not in again, again[-3000:]
