@@ -71,7 +71,7 @@ def test_hostile_riotbase_and_model_stop_early(tmp_path, option):
 
 @pytest.mark.parametrize("option", ["port", "deploy", "tests", "RIOTBASE"])
 def test_control_character_in_option_is_refused(option):
-    r = scons("host", f"model={MODEL}", f"{option}=a\nb")
+    r = scons("host", f"model={MODEL}", f"{option}=a\nb", lock=False)
     assert r.returncode == 2 and f"option {option}= contains the control character '\\n'" in r.stdout, \
         r.stdout[-2000:] + r.stderr[-2000:]
 
@@ -138,8 +138,31 @@ def test_board_build_keeps_the_portable_host_library(checkout):
 
 
 def test_scons_help_lists_every_option():
-    r = scons("-h")
+    r = scons("-h", lock=False)
     assert r.returncode == 0
     for option in ("board", "model", "kernels", "programmer", "port", "RIOTBASE", "layout", "deploy",
-                   "full", "tests"):
+                   "full", "tests", "cache", "jobs"):
         assert f"\n{option}:" in r.stdout, option
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_bad_test_jobs_are_refused(value):
+    r = scons("test", f"jobs={value}", lock=False)
+    assert r.returncode == 2 and f"error: jobs={value}: give the number of test worker processes" in r.stdout, \
+        r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_cache_naming_a_file_is_refused(tmp_path):
+    f = tmp_path / "cache"
+    f.write_text("not a folder")
+    r = scons("host", f"cache={f}", lock=False)
+    assert r.returncode == 2 and "is a file, not a folder" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("jobs,expected", [("auto", "-n auto --dist loadfile"), ("2", "-n 2 --dist loadfile"),
+                                           ("1", None)])
+def test_test_jobs_choose_the_pytest_workers(jobs, expected):
+    r = scons("-n", "test", f"jobs={jobs}", lock=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    line = next(l for l in r.stdout.splitlines() if " -m pytest tests " in l)
+    assert (expected in line) if expected else (" -n " not in line), line
