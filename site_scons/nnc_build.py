@@ -88,6 +88,9 @@ def export_model(env, name, kernels, source=None):
                                       "--kernels", kernels, f"--out={Dir(gen).path}", "--quiet"] + extra,
                                      cwd=ROOT),
                          Action(_record_signatures, None)])
+    # SCons deletes a target before rebuilding it: without its marker the exporter would refuse to
+    # replace the folder (which holds the host library's object too)
+    env.Precious(nodes[3])
     rebuild_if_edited(nodes)
     return nodes
 
