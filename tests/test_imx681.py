@@ -18,11 +18,11 @@ from conftest import ROOT
 
 from nnc.errors import NncError
 from nnc.outdir import MARKER
-from nnc.frontend.state import import_stateful_model, run_torch_sequences, torch_quantize
-from nnc.targets.imx681 import compile_model, reference_sequences
-from nnc.targets.imx681_config import ConfigError, parse_config
-from nnc.targets.imx681_image import read_params_image
-from nnc.targets.imx681_summary import parse_summary
+from nnc.arith import torch_quantize
+from nnc.frontend.state import import_stateful_model, run_torch_sequences
+from nnc.targets.imx681 import ConfigError, compile_model, parse_config, reference_sequences
+from nnc.targets.imx681.image import read_params_image
+from nnc.targets.imx681.summary import parse_summary
 
 torch = pytest.importorskip("torch")
 

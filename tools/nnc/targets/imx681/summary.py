@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frontend.state import FLOAT_ADD
-from .imx681_config import REGIONS
-from .imx681_memory import nhwc, rows_cols
+from ...arith import FLOAT_ADD
+from .config import REGIONS
+from .memory import nhwc, rows_cols
 
 OP_OVERHEAD = 200
 OP_NAMES = {"conv2d": "CONV_2D", "dense": "FULLY_CONNECTED", "add": "ADDSUB", "relu": "RELU",
