@@ -253,7 +253,7 @@ def load_list(name: str, memory, params: bytes, static: bytes, cfg) -> str:
     width = max(len(f) for f, _, _ in rows) + 2
     out = [f"# IMX681 memory images of network {name}: write each file over I2C at its address,",
            f"# then start the network. Byte order: {cfg['MEMORY_ORDER']}. Layout: see",
-           "# tools/nnc/targets/imx681_image.py; firmware/imx681/runtime executes them.",
+           "# tools/nnc/targets/imx681/image.py; firmware/imx681/runtime executes them.",
            "# " + "file".ljust(width - 2) + f"{'region':<13}{'address':<12}{'bytes':>8}  crc32"]
     for fname, region, data in rows:
         out.append(f"{fname:<{width}}{region:<13}0x{memory.regions[region][0]:08x}  {len(data):>8}  "

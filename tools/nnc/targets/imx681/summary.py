@@ -172,7 +172,7 @@ def render(low, compiled, memory, cfg, model_label: str) -> str:
     lines.append("  Warnings:")
     lines += [f"    {w}" for w in low.warnings] or ["    none"]
     lines += [f"  Cost model:   {clock:g} MHz, cycles = {OP_OVERHEAD} per operation + work "
-              "(see tools/nnc/targets/imx681_summary.py)",
+              "(see tools/nnc/targets/imx681/summary.py)",
               f"  Total Est. Processing Time: {total_cycles / (clock * 1e3):.3f} ms "
               f"({total_cycles} cycles)", ""]
     for i, op in enumerate(g.ops):
