@@ -55,12 +55,17 @@ def qnnpack_add(a: np.ndarray, b: np.ndarray, p: dict, clamp) -> np.ndarray:
     return np.clip(y, clamp[0], clamp[1]).astype(np.int8)
 
 
+def inverse_scale(q: QParams) -> np.float32:
+    """float32 1/scale: torch's quantize multiplies by it (quantize_per_tensor, requantize)."""
+    return np.float32(1.0) / np.float32(q.scale)
+
+
 def requantize_tensor(x: np.ndarray, src: QParams, dst: QParams) -> np.ndarray:
     """torch's dequantize -> quantize_per_tensor: float32 throughout, nearbyint of x * (1/scale)."""
     if src == dst:
         return x.astype(np.int8)
     real = (x.astype(np.int32) - src.zero_point).astype(np.float32) * np.float32(src.scale)
-    inv = np.float32(1.0) / np.float32(dst.scale)
+    inv = inverse_scale(dst)
     q = np.rint(real * inv).astype(np.int64) + dst.zero_point
     return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
 
@@ -82,7 +87,7 @@ def hex_float(x) -> str:
 
 def qnnpack_mul_multiplier(a: QParams, b: QParams, out: QParams) -> np.float32:
     """torch's quantized mul (quint8, any engine): one float32 multiplier (s_a * s_b) * (1 / s_out)."""
-    return (np.float32(a.scale) * np.float32(b.scale)) * (np.float32(1.0) / np.float32(out.scale))
+    return (np.float32(a.scale) * np.float32(b.scale)) * inverse_scale(out)
 
 
 def qnnpack_mul(x: np.ndarray, y: np.ndarray, a: QParams, b: QParams, out: QParams, clamp) -> np.ndarray:
@@ -168,7 +173,7 @@ def fma_f32(a: np.ndarray, b: np.float32, c: np.float32) -> np.ndarray:
 
 def torch_quantize(real: np.ndarray, q: QParams, zp_offset: int = 128) -> np.ndarray:
     """torch.quantize_per_tensor(real, scale, zero_point) of float32 values, as int8 (IR domain)."""
-    inv = np.float32(1.0) / np.float32(q.scale)
+    inv = inverse_scale(q)
     zt = np.float32(q.zero_point + zp_offset)
     r = fma_f32(np.asarray(real, dtype=np.float32), inv, zt)
     lo, hi = INT8_MIN + zp_offset, INT8_MAX + zp_offset

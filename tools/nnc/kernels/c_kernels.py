@@ -297,7 +297,7 @@ class PortableCKernels(KernelProvider):
     }}""")
             else:
                 s = arith.hex_float(t.qparams.scale)
-                inv = arith.hex_float(np.float32(1.0) / np.float32(dst.scale))
+                inv = arith.hex_float(arith.inverse_scale(dst))
                 body.append(f"""\
     /* input {i}: requantized as torch does: float32 dequantize, times 1/scale, round half to even */
     for (int32_t o = 0; o < {outer}; ++o) {{

@@ -121,7 +121,7 @@ def _consts(op) -> list:
             out.append((name, np.asarray(op.params[name]).astype(dtype)))
     if op.kind == "add" and op.attrs.get("requant") == arith.FLOAT_ADD:
         qa, qb, qo = (t.qparams for t in (op.inputs[0], op.inputs[1], op.output))
-        out.append(("scales", np.array([qa.scale, qb.scale, np.float32(1.0) / np.float32(qo.scale)],
+        out.append(("scales", np.array([qa.scale, qb.scale, arith.inverse_scale(qo)],
                                         dtype=np.float32)))
     if op.kind == "avgpool2d":
         from ...reference import avgpool_divisors

@@ -13,8 +13,6 @@ rounding because rounding is monotonic and the bounds are integers.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ... import arith
 from ...kernels import Kernel, KernelProvider
 
@@ -29,7 +27,7 @@ class Imx681Kernels(KernelProvider):
         qa, qb, qo = op.inputs[0].qparams, op.inputs[1].qparams, op.output.qparams
         off = int(op.attrs["torch_zp_offset"])
         lo, hi = op.attrs["clamp"]
-        inv = np.float32(1.0) / np.float32(qo.scale)
+        inv = arith.inverse_scale(qo)
         n = op.output.size
         src = f"""\
 /* {op.name}: add of {n} elements in float, as torch computes dequantize -> add -> quantize:
