@@ -559,6 +559,8 @@ int32_t tvmgen_big_run(struct tvmgen_big_inputs* inputs, struct tvmgen_big_outpu
     return 0;
 }}
 """
+# A project of its own uses the firmware builders through the repository's site_scons.
+SITE_DIR = f"--site-dir={os.path.join(ROOT, 'site_scons')}"
 TEST_SCONSTRUCT = """\
 import os, sys
 env = Environment(ENV=os.environ.copy(), PYTHON=sys.executable)
@@ -581,7 +583,7 @@ def test_oversize_model_fails_build_clearly(tmp_path, board, weights, arena, reg
     (tmp_path / "SConstruct").write_text(TEST_SCONSTRUCT.format(
         script=os.path.join(ROOT, "firmware", "riot", "SConscript"), board=board, gen=str(gen),
         build=str(build)))
-    r = scons(cwd=str(tmp_path))
+    r = scons(SITE_DIR, cwd=str(tmp_path))
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert f"error: model 'big' does not fit the {board}" in out, out
@@ -596,7 +598,7 @@ def test_oversize_model_fails_build_clearly(tmp_path, board, weights, arena, reg
     # the same sources with a model that fits link fine (the failure was the size, nothing else)
     (gen / "tvmgen_big.c").write_text(OVERSIZE_SOURCE.format(weights=4096))
     (gen / "tvmgen_big.h").write_text(OVERSIZE_HEADER.format(arena=1024))
-    r = scons(cwd=str(tmp_path))
+    r = scons(SITE_DIR, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert (build / "fw.elf").exists()
 

@@ -4,12 +4,19 @@ Inputs: all -128, all 127, all 0, a -128/127 checkerboard, uniform random int8, 
 data-set samples quantized by the model's QuantStub. 1000 inputs per model; ResNet-50 runs 20
 by default and 1000 with `./scons host test full=1` (NNC_FULL_TESTS=1).
 """
+import json
+import os
+
 import numpy as np
 import pytest
 
-from conftest import FULL, edge_and_random_inputs, load_host_library
+from conftest import FULL, ROOT, edge_and_random_inputs, load_host_library
 
 from nnc.frontend.torch_eager import import_torch_model, quantize_like_torch, run_torch_int8
+from nnc.outdir import write_file
+
+# Where this run records each model's mismatch count for `scons report` (nnc.reports.regression).
+RESULTS = os.path.join(ROOT, "build", "results", "bitexact")
 
 
 def zoo_models():
@@ -42,4 +49,6 @@ def test_c_library_equals_torch(name, zoo):
     lib = load_host_library(name)
     got = lib.run(x)
     mismatches = int(np.count_nonzero(got != expected))
+    write_file(os.path.join(RESULTS, f"{name}.json"), json.dumps(
+        {"model": name, "inputs": len(x), "elements": int(got.size), "mismatches": mismatches}, indent=1) + "\n")
     assert mismatches == 0, f"{name}: {mismatches} of {got.size} elements differ from torch qnnpack"

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from nnc.reports import bench, fit, header, linker, regression, sizes
+from nnc.reports import bench, diana, fit, header, linker, regression, sizes
 from nnc.toolchains import CORTEX_M7_BOARDS, linker_script
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "reports")
@@ -286,3 +286,26 @@ def test_the_committed_baseline_covers_lenet5():
     e = base["entries"]["lenet5@mps2-an500"]
     assert e["fits"] and e["instructions"] > 0 and e["flash"] > 61_470 and e["c_sha256"]
     assert base["entries"]["lenet5@host"]["mismatches"] == 0
+
+
+# ---- DIANA console ----------------------------------------------------------------------------------
+
+DIANA_CONSOLE = """\
+layer  where        instructions       cycles
+RISC-V instructions: 1200 in CPU fallback layers, 40 in word reversals, 900 in the accelerator model
+@result {"model": "dense_relu", "samples": 8, "mismatches": 0, "hal_error": 0, "layers": [\
+{"name": "fc1", "where": "accelerator", "instructions": 900, "cycles": 250, "est_cycles": 240}, \
+{"name": "rev", "where": "layout", "instructions": 40, "cycles": 0, "est_cycles": 0}, \
+{"name": "fc2", "where": "cpu", "instructions": 1200, "cycles": 0, "est_cycles": 0}]}
+dense_relu: 8 samples, 0 mismatching bytes, HAL status 0: PASS
+"""
+
+
+def test_diana_results_and_summary():
+    results = diana.parse_results(DIANA_CONSOLE)
+    assert [r["model"] for r in results] == ["dense_relu"] and len(results[0]["layers"]) == 3
+    table = diana.summary_table(results, {"dense_relu": {"macs": 5000, "accelerator_mac_share": 0.75}})
+    header, row = table.splitlines()
+    assert header.split()[:3] == ["graph", "MACs", "on"]
+    assert row.split() == ["dense_relu", "5000", "75.0%", "1200", "40", "900", "250", "2.5", "0", "/", "8", "samples"]
+    assert diana.summary_table(results, {}).splitlines()[1].split()[1:3] == ["?", "?"]
