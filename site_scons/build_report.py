@@ -2,8 +2,6 @@
 and build/report.md (nnc.reports.regression), and with baseline=FILE the gate against it."""
 from __future__ import annotations
 
-import os
-
 from SCons.Script import AlwaysBuild, Exit
 
 import nnc_import  # noqa: F401  (before any nnc import)
@@ -13,8 +11,6 @@ from nnc.reports import regression
 
 REPORT_JSON = "build/report.json"
 REPORT_MD = "build/report.md"
-# The bit-exact test run records its mismatch counts here (tests/test_zoo_bitexact.py).
-TEST_RESULTS = "build/results/bitexact"
 # option name -> the threshold it sets (percent for instructions, bytes for the others)
 THRESHOLD_OPTIONS = {"max_instructions_growth": "instructions", "max_flash_growth": "flash",
                      "max_ram_growth": "ram"}
@@ -45,11 +41,6 @@ def thresholds(env) -> dict:
     return out
 
 
-def _test_record(root: str, model: str):
-    path = os.path.join(root, TEST_RESULTS, f"{model}.json")
-    return regression.load_json(path) if os.path.exists(path) else None
-
-
 def report(env, board, models, fw_gen, host_gen, host_kernels):
     """The `report` alias: the bench of every model on `board`, then the report and the gate."""
     baseline = None
@@ -71,10 +62,11 @@ def report(env, board, models, fw_gen, host_gen, host_kernels):
         entries = []
         for rec, fw in zip(firmware_arm.bench_records(fws), fws):
             entries.append(regression.firmware_entry(rec, rec["meta"].get("kernels", "?"),
-                                                      regression.sha256_of(fw["source"])))
+                                                      regression.sha256_of(fw["source"]),
+                                                      regression.recorded_result(root, "firmware", rec["model"])))
         for m in models:
             entries.append(regression.host_entry(m, host_kernels, regression.sha256_of(host_sources[m]),
-                                                 _test_record(root, m)))
+                                                 regression.recorded_result(root, "bitexact", m)))
         rep = regression.make_report(entries)
         write_file(str(target[0]), regression.dumps(rep))
         md = regression.to_markdown(rep)

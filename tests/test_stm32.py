@@ -30,6 +30,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 import serial_client as sc  # noqa: E402
 from conftest import compile_host_library, edge_and_random_inputs  # noqa: E402
 from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
+from nnc.reports.regression import record_test_result  # noqa: E402
 
 MODEL = "lenet5"
 NO_PROBE = "no ST-LINK probe found (or no permission: udev rules)"
@@ -434,10 +435,11 @@ def test_zoo_model_1000_inputs_equal_torch_and_host_library(zoo_build, m7_host_l
     expected_torch = torch_int8_outputs(x, port, name).reshape(n, -1)
     expected_host = host.run(x).reshape(n, -1)
     assert got.shape == expected_torch.shape
-    bad = int(np.count_nonzero(got != expected_torch))
-    assert bad == 0, f"{name}: {bad} of {got.size} output elements differ from torch qnnpack"
-    bad = int(np.count_nonzero(got != expected_host))
-    assert bad == 0, f"{name}: {bad} of {got.size} output elements differ from the host library"
+    bad_torch = int(np.count_nonzero(got != expected_torch))
+    bad_host = int(np.count_nonzero(got != expected_host))
+    record_test_result(ROOT, "firmware", name, n, int(got.size), max(bad_torch, bad_host))   # for `scons report`
+    assert bad_torch == 0, f"{name}: {bad_torch} of {got.size} output elements differ from torch qnnpack"
+    assert bad_host == 0, f"{name}: {bad_host} of {got.size} output elements differ from the host library"
     print(f"{name}: {n} inferences on the emulated Cortex-M7 ({n_serial} over the serial line) "
           f"in {elapsed:.1f} s (wall)")
 

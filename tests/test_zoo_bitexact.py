@@ -4,19 +4,13 @@ Inputs: all -128, all 127, all 0, a -128/127 checkerboard, uniform random int8, 
 data-set samples quantized by the model's QuantStub. 1000 inputs per model; ResNet-50 runs 20
 by default and 1000 with `./scons host test full=1` (NNC_FULL_TESTS=1).
 """
-import json
-import os
-
 import numpy as np
 import pytest
 
 from conftest import FULL, ROOT, edge_and_random_inputs, load_host_library
 
 from nnc.frontend.torch_eager import import_torch_model, quantize_like_torch, run_torch_int8
-from nnc.outdir import write_file
-
-# Where this run records each model's mismatch count for `scons report` (nnc.reports.regression).
-RESULTS = os.path.join(ROOT, "build", "results", "bitexact")
+from nnc.reports.regression import record_test_result
 
 
 def zoo_models():
@@ -49,6 +43,5 @@ def test_c_library_equals_torch(name, zoo):
     lib = load_host_library(name)
     got = lib.run(x)
     mismatches = int(np.count_nonzero(got != expected))
-    write_file(os.path.join(RESULTS, f"{name}.json"), json.dumps(
-        {"model": name, "inputs": len(x), "elements": int(got.size), "mismatches": mismatches}, indent=1) + "\n")
+    record_test_result(ROOT, "bitexact", name, len(x), int(got.size), mismatches)   # for `scons report`
     assert mismatches == 0, f"{name}: {mismatches} of {got.size} elements differ from torch qnnpack"

@@ -309,3 +309,14 @@ def test_diana_results_and_summary():
     assert header.split()[:3] == ["graph", "MACs", "on"]
     assert row.split() == ["dense_relu", "5000", "75.0%", "1200", "40", "900", "250", "2.5", "0", "/", "8", "samples"]
     assert diana.summary_table(results, {}).splitlines()[1].split()[1:3] == ["?", "?"]
+
+
+def test_recorded_test_results(tmp_path):
+    assert regression.recorded_result(str(tmp_path), "firmware", "lenet5") is None
+    regression.record_test_result(str(tmp_path), "firmware", "lenet5", 1000, 10_000, 2)
+    rec = regression.recorded_result(str(tmp_path), "firmware", "lenet5")
+    assert rec == {"model": "lenet5", "inputs": 1000, "elements": 10_000, "mismatches": 2}
+    entry = regression.firmware_entry(lenet5_record(), "m7", None, rec)
+    assert (entry["mismatches"], entry["compared_elements"]) == (2, 10_000)
+    rows = regression.compare(lenet5_report(), regression.make_report([entry]))
+    assert [(r["figure"], r["verdict"]) for r in rows] == [("mismatches", "FAIL")]

@@ -38,10 +38,18 @@ def entry_key(model: str, board: str) -> str:
     return f"{model}@{board}"
 
 
-def firmware_entry(record: dict, kernels: str, c_sha256) -> dict:
-    """One model on a Cortex-M7 board, from its bench record (nnc.reports.bench.bench_record)."""
-    entry = {"model": record["model"], "board": record["board"], "kernels": kernels, "c_sha256": c_sha256,
-             "fits": record["fit"]["fits"]}
+def _with_mismatches(entry: dict, test_record) -> dict:
+    if test_record is not None:
+        entry["mismatches"] = test_record["mismatches"]
+        entry["compared_elements"] = test_record["elements"]
+    return entry
+
+
+def firmware_entry(record: dict, kernels: str, c_sha256, test_record=None) -> dict:
+    """One model on a Cortex-M7 board, from its bench record (nnc.reports.bench.bench_record) and
+    the mismatches that the last firmware test run recorded (None when none did)."""
+    entry = _with_mismatches({"model": record["model"], "board": record["board"], "kernels": kernels,
+                              "c_sha256": c_sha256, "fits": record["fit"]["fits"]}, test_record)
     if not entry["fits"]:
         entry["needs"] = {region: r["needed"] for region, r in sorted(record["fit"]["regions"].items())}
         return entry
@@ -55,11 +63,8 @@ def firmware_entry(record: dict, kernels: str, c_sha256) -> dict:
 def host_entry(model: str, kernels: str, c_sha256, test_record) -> dict:
     """The host library of a model: the generated C it is built from and the mismatches that the
     last bit-exact test run recorded (None when no run recorded one)."""
-    entry = {"model": model, "board": "host", "kernels": kernels, "c_sha256": c_sha256}
-    if test_record is not None:
-        entry["mismatches"] = test_record["mismatches"]
-        entry["compared_elements"] = test_record["elements"]
-    return entry
+    return _with_mismatches({"model": model, "board": "host", "kernels": kernels, "c_sha256": c_sha256},
+                            test_record)
 
 
 def make_report(entries: list) -> dict:
@@ -180,10 +185,30 @@ def to_markdown(report: dict) -> str:
     right = [False, False, False] + [True] * len(FIGURES) + [True, False]
     return "\n".join(["Build report: instructions per inference on the emulated Cortex-M7 (QEMU mps2-an500, "
                       "exact counts), static flash and RAM of the firmware, arena and measured stack; "
-                      "mismatches of the last bit-exact test run (host library against torch).", ""]
+                      "mismatches of the last test run (host: the library against torch; firmware: the "
+                      "emulated M7 against torch and the host library).", ""]
                      + markdown_table(REPORT_COLUMNS, rows, right)) + "\n"
 
 
 def load_json(path: str):
     with open(path) as f:
         return json.load(f)
+
+
+# Where test runs record their mismatch counts, per kind of run and model (under the repository):
+# "bitexact" (host library against torch, tests/test_zoo_bitexact.py) and "firmware" (the emulated
+# Cortex-M7 against torch and the host library, tests/test_stm32.py).
+RESULTS = os.path.join("build", "results")
+
+
+def record_test_result(root: str, kind: str, model: str, inputs: int, elements: int, mismatches: int) -> str:
+    """Writes one test run's mismatch count for the report (atomically: a reader never sees half)."""
+    from ..outdir import write_file
+    return write_file(os.path.join(root, RESULTS, kind, f"{model}.json"), json.dumps(
+        {"model": model, "inputs": inputs, "elements": elements, "mismatches": mismatches}, indent=1) + "\n")
+
+
+def recorded_result(root: str, kind: str, model: str):
+    """The last recorded result of a kind of test run for a model, None if none was recorded."""
+    path = os.path.join(root, RESULTS, kind, f"{model}.json")
+    return load_json(path) if os.path.exists(path) else None
