@@ -32,10 +32,6 @@ from nnc.reports.sizes import firmware_size, format_size_report, object_breakdow
 BOARDS = tc.CORTEX_M7_BOARDS
 
 
-def memory(board: str) -> dict:
-    return board_memory(board)
-
-
 def _write_fit(path: str, board: str, model: str, regions: dict):
     """fit.json, the result of the link's fit check: fits, or the regions that overflow."""
     write_file(path, json.dumps(fit_record(board, model, regions), indent=1) + "\n")
@@ -51,7 +47,7 @@ def _link_failed(stderr: str, board: str, model: str, objs: list, elf: str, fit_
     """After a failed link: no outputs left; a region overflow is recorded in fit.json and, with
     nofit_ok (a bench over several models), reported as a note instead of failing the build."""
     _remove_outputs(elf)
-    regions = link_overflow(stderr, memory(board))
+    regions = link_overflow(stderr, board_memory(board))
     if not regions:
         sys.stderr.write((stderr.rstrip() or "link failed") + "\n")
         return 1
@@ -111,7 +107,7 @@ def _link_action(board, model, nofit_ok):
 
 def _size_action(board, model):
     def act(target, source, env):
-        rep = firmware_size(str(source[0]), str(source[1]), model, board, memory(board))
+        rep = firmware_size(str(source[0]), str(source[1]), model, board, board_memory(board))
         write_file(str(target[0]), json.dumps(rep, indent=1))
         print(format_size_report(rep))
         return 0
@@ -249,7 +245,7 @@ def _fit_record(fw: dict) -> dict:
 
 
 def _size(fw: dict) -> dict:
-    return firmware_size(fw["elf"], fw["map"], fw["model"], fw["board"], memory(fw["board"]))
+    return firmware_size(fw["elf"], fw["map"], fw["model"], fw["board"], board_memory(fw["board"]))
 
 
 def _record(fw: dict) -> dict:
