@@ -141,8 +141,10 @@ def test_scons_help_lists_every_option():
     r = scons("-h", lock=False)
     assert r.returncode == 0
     for option in ("board", "model", "kernels", "programmer", "port", "RIOTBASE", "layout", "deploy",
-                   "full", "tests", "cache", "jobs"):
+                   "full", "tests", "baseline", "max_instructions_growth", "max_flash_growth", "max_ram_growth",
+                   "cache", "jobs"):
         assert f"\n{option}:" in r.stdout, option
+    assert "\n  report  " in r.stdout and "\n  all  " in r.stdout
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
