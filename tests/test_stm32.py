@@ -80,7 +80,9 @@ def serving(proc, timeout=30):
 
 def emulated(elf, timeout=30):
     """The firmware under QEMU (-icount: exact instruction counts)."""
-    return serving(sc.Qemu(elf, time_limit=1200), timeout)
+    # the module-scoped session outlives the zoo tests between its users: 20 minutes were not
+    # enough with two test workers on a loaded 2-core machine (QEMU was stopped mid-module)
+    return serving(sc.Qemu(elf, time_limit=3600), timeout)
 
 
 @pytest.fixture(scope="module")
