@@ -16,7 +16,8 @@ import pytest
 from conftest import build_host_library, edge_and_random_inputs, quantize_ptq
 
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
-from nnc.kernels.m7_kernels import pack_weights
+from nnc.kernels import m7_kernels
+from nnc.kernels.m7_gemm import channel_blocks, pack_weights, pack_wide_weights
 from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC
 
 N_INPUTS = 1000
@@ -42,35 +43,64 @@ def _sxtb16(word):
     return lo, hi
 
 
-def test_packed_weights_give_the_dot_product():
-    """Emulates the kernel's inner loop on the packed layout in numpy."""
-    rng = np.random.default_rng(0)
-    for cout, k in ((1, 1), (2, 5), (3, 25), (7, 150), (4, 8)):
-        w = rng.integers(-128, 128, size=(cout, k)).astype(np.int8)
-        x = rng.integers(0, 256, size=k).astype(np.int32)
-        packed, kp = pack_weights(w)
-        assert kp % 4 == 0 and kp >= k and packed.size == cout * kp
-        col = np.zeros(kp, dtype=np.int32)
-        col[:k] = x
-        words = packed.view(np.uint8).reshape(-1, 4).astype(np.uint32)
-        words = words[:, 0] | (words[:, 1] << 8) | (words[:, 2] << 16) | (words[:, 3] << 24)
-        got = np.zeros(cout, dtype=np.int64)
-        n4, wi = kp // 4, 0
-        for p in range(cout // 2):
-            for g in range(n4):
-                for c in range(2):
-                    word = int(words[wi]); wi += 1
-                    lo, hi = _sxtb16(word)
-                    lo2, hi2 = _sxtb16(((word >> 8) | (word << 24)) & 0xFFFFFFFF)
-                    got[2 * p + c] += lo * col[4 * g] + hi * col[4 * g + 1] + lo2 * col[4 * g + 2] \
-                        + hi2 * col[4 * g + 3]
-        if cout % 2:
-            for g in range(n4):
+def _emulate_int8(words, col, cout, n4, block):
+    """The int8 layout's inner loops (dot1/dot2/dot4) in numpy: per block, per group of 4, one
+    word per channel of the block, widened by sxtb16 and sxtb16 ror 8."""
+    got, wi = np.zeros(cout, dtype=np.int64), 0
+    for oc, n in channel_blocks(cout, block):
+        for g in range(n4):
+            for c in range(n):
                 word = int(words[wi]); wi += 1
                 lo, hi = _sxtb16(word)
                 lo2, hi2 = _sxtb16(((word >> 8) | (word << 24)) & 0xFFFFFFFF)
-                got[-1] += lo * col[4 * g] + hi * col[4 * g + 1] + lo2 * col[4 * g + 2] + hi2 * col[4 * g + 3]
-        assert np.array_equal(got, w.astype(np.int64) @ x), (cout, k)
+                got[oc + c] += lo * col[4 * g] + hi * col[4 * g + 1] + lo2 * col[4 * g + 2] \
+                    + hi2 * col[4 * g + 3]
+    assert wi == len(words)
+    return got
+
+
+def _emulate_wide(words, col, cout, n4):
+    """The wide layout's inner loops (dot1w/dot2x2w): per block, per group of 4, two words
+    (int16 pairs, low half first) per channel of the block."""
+    got, wi = np.zeros(cout, dtype=np.int64), 0
+    halves = lambda word: (np.int64(np.uint16(word & 0xFFFF).view(np.int16)),
+                           np.int64(np.uint16(word >> 16).view(np.int16)))
+    for oc, n in channel_blocks(cout, 2):
+        for g in range(n4):
+            for c in range(n):
+                for j in range(2):
+                    lo, hi = halves(int(words[wi])); wi += 1
+                    got[oc + c] += lo * col[4 * g + 2 * j] + hi * col[4 * g + 2 * j + 1]
+    assert wi == len(words)
+    return got
+
+
+@pytest.mark.parametrize("block", [2, 4])
+def test_packed_weights_give_the_dot_product(block):
+    """Emulates the kernels' inner loops on the packed layouts in numpy."""
+    rng = np.random.default_rng(0)
+    for cout, k in ((1, 1), (2, 5), (3, 25), (7, 150), (4, 8), (10, 27), (13, 64)):
+        w = rng.integers(-128, 128, size=(cout, k)).astype(np.int8)
+        w[0, 0] = -128
+        x = rng.integers(-128, 128, size=k).astype(np.int32)
+        packed, kp = pack_weights(w, block)
+        assert packed.dtype == np.uint32 and kp % 4 == 0 and kp >= k and packed.size == cout * kp // 4
+        col = np.zeros(kp, dtype=np.int32)
+        col[:k] = x
+        want = w.astype(np.int64) @ x
+        assert np.array_equal(_emulate_int8(packed, col, cout, kp // 4, block), want), (cout, k)
+        wide, kp2 = pack_wide_weights(w)
+        assert wide.dtype == np.uint32 and kp2 == kp and wide.size == cout * kp // 2
+        assert np.array_equal(_emulate_wide(wide, col, cout, kp // 4), want), (cout, k)
+
+
+def test_channel_blocks_cover_every_channel_once():
+    for block in (2, 4):
+        for cout in range(1, 12):
+            blocks = channel_blocks(cout, block)
+            assert [c for oc, n in blocks for c in range(oc, oc + n)] == list(range(cout))
+            assert all(n in (1, 2, block) for _, n in blocks)
+            assert sum(n < block for _, n in blocks) <= 2
 
 
 # -- zoo models -----------------------------------------------------------------------------
@@ -151,7 +181,7 @@ def make_grid_model(scheme: str, seed: int):
             self.c7 = nn.Conv2d(6, 3, 7, stride=3, padding=3)           # 7x7 stride 3
             self.fc1 = nn.Linear(3 * 2 * 2, 9)
             self.rf = nn.ReLU()
-            self.fc2 = nn.Linear(9, 5)
+            self.fc2 = nn.Linear(9, 6)      # dense: channel blocks of 4 + 1 (fc1), 4 + 2 (fc2)
             self.dequant = torch.ao.quantization.DeQuantStub()
 
         def forward(self, x):
@@ -178,11 +208,19 @@ def make_grid_model(scheme: str, seed: int):
     return model, torch.randn(*GRID_SHAPE)
 
 
+@pytest.mark.parametrize("layout", ["wide", "int8"])
 @pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
-def test_conv_grid_bit_exact(scheme, tmp_path):
+def test_conv_grid_bit_exact(scheme, layout, tmp_path, monkeypatch):
+    """Both weight layouts of the convolutions: int16 (every layer here is small enough) and, with
+    the size limit at 0, the int8 layout that layers above WIDE_WEIGHTS_MAX keep."""
+    if layout == "int8":
+        monkeypatch.setattr(m7_kernels, "WIDE_WEIGHTS_MAX", 0)
     qmodel, example = make_grid_model(scheme, seed=7 if scheme == "per_tensor" else 11)
     graph = import_torch_model(qmodel, example, f"m7grid_{scheme}")
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grid_{scheme}")
+    wide = {op.name for op in compiled.graph.ops if id(op) in compiled.kernels
+            and "nnc_m7_dot2x2w(" in compiled.kernels[id(op)].source}
+    assert wide == ({"c1+p1", "c2", "c3", "c4", "c6", "c7"} if layout == "wide" else set()), wide
     provs = providers_of(compiled)
     assert provs["c5"] == "m7"  # depthwise: m7_depthwise
     assert provs["p3"] == "c"   # an overlapping pool is not fused

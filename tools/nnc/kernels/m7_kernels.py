@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise
+from .m7_gemm import DOT, WIDE_WEIGHTS_MAX, channel_blocks, pack_weights, pack_wide_weights
 from .c_kernels import REQUANT_FLOAT, _signature
 
 INTRINSICS = """\
@@ -129,76 +130,6 @@ static inline uint32_t nnc_m7_load32(const void* p)
 }
 """
 
-DOT = """\
-/* The dot products of the kernels. `col` holds int16 values (the input, sign-extended), `w` the
- * weights as pack_weights() lays them out, n4 = column length / 4. Inlined into each kernel, where
- * n4 is a constant. */
-
-/* One output channel (the last of an odd count). */
-NNC_M7_INLINE int32_t nnc_m7_dot1(const int16_t* col, const int8_t* w, int32_t n4, int32_t acc)
-{
-    for (int32_t g = 0; g < n4; ++g) {
-        const uint32_t w0 = nnc_m7_load32(w);
-        acc = nnc_m7_smlad(nnc_m7_sxtb16(w0), nnc_m7_load32(col), acc);
-        acc = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w0), nnc_m7_load32(col + 2), acc);
-        col += 4;
-        w += 4;
-    }
-    return acc;
-}
-
-/* Two output channels (their weights alternate word by word), one column:
- * acc[0] += w0 . col, acc[1] += w1 . col. */
-NNC_M7_INLINE void nnc_m7_dot2(const int16_t* col, const int8_t* w, int32_t n4, int32_t acc[2])
-{
-    int32_t a0 = acc[0], a1 = acc[1];
-    for (int32_t g = 0; g < n4; ++g) {
-        const uint32_t x01 = nnc_m7_load32(col), x23 = nnc_m7_load32(col + 2);
-        const uint32_t w0 = nnc_m7_load32(w), w1 = nnc_m7_load32(w + 4);
-        a0 = nnc_m7_smlad(nnc_m7_sxtb16(w0), x01, a0);
-        a1 = nnc_m7_smlad(nnc_m7_sxtb16(w1), x01, a1);
-        a0 = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w0), x23, a0);
-        a1 = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w1), x23, a1);
-        col += 4;
-        w += 8;
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-}
-
-/* Two output channels, two columns a and b: each weight word is loaded and widened once for
- * both. acc = { w0 . a, w1 . a, w0 . b, w1 . b } (plus what acc held). */
-NNC_M7_INLINE void nnc_m7_dot2x2(const int16_t* a, const int16_t* b, const int8_t* w, int32_t n4,
-                                 int32_t acc[4])
-{
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    for (int32_t g = 0; g < n4; ++g) {
-        const uint32_t a01 = nnc_m7_load32(a), a23 = nnc_m7_load32(a + 2);
-        const uint32_t b01 = nnc_m7_load32(b), b23 = nnc_m7_load32(b + 2);
-        const uint32_t w0 = nnc_m7_load32(w), w1 = nnc_m7_load32(w + 4);
-        uint32_t s = nnc_m7_sxtb16(w0);
-        a0 = nnc_m7_smlad(s, a01, a0);
-        b0 = nnc_m7_smlad(s, b01, b0);
-        s = nnc_m7_sxtb16_ror8(w0);
-        a0 = nnc_m7_smlad(s, a23, a0);
-        b0 = nnc_m7_smlad(s, b23, b0);
-        s = nnc_m7_sxtb16(w1);
-        a1 = nnc_m7_smlad(s, a01, a1);
-        b1 = nnc_m7_smlad(s, b01, b1);
-        s = nnc_m7_sxtb16_ror8(w1);
-        a1 = nnc_m7_smlad(s, a23, a1);
-        b1 = nnc_m7_smlad(s, b23, b1);
-        a += 4;
-        b += 4;
-        w += 8;
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
-}
-"""
-
 MAX3 = """\
 NNC_M7_INLINE int32_t nnc_m7_max3(int32_t a, int32_t b, int32_t c)
 {
@@ -249,9 +180,14 @@ PADDED_COPY_MAX = 2048
 class _Shape:
     """The numbers every m7 kernel of one op is generated from."""
 
-    def __init__(self, op, kp: int):
+    def __init__(self, op, kp: int, wide: bool):
         w = op.params["weight"]
         self.kp, self.n4 = kp, kp // 4
+        # weight layout (m7_gemm): the dot products that read it, the pointer type and the
+        # distance between two channels in its units
+        self.wide = wide
+        self.stride = kp // 2 if wide else kp // 4
+        self.dot2x2, self.dot1 = ("nnc_m7_dot2x2w", "nnc_m7_dot1w") if wide else ("nnc_m7_dot2x2", "nnc_m7_dot1")
         self.k = int(np.prod(w.shape[1:]))
         self.cout = int(w.shape[0])
         self.even = self.cout // 2 * 2
@@ -280,26 +216,6 @@ class _Shape:
         if self.ssat:
             return f"nnc_m7_requant({acc}, multiplier[{channel}], {self.zp}, {self.lo})"
         return f"nnc_requant_float({acc}, multiplier[{channel}], {self.zp}, {self.lo}, {self.hi})"
-
-
-def pack_weights(weight: np.ndarray) -> tuple:
-    """[cout, K] int8 -> (flat int8 array in the kernel's layout, K padded to a multiple of 4).
-
-    Each group of 4 becomes w0 w2 w1 w3; channels 2p and 2p+1 alternate word by word; an odd
-    last channel follows alone."""
-    w = np.asarray(weight, dtype=np.int8).reshape(weight.shape[0], -1)
-    cout, k = w.shape
-    kp = (k + 3) // 4 * 4
-    padded = np.zeros((cout, kp), dtype=np.int8)
-    padded[:, :k] = w
-    groups = padded.reshape(cout, kp // 4, 4)[:, :, [0, 2, 1, 3]]
-    parts = []
-    pairs = cout // 2
-    if pairs:
-        parts.append(groups[:2 * pairs].reshape(pairs, 2, kp // 4, 4).transpose(0, 2, 1, 3).ravel())
-    if cout % 2:
-        parts.append(groups[-1].ravel())
-    return np.concatenate(parts).astype(np.int8), kp
 
 
 class M7Kernels(KernelProvider):
@@ -347,15 +263,23 @@ class M7Kernels(KernelProvider):
         if m7_depthwise.is_depthwise(op):
             return self._depthwise.emit(op, function)
         w = op.params["weight"]
-        packed, kp = pack_weights(w.reshape(w.shape[0], -1))
+        w2d = w.reshape(w.shape[0], -1)
+        one_position = op.kind == "dense" or int(np.prod(op.output.shape[2:])) == 1
+        # one position reads each weight once: int8, four channels per pass; a convolution reads
+        # them once per position: widened at export unless that costs too much flash
+        wide = not one_position and w.size <= WIDE_WEIGHTS_MAX
+        if wide:
+            packed, kp = pack_wide_weights(w2d)
+        else:
+            packed, kp = pack_weights(w2d, block=4 if one_position else 2)
         consts = {"weight": packed, "bias": folded_bias(op),
                   "multiplier": op.params["multiplier"].astype(np.float32)}
-        decls = ["const int8_t* weight", "const int32_t* bias", "const float* multiplier",
+        shape = _Shape(op, kp, wide)
+        decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier",
                  "void* scratch"]
-        shape = _Shape(op, kp)
         if op.kind == "conv2d_maxpool2d":
             body, header = self._conv_pool(op, shape)
-        elif op.kind == "dense" or shape.npos == 1:
+        elif one_position:
             body, header = self._one_position(op, shape)
         else:
             body, header = self._position_pairs(op, shape)
@@ -375,7 +299,7 @@ class M7Kernels(KernelProvider):
             scratch_note += ", then the padded input ({}x{}x{} int8)".format(*shape.padded_shape)
         src = f"""\
 /* {op.name}: {header}.
- * Cortex-M7 DSP kernel: smlad on sxtb16-widened weights, two output channels per pass;
+ * Cortex-M7 DSP kernel: smlad on {"int16 weights" if shape.wide else "sxtb16-widened weights"}, {"four output channels per pass" if one_position else "two output channels x two positions per pass"};
  * scratch: {scratch_note}. */
 NNC_M7_NOINLINE {_signature(function, decls)}
 {{
@@ -429,18 +353,30 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         else:
             fill, header = self._conv_fill(op, sh.izp, "    ", sh.padded_shape)
             fill = "    const int32_t oy = 0, ox = 0;\n" + fill
-        body = f"""\
-{fill}    for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
-        int32_t acc[2] = {{ bias[oc], bias[oc + 1] }};
-        nnc_m7_dot2(col, weight + oc * {sh.kp}, {sh.n4}, acc);
-        output[oc] = {sh.requant("acc[0]", "oc")};
-        output[oc + 1] = {sh.requant("acc[1]", "oc + 1")};
+        blocks = channel_blocks(sh.cout, 4)
+        fours = sum(n == 4 for _, n in blocks) * 4
+        body = fill
+        if fours:
+            outs = "".join(f"        output[oc + {c}] = {sh.requant(f'acc[{c}]', f'oc + {c}')};\n" for c in range(4))
+            body += f"""\
+    for (int32_t oc = 0; oc < {fours}; oc += 4) {{
+        int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc + 2], bias[oc + 3] }};
+        nnc_m7_dot4(col, weight + oc * {sh.stride}, {sh.n4}, acc);
+{outs}    }}
+"""
+        for oc, n in blocks:
+            if n == 2:
+                body += f"""\
+    {{
+        int32_t acc[2] = {{ bias[{oc}], bias[{oc + 1}] }};
+        nnc_m7_dot2(col, weight + {oc * sh.stride}, {sh.n4}, acc);
+        output[{oc}] = {sh.requant("acc[0]", str(oc))};
+        output[{oc + 1}] = {sh.requant("acc[1]", str(oc + 1))};
     }}
 """
-        if sh.cout % 2:
-            last = sh.cout - 1
-            body += f"""\
-    output[{last}] = {sh.requant(f"nnc_m7_dot1(col, weight + {sh.even * sh.kp}, {sh.n4}, bias[{last}])", str(last))};
+            elif n == 1:
+                body += f"""\
+    output[{oc}] = {sh.requant(f"nnc_m7_dot1(col, weight + {oc * sh.stride}, {sh.n4}, bias[{oc}])", str(oc))};
 """
         return body, header
 
@@ -458,7 +394,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 {fill.replace("col[", "cb[")}        }}
         for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
             int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
-            nnc_m7_dot2x2(col, col + {kp}, weight + oc * {kp}, {sh.n4}, acc);
+            {sh.dot2x2}(col, col + {kp}, weight + oc * {sh.stride}, {sh.n4}, acc);
             output[oc * {npos} + p] = {sh.requant("acc[0]", "oc")};
             output[(oc + 1) * {npos} + p] = {sh.requant("acc[1]", "oc + 1")};
             output[oc * {npos} + pb] = {sh.requant("acc[2]", "oc")};
@@ -467,10 +403,10 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 """
         if sh.cout % 2:
             last = sh.cout - 1
-            w = f"weight + {sh.even * kp}"
+            w = f"weight + {sh.even * sh.stride}"
             body += f"""\
-        output[{last * npos} + p] = {sh.requant(f"nnc_m7_dot1(col, {w}, {sh.n4}, bias[{last}])", str(last))};
-        output[{last * npos} + pb] = {sh.requant(f"nnc_m7_dot1(col + {kp}, {w}, {sh.n4}, bias[{last}])", str(last))};
+        output[{last * npos} + p] = {sh.requant(f"{sh.dot1}(col, {w}, {sh.n4}, bias[{last}])", str(last))};
+        output[{last * npos} + pb] = {sh.requant(f"{sh.dot1}(col + {kp}, {w}, {sh.n4}, bias[{last}])", str(last))};
 """
         return body + "    }\n", header
 
@@ -496,7 +432,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
             int32_t max0 = INT32_MIN, max1 = INT32_MIN;
             for (int32_t q = 0; q < {win}; q += 2) {{
                 int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
-                nnc_m7_dot2x2(col + q * {kp}, col + (q + 1) * {kp}, weight + oc * {kp}, {sh.n4}, acc);
+                {sh.dot2x2}(col + q * {kp}, col + (q + 1) * {kp}, weight + oc * {sh.stride}, {sh.n4}, acc);
                 max0 = nnc_m7_max3(max0, acc[0], acc[2]);
                 max1 = nnc_m7_max3(max1, acc[1], acc[3]);
             }}
@@ -509,7 +445,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
             body += f"""\
         int32_t max = INT32_MIN;
         for (int32_t q = 0; q < {win}; ++q) {{
-            const int32_t acc = nnc_m7_dot1(col + q * {kp}, weight + {sh.even * kp}, {sh.n4}, bias[{last}]);
+            const int32_t acc = {sh.dot1}(col + q * {kp}, weight + {sh.even * sh.stride}, {sh.n4}, bias[{last}]);
             max = acc > max ? acc : max;
         }}
         output[{last * npos} + p] = {sh.requant("max", str(last))};
