@@ -16,7 +16,7 @@ import pytest
 from conftest import build_host_library, edge_and_random_inputs, quantize_ptq
 
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
-from nnc.kernels import m7_kernels
+from nnc.kernels import m7_kernels, m7_rowpair
 from nnc.kernels.m7_gemm import channel_blocks, pack_weights, pack_wide_weights
 from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC
 
@@ -123,14 +123,16 @@ def test_zoo_model_bit_exact(zoo_build):
     assert heavy and all(provs[n] == "m7" for n in heavy), provs
     if name == "lenet5":   # both conv+pool pairs run fused: the conv outputs are never stored
         assert [n for n in heavy if "+" in n] == ["conv1+maxpool2d", "conv2+maxpool2d_1"]
-    # both ways of padding are exercised: a padded copy of a small input, the border path of a
-    # large one (residual_cnn's conv2: 8x30x30 padded bytes, above PADDED_COPY_MAX)
+    # the ways of padding: lenet5's first layer copies its small input once with the padding;
+    # residual_cnn's 3x3 stride-1 convolutions fill their columns two windows at a time
+    # (m7_rowpair, padding at the edges); the generic border path: test_conv_grid_bit_exact
     sources = {op.name: compiled.kernels[id(op)].source for op in compiled.graph.ops
                if id(op) in compiled.kernels}
-    first = sources["conv1+maxpool2d" if name == "lenet5" else "conv1"]
-    assert "padded" in first and "border" not in first
-    if name == "residual_cnn":
-        assert "border" in sources["conv2"] and "padded" not in sources["conv2"]
+    if name == "lenet5":
+        first = sources["conv1+maxpool2d"]
+        assert "padded" in first and "border" not in first
+    else:
+        assert all("m7_rowpair" in sources[n] and "padded" not in sources[n] for n in ("conv1", "conv2"))
     x = edge_and_random_inputs(graph.inputs[0].shape, N_INPUTS, seed=5)
     assert len(x) >= 1000
     expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
@@ -212,20 +214,91 @@ def make_grid_model(scheme: str, seed: int):
 @pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
 def test_conv_grid_bit_exact(scheme, layout, tmp_path, monkeypatch):
     """Both weight layouts of the convolutions: int16 (every layer here is small enough) and, with
-    the size limit at 0, the int8 layout that layers above WIDE_WEIGHTS_MAX keep."""
+    the size limit at 0, the int8 layout that layers above WIDE_WEIGHTS_MAX keep; with the int8
+    layout the padded convolutions also take the border path of inputs too big to copy padded."""
     if layout == "int8":
         monkeypatch.setattr(m7_kernels, "WIDE_WEIGHTS_MAX", 0)
+        monkeypatch.setattr(m7_kernels, "PADDED_COPY_MAX", 0)
     qmodel, example = make_grid_model(scheme, seed=7 if scheme == "per_tensor" else 11)
     graph = import_torch_model(qmodel, example, f"m7grid_{scheme}")
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grid_{scheme}")
     wide = {op.name for op in compiled.graph.ops if id(op) in compiled.kernels
             and "nnc_m7_dot2x2w(" in compiled.kernels[id(op)].source}
     assert wide == ({"c1+p1", "c2", "c3", "c4", "c6", "c7"} if layout == "wide" else set()), wide
+    padding = "padded" if layout == "wide" else "border"
+    assert all(padding in compiled.kernels[id(op)].source for op in compiled.graph.ops
+               if op.name in ("c1+p1", "c2", "c3", "c6", "c7")), padding
     provs = providers_of(compiled)
     assert provs["c5"] == "m7"  # depthwise: m7_depthwise
     assert provs["p3"] == "c"   # an overlapping pool is not fused
     assert all(provs[n] == "m7" for n in ("c1+p1", "c2", "c3", "c4", "c6", "c7", "fc1", "fc2")), provs
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GRID_SHAPE, 3, tmp_path)
+
+
+ROWPAIR_SHAPE = (1, 1, 12, 10)
+
+
+def make_rowpair_model(scheme: str, seed: int):
+    """Convolutions with 3-wide windows at stride 1 along x (the m7_rowpair column fill): odd and
+    even input channels (an odd number of window rows leaves a lone row), kernel heights 1/3/5,
+    vertical stride 2, padding 0/1 along x and 0/1/2 along y (whole rows of padding), rows of
+    4 bytes where both edges are padding in the same pass, and both weight layouts."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.a = nn.Conv2d(1, 3, 3, padding=1)                         # 3 rows: a lone row
+            self.ra = nn.ReLU()
+            self.b = nn.Conv2d(3, 4, (5, 3), padding=(2, 1))              # 15 rows
+            self.c = nn.Conv2d(4, 5, (1, 3), padding=(0, 1))              # 1x3
+            self.d = nn.Conv2d(5, 6, 3, stride=(2, 1), padding=(1, 0))    # 12x10 -> 6x8
+            self.e = nn.Conv2d(6, 4, 3, padding=(2, 1))                   # 6x8 -> 8x8
+            self.f = nn.Conv2d(4, 3, 3)                                   # 8x8 -> 6x6
+            self.g = nn.Conv2d(3, 2, 3)                                   # 6x6 -> 4x4
+            self.h = nn.Conv2d(2, 3, 3, padding=1)                        # rows of 4 bytes
+            self.fc = nn.Linear(3 * 4 * 4, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            x = self.ra(self.a(x))
+            for conv in (self.b, self.c, self.d, self.e, self.f, self.g, self.h):
+                x = conv(x)
+            return self.dequant(self.fc(x.reshape(x.shape[0], -1)))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["a", "ra"]], inplace=True)
+
+    torch.manual_seed(seed)
+    model = quantize_ptq(Net(), scheme, torch.randn(64, *ROWPAIR_SHAPE[1:]) * 1.5 + 0.5)
+    return model, torch.randn(*ROWPAIR_SHAPE)
+
+
+@pytest.mark.parametrize("layout", ["wide", "int8"])
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
+    if layout == "int8":
+        monkeypatch.setattr(m7_kernels, "WIDE_WEIGHTS_MAX", 0)
+    qmodel, example = make_rowpair_model(scheme, seed=21 if scheme == "per_tensor" else 22)
+    graph = import_torch_model(qmodel, example, f"m7rowpair_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7rowpair_{scheme}")
+    convs = [op for op in compiled.graph.ops if op.kind == "conv2d"]
+    assert len(convs) == 8
+    for op in convs:
+        k = compiled.kernels[id(op)]
+        assert k.provider == "m7" and "m7_rowpair" in k.source, op.name
+        assert ("nnc_m7_dot2x2w(" in k.source) == (layout == "wide"), op.name
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, ROWPAIR_SHAPE, 9, tmp_path)
+
+
+def test_rowpair_tap_order_is_a_permutation():
+    for rows in range(1, 12):
+        order = m7_rowpair.tap_order(rows)
+        assert sorted(t for t in order if t >= 0) == list(range(3 * rows))
+        assert len(order) == 3 * rows + rows % 2     # a lone row pads one slot
 
 
 def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_path):

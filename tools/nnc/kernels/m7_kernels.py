@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise
+from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise, m7_rowpair
 from .m7_gemm import DOT, WIDE_WEIGHTS_MAX, channel_blocks, pack_weights, pack_wide_weights
 from .c_kernels import REQUANT_FLOAT, _signature
 
@@ -128,6 +128,11 @@ static inline uint32_t nnc_m7_load32(const void* p)
     __builtin_memcpy(&v, b, 4);
     return v;
 }
+/* 32-bit store of any alignment (one STR on the Cortex-M7). */
+static inline void nnc_m7_store32(void* p, uint32_t v)
+{
+    __builtin_memcpy(p, &v, 4);
+}
 """
 
 MAX3 = """\
@@ -180,15 +185,16 @@ PADDED_COPY_MAX = 2048
 class _Shape:
     """The numbers every m7 kernel of one op is generated from."""
 
-    def __init__(self, op, kp: int, wide: bool):
+    def __init__(self, op, kp: int, wide: bool, rowpair: bool = False, k: int = 0):
         w = op.params["weight"]
         self.kp, self.n4 = kp, kp // 4
+        self.rowpair = rowpair         # the column fill of m7_rowpair (columns in its tap order)
         # weight layout (m7_gemm): the dot products that read it, the pointer type and the
         # distance between two channels in its units
         self.wide = wide
         self.stride = kp // 2 if wide else kp // 4
         self.dot2x2, self.dot1 = ("nnc_m7_dot2x2w", "nnc_m7_dot1w") if wide else ("nnc_m7_dot2x2", "nnc_m7_dot1")
-        self.k = int(np.prod(w.shape[1:]))
+        self.k = k or int(np.prod(w.shape[1:]))    # column length (before the padding to kp)
         self.cout = int(w.shape[0])
         self.even = self.cout // 2 * 2
         self.npos = int(np.prod(op.output.shape[2:])) if op.kind != "dense" else 1
@@ -201,7 +207,7 @@ class _Shape:
         else:
             self.ncols = 1 if self.npos == 1 else 2
         self.padded_shape = None       # (c, h, w) of the padded input copy, if the kernel makes one
-        if op.kind != "dense" and any(op.attrs["padding"]):
+        if op.kind != "dense" and any(op.attrs["padding"]) and not rowpair:
             _, c, h, w = op.inputs[0].shape
             ph, pw = op.attrs["padding"]
             if c * (h + 2 * ph) * (w + 2 * pw) <= PADDED_COPY_MAX:
@@ -268,13 +274,18 @@ class M7Kernels(KernelProvider):
         # one position reads each weight once: int8, four channels per pass; a convolution reads
         # them once per position: widened at export unless that costs too much flash
         wide = not one_position and w.size <= WIDE_WEIGHTS_MAX
+        # 3-wide windows at stride 1: two windows' columns from shared row loads, in their own
+        # tap order (the weights follow it)
+        rowpair = m7_rowpair.applies(op)
+        if rowpair:
+            w2d = m7_rowpair.reorder(w2d, m7_rowpair.tap_order(w2d.shape[1] // 3))
         if wide:
             packed, kp = pack_wide_weights(w2d)
         else:
             packed, kp = pack_weights(w2d, block=4 if one_position else 2)
         consts = {"weight": packed, "bias": folded_bias(op),
                   "multiplier": op.params["multiplier"].astype(np.float32)}
-        shape = _Shape(op, kp, wide)
+        shape = _Shape(op, kp, wide, rowpair, w2d.shape[1])
         decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier",
                  "void* scratch"]
         if op.kind == "conv2d_maxpool2d":
@@ -308,6 +319,8 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 """
         args = ["in0", "out0"] + [f"const:{c}" for c in consts] + ["scratch"]
         prelude = dict(self._prelude)
+        if rowpair:
+            prelude["m7_4_row4"] = m7_rowpair.ROW4
         prelude["m7_3_requant" if shape.ssat else "requant_float"] = (
             REQUANT_SSAT if shape.ssat else REQUANT_FLOAT)
         return Kernel(function, src, args, consts, self.name, prelude,
@@ -385,14 +398,21 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         stored once)."""
         fill, header = self._conv_fill(op, sh.izp, " " * 12, sh.padded_shape)
         ow, npos, kp = op.output.shape[3], sh.npos, sh.kp
-        body = f"""\
-    for (int32_t p = 0; p < {npos}; p += 2) {{
+        if sh.rowpair:   # npos is even: p + 1 is the next column of the same row
+            fill = f"""\
+        const int32_t pb = p + 1, oy = p / {ow}, ox = p % {ow};
+{m7_rowpair.emit_fill(op, kp)}"""
+        else:
+            fill = f"""\
         const int32_t pb = p + 1 < {npos} ? p + 1 : p;
         for (int32_t q = 0; q < 2; ++q) {{
             int16_t* const cb = col + q * {kp};
             const int32_t pos = q ? pb : p, oy = pos / {ow}, ox = pos % {ow};
 {fill.replace("col[", "cb[")}        }}
-        for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
+"""
+        body = f"""\
+    for (int32_t p = 0; p < {npos}; p += 2) {{
+{fill}        for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
             int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
             {sh.dot2x2}(col, col + {kp}, weight + oc * {sh.stride}, {sh.n4}, acc);
             output[oc * {npos} + p] = {sh.requant("acc[0]", "oc")};
