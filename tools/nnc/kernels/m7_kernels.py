@@ -69,6 +69,18 @@ static inline int32_t nnc_m7_ssat8(int32_t x)
     __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(x));
     return r;
 }
+static inline uint32_t nnc_m7_pkhbt16(uint32_t lo, uint32_t hi)
+{
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+static inline uint32_t nnc_m7_pkhtb16(uint32_t hi, uint32_t lo)
+{
+    uint32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(hi), "r"(lo));
+    return r;
+}
 #else
 /* Bytes 0 and 2, sign-extended to the two halfwords. */
 static inline uint32_t nnc_m7_sxtb16(uint32_t x)
@@ -92,6 +104,16 @@ static inline int32_t nnc_m7_smlad(uint32_t a, uint32_t b, int32_t acc)
 static inline int32_t nnc_m7_ssat8(int32_t x)
 {
     return x < -128 ? -128 : (x > 127 ? 127 : x);
+}
+/* The low halfword of lo below the low halfword of hi. */
+static inline uint32_t nnc_m7_pkhbt16(uint32_t lo, uint32_t hi)
+{
+    return (lo & 0xFFFFu) | (hi << 16);
+}
+/* The high halfword of hi above the high halfword of lo. */
+static inline uint32_t nnc_m7_pkhtb16(uint32_t hi, uint32_t lo)
+{
+    return (hi & 0xFFFF0000u) | (lo >> 16);
 }
 #endif
 /* f32(acc) * multiplier rounded to an integer in the current rounding mode (half to even), as

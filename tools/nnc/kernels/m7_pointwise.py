@@ -4,8 +4,9 @@ In a residual network these cost as much as a convolution when written as portab
 add's rounding shift, the pool's per-element bounds checks). Same arithmetic as `nnc.arith`:
 
 - add: acc = a*(x0 - zp0) + b*(x1 - zp1) with qnnpack's 22-bit multipliers, then a right shift
-  rounding half away from zero. Here the zero points are folded into one constant and the rounding
-  is `(acc + half - (acc < 0)) >> shift`, three instructions instead of qnnpack's mask/compare.
+  rounding half away from zero. Here the input zero points are folded into one constant and the
+  rounding is `(acc + half + zp_out * 2^shift - (acc < 0)) >> shift` (the output zero point
+  added before the shift), three instructions instead of qnnpack's mask/compare and the add.
   Whether this is exact (no int32 overflow on the way) depends on the multipliers, so it is not
   argued but checked at export time over all 65,536 input pairs against `arith.qnnpack_add`;
   an add that fails the check stays with the portable kernel.
@@ -23,8 +24,11 @@ from .c_kernels import _signature
 
 def _add_constants(op) -> dict:
     p = arith.qnnpack_add_params(op.inputs[0].qparams, op.inputs[1].qparams, op.output.qparams)
-    return {"a": p["a_mult"], "b": p["b_mult"], "shift": p["shift"], "half": 1 << (p["shift"] - 1),
-            "k": -p["a_mult"] * p["a_zp"] - p["b_mult"] * p["b_zp"], "out_zp": p["out_zp"], "params": p}
+    half = 1 << (p["shift"] - 1)
+    # the output zero point goes in before the shift: (s + zp * 2^shift) >> shift = (s >> shift) + zp
+    return {"a": p["a_mult"], "b": p["b_mult"], "shift": p["shift"], "half": half,
+            "k": -p["a_mult"] * p["a_zp"] - p["b_mult"] * p["b_zp"], "out_zp": p["out_zp"],
+            "round": half + p["out_zp"] * (1 << p["shift"]), "params": p}
 
 
 def add_is_exact(op) -> bool:
@@ -36,13 +40,14 @@ def add_is_exact(op) -> bool:
     x0, x1 = np.meshgrid(np.arange(-128, 128, dtype=np.int64), np.arange(-128, 128, dtype=np.int64))
     partial = c["a"] * x0 + c["b"] * x1            # evaluation order of the C expression
     acc = partial + c["k"]
-    rounded = acc + c["half"] + np.where(acc < 0, -1, 0)
+    with_round = acc + c["round"]
+    rounded = with_round + np.where(acc < 0, -1, 0)
     lo32, hi32 = -(1 << 31), (1 << 31) - 1
-    for v in (c["a"] * x0, partial, acc, rounded):
+    for v in (c["a"] * x0, c["b"] * x1, partial, acc, with_round, rounded):
         if v.min() < lo32 or v.max() > hi32:
             return False
     lo, hi = op.attrs["clamp"]
-    got = np.clip((rounded >> c["shift"]) + c["out_zp"], lo, hi)
+    got = np.clip(rounded >> c["shift"], lo, hi)
     want = arith.qnnpack_add(x0.astype(np.int8), x1.astype(np.int8), c["params"], (lo, hi))
     return bool(np.array_equal(got, want))
 
@@ -54,14 +59,15 @@ def emit_add(op, function: str) -> str:
     return f"""\
 /* {op.name}: add of {n} elements, qnnpack integer arithmetic: {c['a']} * (x0 - {c['params']['a_zp']})
  * + {c['b']} * (x1 - {c['params']['b_zp']}), shifted right by {c['shift']} rounding half away from zero
- * (the `acc >> 31` term: -1 below zero), plus {c['out_zp']}. Cortex-M7 kernel: zero points folded
- * into {c['k']}, clamp on ssat; checked equal to qnnpack for all int8 pairs at export. */
+ * (the `acc >> 31` term: -1 below zero), plus {c['out_zp']}. Cortex-M7 kernel: input zero points folded
+ * into {c['k']}, the half and the output zero point (times 2^{c['shift']}) into {c['round']}, clamp on
+ * ssat; checked equal to qnnpack for all int8 pairs at export. */
 NNC_M7_NOINLINE {_signature(function, [], 2)}
 {{
     for (int32_t i = 0; i < {n}; ++i) {{
         const int32_t acc = {c['a']} * (int32_t)input0[i] + {c['b']} * (int32_t)input1[i] + {c['k']};
-        const int32_t q = nnc_m7_ssat8(((acc + {c['half']} + (acc >> 31)) >> {c['shift']}) + {c['out_zp']});
-        output[i] = (int8_t)(q < {lo} ? {lo} : q);
+        const int32_t q = nnc_m7_ssat8((acc + {c['round']} + (acc >> 31)) >> {c['shift']});
+        output[i] = (int8_t){"q" if lo == -128 else f"(q < {lo} ? {lo} : q)"};
     }}
 }}
 """

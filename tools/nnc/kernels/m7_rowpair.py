@@ -63,10 +63,10 @@ NNC_M7_NOINLINE static void nnc_m7_rowpair_border(const int8_t* input, int16_t* 
             }
             nnc_m7_store32(ca, p0);
             nnc_m7_store32(ca + 2, p);
-            nnc_m7_store32(ca + 4, (q0 & 0xFFFFu) | (q << 16));
+            nnc_m7_store32(ca + 4, nnc_m7_pkhbt16(q0, q));
             nnc_m7_store32(cb, q0);
             nnc_m7_store32(cb + 2, q);
-            nnc_m7_store32(cb + 4, (p0 >> 16) | (p & 0xFFFF0000u));
+            nnc_m7_store32(cb + 4, nnc_m7_pkhtb16(p, p0));
             ca += 6;
             cb += 6;
             pending = 0;
@@ -130,10 +130,10 @@ def _rows_code(rows, load, j) -> tuple:
 {j}    const uint32_t p1 = nnc_m7_sxtb16(v1), q1 = nnc_m7_sxtb16_ror8(v1);
 {j}    nnc_m7_store32(ca + {2 * word}, p0);
 {j}    nnc_m7_store32(ca + {2 * word + 2}, p1);
-{j}    nnc_m7_store32(ca + {2 * word + 4}, (q0 & 0xFFFFu) | (q1 << 16));
+{j}    nnc_m7_store32(ca + {2 * word + 4}, nnc_m7_pkhbt16(q0, q1));
 {j}    nnc_m7_store32(cb + {2 * word}, q0);
 {j}    nnc_m7_store32(cb + {2 * word + 2}, q1);
-{j}    nnc_m7_store32(cb + {2 * word + 4}, (p0 >> 16) | (p1 & 0xFFFF0000u));
+{j}    nnc_m7_store32(cb + {2 * word + 4}, nnc_m7_pkhtb16(p1, p0));
 {j}}}
 """)
         word += 3
