@@ -230,7 +230,7 @@ def test_conv_grid_bit_exact(scheme, layout, tmp_path, monkeypatch):
                if op.name in ("c1+p1", "c2", "c3", "c6", "c7")), padding
     provs = providers_of(compiled)
     assert provs["c5"] == "m7"  # depthwise: m7_depthwise
-    assert provs["p3"] == "c"   # an overlapping pool is not fused
+    assert provs["p3"] == "m7"  # an overlapping pool is not fused: the m7 max pool
     assert all(provs[n] == "m7" for n in ("c1+p1", "c2", "c3", "c4", "c6", "c7", "fc1", "fc2")), provs
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GRID_SHAPE, 3, tmp_path)
 
@@ -292,6 +292,48 @@ def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
         assert k.provider == "m7" and "m7_rowpair" in k.source, op.name
         assert ("nnc_m7_dot2x2w(" in k.source) == (layout == "wide"), op.name
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, ROWPAIR_SHAPE, 9, tmp_path)
+
+
+POOL_SHAPE = (1, 1, 13, 11)
+
+
+def make_maxpool_model(seed: int):
+    """Max pools on their own (the m7 max pool kernel): kernels 5/3/(2,3)/2, strides 1/2/(1,2),
+    padding 0/1/2 (-128 is neutral), ceil mode, rows that are not whole words and rows shorter
+    than a word, output rows that are not a multiple of 4 long."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.c = nn.Conv2d(1, 5, 3, padding=1)
+            self.pools = nn.Sequential(
+                nn.MaxPool2d(5, stride=1, padding=2),                       # 5x13x11
+                nn.MaxPool2d((2, 3), stride=(1, 2), padding=(1, 1)),        # 5x14x6
+                nn.MaxPool2d(3, stride=2, ceil_mode=True),                  # 5x7x3
+                nn.MaxPool2d(2, stride=1))                                  # 5x6x2
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            return self.dequant(self.pools(self.c(self.quant(x))))
+
+        def fuse_model(self, qat=False):
+            pass
+
+    torch.manual_seed(seed)
+    model = quantize_ptq(Net(), "per_tensor", torch.randn(64, *POOL_SHAPE[1:]) * 1.5)
+    return model, torch.randn(*POOL_SHAPE)
+
+
+def test_maxpool_bit_exact(tmp_path):
+    qmodel, example = make_maxpool_model(seed=31)
+    graph = import_torch_model(qmodel, example, "m7maxpool")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, "m7maxpool")
+    pools = [op for op in compiled.graph.ops if op.kind == "maxpool2d"]
+    assert len(pools) == 4 and all(compiled.kernels[id(op)].provider == "m7" for op in pools)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, POOL_SHAPE, 12, tmp_path)
 
 
 def test_rowpair_tap_order_is_a_permutation():

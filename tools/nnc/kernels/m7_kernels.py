@@ -272,6 +272,8 @@ class M7Kernels(KernelProvider):
             return m7_pointwise.add_is_exact(op)
         if op.kind == "avgpool2d":
             return m7_pointwise.avgpool_has_full_windows(op)
+        if op.kind == "maxpool2d":
+            return m7_pointwise.maxpool_supported(op)
         return op.kind in ("conv2d", "dense") and self._supports_conv(op)
 
     @staticmethod
@@ -286,7 +288,7 @@ class M7Kernels(KernelProvider):
         return op.inputs[0].qparams is not None and _bias_folds(op)
 
     def emit(self, op, function: str) -> Kernel:
-        if op.kind in ("add", "avgpool2d"):
+        if op.kind in ("add", "avgpool2d", "maxpool2d"):
             return self._emit_pointwise(op, function)
         if m7_depthwise.is_depthwise(op):
             return self._depthwise.emit(op, function)
@@ -353,6 +355,10 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         if op.kind == "add":
             return Kernel(function, m7_pointwise.emit_add(op, function), ["in0", "in1", "out0"], {},
                           self.name, prelude)
+        if op.kind == "maxpool2d":
+            return Kernel(function, m7_pointwise.emit_maxpool(op, function), ["in0", "out0", "scratch"], {},
+                          self.name, dict(prelude, m7_6_max4=m7_pointwise.MAX4),
+                          scratch_bytes=m7_pointwise.maxpool_scratch(op))
         return Kernel(function, m7_pointwise.emit_avgpool(op, function), ["in0", "out0"], {},
                       self.name, prelude)
 

@@ -125,3 +125,128 @@ NNC_M7_NOINLINE {_signature(function, [])}
     }}
 }}
 """
+
+
+MAX4 = """\
+/* Four signed bytes at once: the bytewise max of a and b (ssub8 sets a flag per byte where
+ * a >= b, sel picks by it; one asm block so that nothing runs between them). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline uint32_t nnc_m7_max4(uint32_t a, uint32_t b)
+{
+    uint32_t d, r;
+    __asm__("ssub8 %0, %2, %3\\n\\tsel %1, %2, %3" : "=&r"(d), "=r"(r) : "r"(a), "r"(b) : "cc");
+    (void)d;
+    return r;
+}
+#else
+static inline uint32_t nnc_m7_max4(uint32_t a, uint32_t b)
+{
+    uint32_t r = 0;
+    for (int32_t i = 0; i < 32; i += 8) {
+        const int32_t x = (int8_t)(uint8_t)(a >> i), y = (int8_t)(uint8_t)(b >> i);
+        r |= (uint32_t)(uint8_t)(x > y ? x : y) << i;
+    }
+    return r;
+}
+#endif
+"""
+
+
+def maxpool_supported(op) -> bool:
+    return op.kind == "maxpool2d" and tuple(op.attrs["dilation"]) == (1, 1)
+
+
+def _maxpool_row(op) -> dict:
+    """The row buffer of the max pool: the vertical max of a window's rows, at offset pw, with
+    -128 (neutral for max, as the portable kernel's start value) in the padding on both sides and
+    room for the last 4-byte reads."""
+    a = op.attrs
+    (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
+    _, c, h, w = op.inputs[0].shape
+    _, _, oh, ow = op.output.shape
+    reach = (ow - 1) * sw + kw if sw > 1 else (ow + 3) // 4 * 4 + kw - 1
+    return dict(c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
+                length=(max(w + 2 * pw, reach) + 3) // 4 * 4 + 4)
+
+
+def maxpool_scratch(op) -> int:
+    return _maxpool_row(op)["length"]
+
+
+def emit_maxpool(op, function: str) -> str:
+    g = _maxpool_row(op)
+    w, pw, kw, ow = g["w"], g["pw"], g["kw"], g["ow"]
+    words, tail = divmod(w, 4)
+    # vertical: the first row of the window copied, the others max'ed in, 4 bytes per step (and
+    # the bytes after the last whole word one by one)
+    copy_tail = max_tail = ""
+    if tail:
+        copy_tail = f"""\
+            for (int32_t i = {words * 4}; i < {w}; ++i) {{
+                dst[i] = src[i];
+            }}
+"""
+        max_tail = f"""\
+                for (int32_t i = {words * 4}; i < {w}; ++i) {{
+                    dst[i] = src[i] > dst[i] ? src[i] : dst[i];
+                }}
+"""
+    vertical = f"""\
+            const int8_t* src = input + (ch * {g['h']} + iy_lo) * {w};
+            int8_t* const dst = row + {pw};
+            for (int32_t i = 0; i < {words * 4}; i += 4) {{
+                nnc_m7_store32(dst + i, nnc_m7_load32(src + i));
+            }}
+{copy_tail}            for (int32_t iy = iy_lo + 1; iy < iy_hi; ++iy) {{
+                src += {w};
+                for (int32_t i = 0; i < {words * 4}; i += 4) {{
+                    nnc_m7_store32(dst + i, nnc_m7_max4(nnc_m7_load32(dst + i), nnc_m7_load32(src + i)));
+                }}
+{max_tail}            }}
+"""
+    if g["sw"] == 1:   # 4 outputs per step from unaligned words of the row
+        taps = "".join(f"                m = nnc_m7_max4(m, nnc_m7_load32(row + ox + {kx}));\n"
+                       for kx in range(1, kw))
+        horizontal = f"""\
+            for (int32_t ox = 0; ox < {ow}; ox += 4) {{
+                uint32_t m = nnc_m7_load32(row + ox);
+{taps}                if (ox + 4 <= {ow}) {{
+                    nnc_m7_store32(out + ox, m);
+                }} else {{
+                    for (int32_t i = 0; ox + i < {ow}; ++i, m >>= 8) {{
+                        out[ox + i] = (int8_t)(uint8_t)m;
+                    }}
+                }}
+            }}
+"""
+    else:
+        taps = "".join(f"                v = x[{kx}];\n                m = v > m ? v : m;\n" for kx in range(1, kw))
+        horizontal = f"""\
+            for (int32_t ox = 0; ox < {ow}; ++ox) {{
+                const int8_t* const x = row + ox * {g['sw']};
+                int32_t m = x[0], v;
+{taps}                out[ox] = (int8_t)m;
+            }}
+"""
+    return f"""\
+/* {op.name}: max pool {g['kh']}x{kw}, stride {g['sh']}x{g['sw']}, padding {g['ph']}x{pw}: {g['c']}x{g['h']}x{w} -> {g['c']}x{g['oh']}x{ow}.
+ * Cortex-M7 kernel: per output row the vertical max of the window's rows (4 bytes per ssub8/sel),
+ * into a row buffer whose padding is -128, then the horizontal max{" of 4 outputs per step" if g['sw'] == 1 else ""};
+ * no bounds checks per element. Scratch: the row buffer ({g['length']} bytes). */
+NNC_M7_NOINLINE {_signature(function, ["void* scratch"])}
+{{
+    int8_t* const row = (int8_t*)scratch;
+    for (int32_t i = 0; i < {g['length']}; ++i) {{
+        row[i] = -128;
+    }}
+    for (int32_t ch = 0; ch < {g['c']}; ++ch) {{
+        for (int32_t oy = 0; oy < {g['oh']}; ++oy) {{
+            const int32_t top = oy * {g['sh']} - {g['ph']};
+            const int32_t iy_lo = top < 0 ? 0 : top;
+            const int32_t iy_hi = top + {g['kh']} < {g['h']} ? top + {g['kh']} : {g['h']};
+            int8_t* const out = output + (ch * {g['oh']} + oy) * {ow};
+{vertical}{horizontal}        }}
+    }}
+}}
+"""
+
