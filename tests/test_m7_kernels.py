@@ -336,6 +336,53 @@ def test_maxpool_bit_exact(tmp_path):
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, POOL_SHAPE, 12, tmp_path)
 
 
+GROUPED_SHAPE = (1, 6, 12, 10)
+
+
+def make_grouped_model(scheme: str, seed: int):
+    """Grouped convolutions (not depthwise) on the m7 GEMM: 2 and 3 groups, odd channel counts per
+    group, 3x3 at stride 1 (the row-pair fill), stride 2 with padding, 5x3, 1x1, and one output
+    position (the dense-like path)."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.convs = nn.Sequential(
+                nn.Conv2d(6, 6, 3, padding=1, groups=2),                  # 3 -> 3 per group, rowpair
+                nn.Conv2d(6, 9, (5, 3), stride=2, padding=(2, 1), groups=3),   # 2 -> 3, 6x5
+                nn.Conv2d(9, 6, 1, groups=3),                             # 3 -> 2, 1x1
+                nn.Conv2d(6, 10, 3, stride=2, groups=2),                  # 3 -> 5, 2x2
+                nn.Conv2d(10, 4, 2, groups=2))                            # one position
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            return self.dequant(self.convs(self.quant(x)))
+
+        def fuse_model(self, qat=False):
+            pass
+
+    torch.manual_seed(seed)
+    model = quantize_ptq(Net(), scheme, torch.randn(64, *GROUPED_SHAPE[1:]) * 1.5)
+    return model, torch.randn(*GROUPED_SHAPE)
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_grouped_conv_bit_exact(scheme, tmp_path):
+    qmodel, example = make_grouped_model(scheme, seed=41 if scheme == "per_tensor" else 42)
+    graph = import_torch_model(qmodel, example, f"m7grouped_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grouped_{scheme}")
+    convs = [op for op in compiled.graph.ops if op.kind == "conv2d"]
+    assert [op.attrs["groups"] for op in convs] == [2, 3, 3, 2, 2]
+    for op in convs:
+        k = compiled.kernels[id(op)]
+        assert k.provider == "m7" and "groups, each a conv2d" in k.source, op.name
+    assert "m7_rowpair" in compiled.kernels[id(convs[0])].source
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GROUPED_SHAPE, 13, tmp_path)
+
+
 def test_rowpair_tap_order_is_a_permutation():
     for rows in range(1, 12):
         order = m7_rowpair.tap_order(rows)

@@ -39,6 +39,7 @@ import numpy as np
 
 from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise, m7_rowpair
 from .m7_gemm import DOT, WIDE_WEIGHTS_MAX, channel_blocks, pack_weights, pack_wide_weights
+from ..ir import Op, Tensor
 from .c_kernels import REQUANT_FLOAT, _signature
 
 INTRINSICS = """\
@@ -283,8 +284,6 @@ class M7Kernels(KernelProvider):
         wzp = op.params.get("weight_zp")
         if wzp is not None and np.any(wzp != 0):
             return False
-        if op.kind != "dense" and op.attrs["groups"] != 1:
-            return False
         return op.inputs[0].qparams is not None and _bias_folds(op)
 
     def emit(self, op, function: str) -> Kernel:
@@ -292,24 +291,17 @@ class M7Kernels(KernelProvider):
             return self._emit_pointwise(op, function)
         if m7_depthwise.is_depthwise(op):
             return self._depthwise.emit(op, function)
-        w = op.params["weight"]
-        w2d = w.reshape(w.shape[0], -1)
-        one_position = op.kind == "dense" or int(np.prod(op.output.shape[2:])) == 1
-        # one position reads each weight once: int8, four channels per pass; a convolution reads
-        # them once per position: widened at export unless that costs too much flash
-        wide = not one_position and w.size <= WIDE_WEIGHTS_MAX
-        # 3-wide windows at stride 1: two windows' columns from shared row loads, in their own
-        # tap order (the weights follow it)
-        rowpair = m7_rowpair.applies(op)
-        if rowpair:
-            w2d = m7_rowpair.reorder(w2d, m7_rowpair.tap_order(w2d.shape[1] // 3))
-        if wide:
-            packed, kp = pack_wide_weights(w2d)
-        else:
-            packed, kp = pack_weights(w2d, block=4 if one_position else 2)
-        consts = {"weight": packed, "bias": folded_bias(op),
-                  "multiplier": op.params["multiplier"].astype(np.float32)}
-        shape = _Shape(op, kp, wide, rowpair, w2d.shape[1])
+        groups = op.attrs["groups"] if op.kind == "conv2d" else 1
+        # a grouped convolution: one convolution per group, the same code on slices (the
+        # groups' weights, biases and multipliers one after the other)
+        views = [_group_view(op, g, groups) for g in range(groups)] if groups > 1 else [op]
+        layouts = [self._layout(v) for v in views]
+        packed, kp, wide, rowpair, k, one_position = layouts[0]
+        consts = {"weight": np.concatenate([lay[0] for lay in layouts]),
+                  "bias": np.concatenate([folded_bias(v) for v in views]),
+                  "multiplier": np.concatenate([v.params["multiplier"] for v in views]).astype(np.float32)}
+        op = views[0]
+        shape = _Shape(op, kp, wide, rowpair, k)
         decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier",
                  "void* scratch"]
         if op.kind == "conv2d_maxpool2d":
@@ -332,14 +324,19 @@ class M7Kernels(KernelProvider):
         if shape.padded_shape:
             zero_tail += self._padded_copy(op, shape)
             scratch_note += ", then the padded input ({}x{}x{} int8)".format(*shape.padded_shape)
+        signature = _signature(function, decls)
+        body = zero_tail + body
+        if groups > 1:
+            header = f"{groups} groups, each a {header}"
+            signature, body = _group_loop(signature, body, groups, op, packed.size)
         src = f"""\
 /* {op.name}: {header}.
  * Cortex-M7 DSP kernel: smlad on {"int16 weights" if shape.wide else "sxtb16-widened weights"}, {"four output channels per pass" if one_position else "two output channels x two positions per pass"};
  * scratch: {scratch_note}. */
-NNC_M7_NOINLINE {_signature(function, decls)}
+NNC_M7_NOINLINE {signature}
 {{
     int16_t* const col = (int16_t*)scratch;
-{zero_tail}{body}}}
+{body}}}
 """
         args = ["in0", "out0"] + [f"const:{c}" for c in consts] + ["scratch"]
         prelude = dict(self._prelude)
@@ -349,6 +346,27 @@ NNC_M7_NOINLINE {_signature(function, decls)}
             REQUANT_SSAT if shape.ssat else REQUANT_FLOAT)
         return Kernel(function, src, args, consts, self.name, prelude,
                       scratch_bytes=shape.scratch_bytes)
+
+    @staticmethod
+    def _layout(op) -> tuple:
+        """(packed weights, kp, wide, rowpair, column length, one position) of a convolution
+        (one group) or dense layer."""
+        w = op.params["weight"]
+        w2d = w.reshape(w.shape[0], -1)
+        one_position = op.kind == "dense" or int(np.prod(op.output.shape[2:])) == 1
+        # one position reads each weight once: int8, four channels per pass; a convolution reads
+        # them once per position: widened at export unless that costs too much flash
+        wide = not one_position and w.size <= WIDE_WEIGHTS_MAX
+        # 3-wide windows at stride 1: two windows' columns from shared row loads, in their own
+        # tap order (the weights follow it)
+        rowpair = m7_rowpair.applies(op)
+        if rowpair:
+            w2d = m7_rowpair.reorder(w2d, m7_rowpair.tap_order(w2d.shape[1] // 3))
+        if wide:
+            packed, kp = pack_wide_weights(w2d)
+        else:
+            packed, kp = pack_weights(w2d, block=4 if one_position else 2)
+        return packed, kp, wide, rowpair, w2d.shape[1], one_position
 
     def _emit_pointwise(self, op, function: str) -> Kernel:
         prelude = dict(self._prelude, m7_3_requant=REQUANT_SSAT)
@@ -558,6 +576,38 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 {rows("ky_lo", "ky_hi", "kx_lo", "kx_hi", i)}{i}}}
 """
         return fill, header
+
+
+def _group_view(op, g: int, groups: int) -> Op:
+    """Group g of a grouped convolution as a convolution of its own (groups 1): its slice of the
+    input channels, of the output channels and of the per-channel parameters."""
+    _, cin, h, w = op.inputs[0].shape
+    cout = op.output.shape[1]
+    ci, co = cin // groups, cout // groups
+    x = Tensor(op.inputs[0].name, (1, ci, h, w), qparams=op.inputs[0].qparams)
+    y = Tensor(op.output.name, (1, co) + tuple(op.output.shape[2:]), qparams=op.output.qparams)
+    params = {name: v[g * co:(g + 1) * co] if np.ndim(v) and len(v) == cout else v
+              for name, v in op.params.items()}
+    return Op(op.kind, op.name, [x], [y], dict(op.attrs, groups=1), params)
+
+
+def _group_loop(signature: str, body: str, groups: int, view, weight_words: int) -> tuple:
+    """The signature with the whole tensors renamed *_all, and `body` (written for group 0's
+    view) run once per group on the group's slices."""
+    _, ci, h, w = view.inputs[0].shape
+    co, npos = view.output.shape[1], int(np.prod(view.output.shape[2:]))
+    for name in ("input", "output", "weight", "bias", "multiplier"):
+        signature = signature.replace(f"* {name}", f"* {name}_all")
+    inner = "".join("    " + line + "\n" if line else "\n" for line in body.splitlines())
+    return signature, f"""\
+    for (int32_t grp = 0; grp < {groups}; ++grp) {{
+        const int8_t* const input = input_all + grp * {ci * h * w};
+        int8_t* const output = output_all + grp * {co * npos};
+        const uint32_t* const weight = weight_all + grp * {weight_words};
+        const int32_t* const bias = bias_all + grp * {co};
+        const float* const multiplier = multiplier_all + grp * {co};
+{inner}    }}
+"""
 
 
 def _times(var: str, n: int) -> str:
