@@ -1,4 +1,4 @@
-"""Cortex-M7 kernels: conv2d and dense on the DSP dual 16-bit MAC (`smlad`).
+"""Cortex-M7 kernels: conv2d (also grouped) and dense on the DSP dual 16-bit MAC (`smlad`).
 
 Same arithmetic as the portable kernels (`nnc.arith`: int32 accumulator including the bias,
 float32 requantization rounded half to even), so the same tests apply whichever kernel runs.
@@ -8,30 +8,30 @@ How a layer runs:
   int8; the input zero point is folded into the bias at export, see `folded_bias`), laid out like
   the flattened OIHW weight row (ic, ky, kx) and padded with zeros to a multiple of 4. Padded
   image positions are written as the zero point there (interior positions are copied with
-  constant bounds, border positions take a separate path), so the MAC loop has no bounds checks. One input channel (a first layer) needs nothing
-  special: its column is kh*kw long and the MAC loop runs over it like any other.
-- The weights are rearranged at export time: each group of 4 int8 weights is stored as
-  w0 w2 w1 w3, so that `sxtb16(word)` gives the int16 pair (w0, w1) and `sxtb16(word ror 8)`
-  gives (w2, w3), matching the column's pairs (x0, x1) and (x2, x3). Two output channels are
-  interleaved word by word, so the inner loop computes two channels at once: per 4 column values
-  two loads of activations, two loads of weights, four `sxtb16` and four `smlad` (8 MACs).
+  constant bounds, border positions take a separate path, a small input is copied once with its
+  padding), so the MAC loop has no bounds checks. 3-wide windows at stride 1 fill two columns
+  at once from shared row loads, in their own tap order (`m7_rowpair`).
+- The dot products and the weight layouts are in `m7_gemm`: a convolution's weights widened to
+  int16 at export (two output channels x two positions per pass, no widening in the loop) unless
+  they are large, then int8 (`sxtb16` in the loop); dense layers int8, four channels per pass.
 - Requantization is `nearbyintf` as in the portable kernels; on the M7 one `vcvtr.s32.f32`
   (convert in the FPSCR rounding mode, round half to even: vrintr + vcvt in one instruction).
 - Dense layers are the same with a single position whose column is the input vector.
+- A grouped convolution runs the code of one group once per group, on the group's slices.
 - A convolution followed by a non-overlapping max pool runs fused (`conv2d_maxpool2d`, see
   `nnc.passes.fuse_conv_maxpool`): per pooled position the columns of its window's positions
   are filled, each channel pair keeps the max of its accumulators, and only that is requantized
   and stored. The convolution's full output never exists: LeNet-5's arena shrinks from 5,880 B
   to the pooled tensors.
 
-The intrinsics (`nnc_m7_sxtb16`, `nnc_m7_sxtb16_ror8`, `nnc_m7_smlad`) are inline assembly when
+The intrinsics (`nnc_m7_sxtb16`, `nnc_m7_smlad`, `nnc_m7_pkhbt16`, ...) are inline assembly when
 `__ARM_FEATURE_DSP` is defined and portable C otherwise, so the very same kernel source is
 bit-exact-tested on the host. Scratch: the columns live in the arena (`Kernel.scratch_bytes`), in
 bytes that are free while the kernel runs, so they cost no RAM beyond the plan's peak.
 
-The qnnpack add and average pooling without padding have Cortex-M7 kernels too (`m7_pointwise`).
-Depthwise convolutions run `m7_depthwise`. Grouped convolutions, other pools, weight zero points
-and shift requantization are left to the portable provider (listed after this one).
+The qnnpack add, max pooling and average pooling without padding have Cortex-M7 kernels too
+(`m7_pointwise`). Depthwise convolutions run `m7_depthwise`. Average pooling with padding, weight
+zero points and shift requantization are left to the portable provider (listed after this one).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cortex-M7 kernels for the ops around the convolutions: the qnnpack add and average pooling.
+"""Cortex-M7 kernels for the ops around the convolutions: the qnnpack add, max and average pooling.
 
 In a residual network these cost as much as a convolution when written as portable loops (the
 add's rounding shift, the pool's per-element bounds checks). Same arithmetic as `nnc.arith`:
@@ -13,6 +13,10 @@ add's rounding shift, the pool's per-element bounds checks). Same arithmetic as 
 - average pool without padding (every window inside the input, so one divisor): four int8 values
   per load, widened by `sxtb16` and summed by `smlad` with (1, 1); the zero point is subtracted
   once per window.
+- max pool: per output row the vertical max of the window's rows, four bytes per `ssub8` + `sel`,
+  into a row buffer (scratch) whose padding is -128, neutral for the max as in the portable
+  kernel; then the horizontal max over the buffer, four outputs per step at stride 1. Bounds are
+  per output row (which input rows the window covers), never per element.
 """
 from __future__ import annotations
 
