@@ -232,7 +232,7 @@ def test_conv_grid_bit_exact(scheme, layout, tmp_path, monkeypatch):
     assert provs["c5"] == "m7"  # depthwise: m7_depthwise
     assert provs["p3"] == "m7"  # an overlapping pool is not fused: the m7 max pool
     assert all(provs[n] == "m7" for n in ("c1+p1", "c2", "c3", "c4", "c6", "c7", "fc1", "fc2")), provs
-    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GRID_SHAPE, 3, tmp_path)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GRID_SHAPE, 3, tmp_path, on_m7=True)
 
 
 ROWPAIR_SHAPE = (1, 1, 12, 10)
@@ -291,7 +291,7 @@ def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
         k = compiled.kernels[id(op)]
         assert k.provider == "m7" and "m7_rowpair" in k.source, op.name
         assert ("nnc_m7_dot2x2w(" in k.source) == (layout == "wide"), op.name
-    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, ROWPAIR_SHAPE, 9, tmp_path)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, ROWPAIR_SHAPE, 9, tmp_path, on_m7=True)
 
 
 POOL_SHAPE = (1, 1, 13, 11)
@@ -333,7 +333,7 @@ def test_maxpool_bit_exact(tmp_path):
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, "m7maxpool")
     pools = [op for op in compiled.graph.ops if op.kind == "maxpool2d"]
     assert len(pools) == 4 and all(compiled.kernels[id(op)].provider == "m7" for op in pools)
-    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, POOL_SHAPE, 12, tmp_path)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, POOL_SHAPE, 12, tmp_path, on_m7=True)
 
 
 GROUPED_SHAPE = (1, 6, 12, 10)
@@ -380,7 +380,7 @@ def test_grouped_conv_bit_exact(scheme, tmp_path):
         k = compiled.kernels[id(op)]
         assert k.provider == "m7" and "groups, each a conv2d" in k.source, op.name
     assert "m7_rowpair" in compiled.kernels[id(convs[0])].source
-    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GROUPED_SHAPE, 13, tmp_path)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GROUPED_SHAPE, 13, tmp_path, on_m7=True)
 
 
 def test_rowpair_tap_order_is_a_permutation():
@@ -390,9 +390,10 @@ def test_rowpair_tap_order_is_a_permutation():
         assert len(order) == 3 * rows + rows % 2     # a lone row pads one slot
 
 
-def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_path):
+def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_path, on_m7=False):
     """N_INPUTS inputs: the host library equals torch qnnpack; the source compiles warning-free
-    for the Cortex-M7."""
+    for the Cortex-M7. `on_m7`: the same inputs also through the very same C built for the
+    emulated Cortex-M7 (the inline assembly of the intrinsics), equal to torch too."""
     x = edge_and_random_inputs(shape, N_INPUTS, seed=seed)
     expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
     got = lib.run(x)
@@ -402,6 +403,30 @@ def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_p
     r = subprocess.run([CORTEX_M7_CC, *STRICT, *CORTEX_M7_FLAGS, "-c", source, "-I",
                         os.path.dirname(source), "-o", obj], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+    if on_m7:
+        m7 = emulated_m7_outputs(graph, source, x, tmp_path).reshape(expected.shape)
+        mismatches = int(np.count_nonzero(m7 != expected))
+        assert mismatches == 0, f"{graph.name} on the emulated M7: {mismatches} of {m7.size} outputs differ"
+
+
+def emulated_m7_outputs(graph, source, x, tmp_path):
+    """Outputs of the generated C on QEMU's Cortex-M7 (the semihosting check image of
+    tests/fixtures/m7/bench.py), one row per input."""
+    import json
+    import sys
+    from conftest import require_tools
+    require_tools(CORTEX_M7_CC, "qemu-system-arm", needed_for="running the kernels on the emulated M7")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures", "m7"))
+    import bench
+    gen = os.path.dirname(source)
+    meta = {"inputs": [{"shape": list(t.shape)} for t in graph.inputs],
+            "outputs": [{"shape": list(t.shape)} for t in graph.outputs]}
+    with open(os.path.join(gen, "model.json"), "w") as f:
+        json.dump(meta, f)
+    work = tmp_path / "m7bench"
+    work.mkdir()
+    (_, check_elf), _ = bench.build(gen, str(work), x[0].ravel())
+    return bench.firmware_outputs(check_elf, x)
 
 
 # -- the add and the average pool ---------------------------------------------------------------
