@@ -68,9 +68,14 @@ def test_zoo_pt2e_top1_equals_program(zoo_program):
     ours = reference.run(graph, [x])[0].argmax(1)
     theirs = m.run_int8([x])[0].argmax(1)
     acc_ours, acc_prog = float((ours == held.y).mean()), float((theirs == held.y).mean())
-    print(f"\n{name}: top-1 on {len(x)} held-out digits: C/reference {acc_ours:.2%}, "
-          f"PT2E program {acc_prog:.2%}")
+    from models import pt2e_zoo
+    with torch.no_grad():
+        float_top1 = pt2e_zoo.MODELS[name].load_float()(torch.from_numpy(held.x)).argmax(1).numpy()
+    acc_float = float((float_top1 == held.y).mean())
+    print(f"\n{name}: top-1 on {len(x)} held-out digits: float {acc_float:.2%}, PT2E program "
+          f"{acc_prog:.2%}, C/reference {acc_ours:.2%}")
     assert acc_ours == acc_prog
+    assert acc_float >= 0.9 and acc_ours >= 0.9, f"{name} is weakly trained"
 
 
 def test_qnnpack_oracle_on_pt2e_layers(zoo_program):
