@@ -446,6 +446,24 @@ def test_scons_m7_run_model_file(pt2_file):
     assert " 0 mismatches" in out, out
 
 
+def test_scons_f746_flash_model_file(pt2_file):
+    """`scons board=stm32f746g-disco model=FILE flash`: the .pt2 is compiled and linked into the
+    board's firmware, then the flash step fails clearly here (no board attached): one message
+    naming the missing probe, non-zero exit, no traceback."""
+    import shutil
+    missing = [t for t in ("arm-none-eabi-gcc", "openocd") if not shutil.which(t)]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"needs {', '.join(missing)}")
+        pytest.skip(f"needs {', '.join(missing)}")
+    r = _scons("board=stm32f746g-disco", f"model={pt2_file[1]}", "flash")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert os.path.isfile(os.path.join(ROOT, "build", "stm32f746g-disco", "pt2e_test_ffn", "fw.elf")), out[-3000:]
+    assert out.count("error: no ST-LINK probe found") == 1, out[-3000:]
+    assert "Traceback" not in out
+
+
 def test_imx681_model_file(pt2_file, tmp_path):
     cfg = tmp_path / "file.cfg"
     src = open(os.path.join(ROOT, "firmware", "imx681", "configs",
