@@ -2,6 +2,7 @@
 nnc.reference (>= 1000 inputs: edge values, random, real digits), qnnpack where it has the kernel,
 and the mismatch count against the float-simulated converted program (printed, in the README).
 Model files: .pt2 round trip, factory file, bad files (clean error, exit 2, nothing written)."""
+import json
 import os
 import pickle
 import subprocess
@@ -168,6 +169,7 @@ def test_xnnpack_quantizer_program_imports(fold, tmp_path):
     x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 7)
     ref = reference.run(graph, [x])[0]
     assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
     diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
     print(f"\nXNNPACK-style program (fold={fold}): {int(np.count_nonzero(diff))} of {diff.size} "
           f"differ from the float-simulated program, max abs diff {int(diff.max())}")
@@ -283,6 +285,7 @@ def test_uint8_activations_map_onto_int8(tmp_path):
     x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 8)
     ref = reference.run(graph, [x])[0]
     assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
     diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
     print(f"\nuint8 program: {int(np.count_nonzero(diff))} of {diff.size} differ from the "
           f"float-simulated program, max abs diff {int(diff.max())}")
@@ -396,10 +399,19 @@ def _bad_files(tmp_path, good):
             if item.filename.endswith("sample_inputs/model.pt"):
                 body = pickle.dumps(_RunsCode())
             zout.writestr(item, body)
+    future = tmp_path / "future.pt2"   # written by a torch whose export schema this one does not read
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(future, "w") as zout:
+        for item in zin.infolist():
+            body = zin.read(item.filename)
+            if item.filename.endswith("models/model.json"):
+                doc = json.loads(body)
+                doc["schema_version"] = {"major": doc["schema_version"]["major"] + 90, "minor": 0}
+                body = json.dumps(doc).encode()
+            zout.writestr(item, body)
     ckpt = tmp_path / "evil_ckpt.pt"
     ckpt.write_bytes(pickle.dumps(_RunsCode()))
     return {"not a model": [str(not_model)], "truncated": [str(truncated)], "pickled code": [str(evil)],
-            "checkpoint with code": ["lenet5", "--checkpoint", str(ckpt)]}
+            "incompatible torch": [str(future)], "checkpoint with code": ["lenet5", "--checkpoint", str(ckpt)]}
 
 
 def test_bad_model_files(pt2_file, tmp_path):
@@ -412,6 +424,8 @@ def test_bad_model_files(pt2_file, tmp_path):
         assert r.returncode == 2, (what, r.stderr)
         assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, (what, r.stderr)
         assert not out.exists(), what
+        if what == "incompatible torch":
+            assert "cannot load this program" in r.stderr and "export it again" in r.stderr, r.stderr
     assert not os.path.exists(MARKER), "a pickle in a model file ran code"
 
 
