@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnc.errors import NncError
+
 
 IDENTITY_VERSION = 1   # of the identity string written by tools/nnc/identity.py
 
 
-class HostLibError(Exception):
+class HostLibError(NncError):
     """A library, header or input that cannot be used, with what to do about it."""
 
 

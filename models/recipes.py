@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nnc.errors import NncError
+
 from . import quant
 from .data import Split
 
@@ -264,12 +266,11 @@ def save_checkpoint(path: str, model_name: str, kind: str, state_dict: dict, ext
     write_file(path, data.getvalue())
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NncError, ValueError):
     """A checkpoint file that cannot be read, or that nnc refuses to read: what, and how to fix it."""
 
     def __init__(self, what: str, fix: str = "pass a file written by torch.save(state_dict, PATH)"):
-        self.what, self.fix = what, fix
-        super().__init__(f"{what}. Fix: {fix}")
+        super().__init__(what, "", fix)
 
 
 def load_checkpoint(path: str) -> dict:

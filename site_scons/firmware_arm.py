@@ -243,16 +243,9 @@ def describe_no_fit(fit: dict) -> str:
         else f"{k} overflowed by {r['overflow']:,} B" for k, r in sorted(fit["regions"].items()))
 
 
-# The compiler package beside this folder: also found when a project of its own (a test's
-# SConstruct elsewhere) uses these builders without nnc_build.
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-
-
 def _write_atomic(path: str, text: str):
     """Readers never see half a file: the project's one atomic writer."""
-    if TOOLS not in sys.path:
-        sys.path.append(TOOLS)
-    from nnc.outdir import write_file
+    from nnc.outdir import write_file   # the venv's editable install of the project
     write_file(path, text)
 
 

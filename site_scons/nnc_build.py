@@ -1,20 +1,18 @@
 """SCons glue: where things go and how a model becomes C and a host library.
 
-Only build wiring lives here; the compiler is tools/nnc and the tools are tools/*.py.
+Only build wiring lives here; the compiler is tools/nnc (installed into .venv: `nnc`).
 """
 import hashlib
 import json
 import os
-import sys
 
 from SCons.Script import Action, AlwaysBuild, Dir
 
 from argv_action import argv_action
 
 ROOT = Dir("#").abspath
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-from nnc.toolchains import HOST_CC, HOST_CFLAGS  # noqa: E402
+from nnc.toolchains import HOST_CC, HOST_CFLAGS   # the venv's editable install of the project
 
 BOARDS = {
     "host": "x86-64 shared libraries, tested through cffi",

@@ -9,14 +9,12 @@ carries a tier marker itself keeps it.
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 BUILD = os.path.join(ROOT, "build")
 FULL = os.environ.get("NNC_FULL_TESTS") == "1"
@@ -70,7 +68,7 @@ def generated_dir(model: str, kernels: str = "c") -> str:
         return built
     made = _scratch("gen", kernels, model)
     if not os.path.isfile(os.path.join(made, f"tvmgen_{model}.c")):
-        from export import export
+        from nnc.cli.export import export
         export(model, made, kernels=kernels, quiet=True)
     return made
 

@@ -104,7 +104,7 @@ def test_inference_refuses_a_deploy_cfg_it_did_not_write(tmp_path, key, value, w
     libc's system() on the input bytes; a library path could point outside the deployment;
     sizes were read with atol (garbage -> 0, negatives accepted). Now each is refused, exit 2."""
     from test_deploy import run_inference
-    from deploy import deploy
+    from nnc.cli.deploy import deploy
     out = tmp_path / "dep"
     deploy("lenet5", str(out))
     cfg = out / "deploy.cfg"

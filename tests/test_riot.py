@@ -26,9 +26,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-import serial_client as sc  # noqa: E402
+from nnc.cli import serial_client as sc
 from test_stm32 import (BAD_FRAMES, bad_frame_then_good_frame, good_frame_works, scons,  # noqa: E402
                         send_1000_inputs_and_compare, serving)
 

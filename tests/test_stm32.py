@@ -25,9 +25,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-import serial_client as sc  # noqa: E402
+from nnc.cli import serial_client as sc
 from conftest import compile_host_library, edge_and_random_inputs  # noqa: E402
 from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
 
@@ -448,8 +447,7 @@ SERIAL_BYTES_PER_MODEL = 2_000_000
 def m7_check_image_outputs(name, x):
     """Outputs of the model's firmware C (build/gen/m7) in bench.py's semihosting check image."""
     import tempfile
-    sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "m7"))
-    import bench
+    from fixtures.m7 import bench
     gen = os.path.join(ROOT, "build", "gen", "m7", name)
     (_, check_elf), _ = bench.build(gen, tempfile.mkdtemp(), x[0].ravel())
     return bench.firmware_outputs(check_elf, x).reshape(len(x), -1)
@@ -559,6 +557,8 @@ int32_t tvmgen_big_run(struct tvmgen_big_inputs* inputs, struct tvmgen_big_outpu
     return 0;
 }}
 """
+# A project of its own using the firmware builders: SCons finds them through --site-dir.
+SITE_DIR = "--site-dir=" + os.path.join(ROOT, "site_scons")
 TEST_SCONSTRUCT = """\
 import os, sys
 env = Environment(ENV=os.environ.copy(), PYTHON=sys.executable)
@@ -581,7 +581,7 @@ def test_oversize_model_fails_build_clearly(tmp_path, board, weights, arena, reg
     (tmp_path / "SConstruct").write_text(TEST_SCONSTRUCT.format(
         script=os.path.join(ROOT, "firmware", "riot", "SConscript"), board=board, gen=str(gen),
         build=str(build)))
-    r = scons(cwd=str(tmp_path))
+    r = scons(SITE_DIR, cwd=str(tmp_path))
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert f"error: model 'big' does not fit the {board}" in out, out
@@ -596,7 +596,7 @@ def test_oversize_model_fails_build_clearly(tmp_path, board, weights, arena, reg
     # the same sources with a model that fits link fine (the failure was the size, nothing else)
     (gen / "tvmgen_big.c").write_text(OVERSIZE_SOURCE.format(weights=4096))
     (gen / "tvmgen_big.h").write_text(OVERSIZE_HEADER.format(arena=1024))
-    r = scons(cwd=str(tmp_path))
+    r = scons(SITE_DIR, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert (build / "fw.elf").exists()
 

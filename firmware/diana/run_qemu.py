@@ -13,10 +13,7 @@ import json
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-from nnc.targets.diana.firmware import parse_results, run_qemu, summary_table  # noqa: E402
+from nnc.targets.diana.firmware import parse_results, run_qemu, summary_table
 
 
 def main(argv=None) -> int:

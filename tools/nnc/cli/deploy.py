@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Write a deployment directory for a zoo model (the seed's MERA-style flow).
 
-    python tools/deploy.py --model resnet18 --out deploy/resnet18 [--layout nhwc]
+    nnc deploy --model resnet18 --out deploy/resnet18 [--layout nhwc]
     build/host/inference deploy/resnet18 --runs 100
 
 The directory holds the shared library, the generated C and header, input0.bin (one real
@@ -13,20 +12,15 @@ The directory appears complete or not at all, and replaces only a deployment dir
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-from export import compile_model, model_summary, quiet_torch_warnings  # noqa: E402
-from nnc.errors import NncError  # noqa: E402
-from nnc.outdir import check_target, output_dir, write_json  # noqa: E402
-from nnc.toolchains import HOST_CFLAGS, host_shared_library  # noqa: E402
+from nnc.cli.export import compile_model, model_summary, quiet_torch_warnings
+from nnc.errors import NncError
+from nnc.outdir import check_target, output_dir, write_json
+from nnc.toolchains import HOST_CFLAGS, host_shared_library
 
 REFERENCE = "torch eager quantized model, engine qnnpack (int8 tensor before the DeQuantStub)"
 REFERENCE_PT2E = "nnc.reference (numpy) of the imported PT2E program"
@@ -46,11 +40,11 @@ def sample_input(spec, graph, layout: str, seed: int) -> np.ndarray:
 
 
 def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed: int = 0,
-           checkpoint: str = None) -> dict:
+           checkpoint: str = None, out_label: str = "--out") -> dict:
     from nnc import reference
 
     t0 = time.time()
-    check_target(out, "--out")        # before the work, not after it
+    check_target(out, out_label)        # before the work, not after it
     loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint)
     model = loaded.name
     compile_seconds = time.time() - t0
@@ -66,7 +60,7 @@ def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed:
     else:
         refs = golden   # PT2E: the golden model is nnc.reference (see the README's contracts)
 
-    with output_dir(out, "--out") as staging:
+    with output_dir(out, out_label) as staging:
         c_file, h_file = (os.path.basename(p) for p in reversed(compiled.write(staging)))
         lib_name = f"lib{model}.so"
         host_shared_library([os.path.join(staging, c_file)], os.path.join(staging, lib_name),
@@ -90,26 +84,26 @@ def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed:
     return meta
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     ap.add_argument("--model", required=True,
-                    help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see export.py)")
+                    help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see nnc export --help)")
     ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (safe loader only)")
     ap.add_argument("--out", required=True, help="deployment directory to (re)create: new, empty, or made by nnc")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw", help="input layout")
     ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c", help="kernel generator")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample becomes input0.bin")
-    args = ap.parse_args(argv)
+    ap.add_argument("--out-label", default="--out", metavar="TEXT",
+                    help="how error messages name the output folder (default --out; the SCons "
+                         "build passes deploy=, the option its user typed)")
+    ap.set_defaults(run=run)
+
+
+def run(args) -> int:
     quiet_torch_warnings()
-    try:
-        meta = deploy(args.model, args.out, args.layout, args.kernels, args.seed, args.checkpoint)
-    except NncError as e:
-        print(e.format(), file=sys.stderr)
-        return 2
+    meta = deploy(args.model, args.out, args.layout, args.kernels, args.seed, args.checkpoint,
+                  args.out_label)
     print(f"deployed {args.model} ({args.layout}) to {args.out}: compile {meta['compile_seconds']} s, "
           f"arena {meta['arena_bytes']} B, weights {meta['weight_bytes']} B")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """Compile an integer graph for DIANA ("soma_dory, c"), seed 004's flow without TVM.
 
-    python tools/diana_compile.py --graph two_layers --out build/diana/two_layers/model
-    python tools/diana_compile.py --script my_graph.py --out build/my_graph
-    python tools/diana_compile.py --list
+    nnc diana --graph two_layers --out build/diana/two_layers/model
+    nnc diana --script my_graph.py --out build/my_graph
+    nnc diana --list
 
 Layers the digital accelerator supports become DORY kernels (the C functional model in
 firmware/diana/hal); the others fall back to C on the RISC-V core with a warning naming the
@@ -20,7 +19,6 @@ the current one. --out is replaced as a whole, and only if nnc made it (or it is
 """
 from __future__ import annotations
 
-import argparse
 import os
 import runpy
 import shutil
@@ -29,12 +27,13 @@ import time
 import traceback
 import warnings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
+import nnc
+from nnc import outdir
+from nnc.builder import check_graph_name
+from nnc.cli import ROOT
+from nnc.errors import NncError
 
-from nnc import outdir  # noqa: E402
-from nnc.builder import check_graph_name  # noqa: E402
-from nnc.errors import NncError  # noqa: E402
+NNC_DIR = os.path.dirname(os.path.abspath(nnc.__file__))
 
 
 def load_graph(args):
@@ -77,7 +76,7 @@ def _run_user_code(script: str, call):
     except Exception as e:
         frames = traceback.extract_tb(e.__traceback__)
         inside_nnc = frames and os.path.dirname(os.path.abspath(frames[-1].filename)).startswith(
-            os.path.join(ROOT, "tools", "nnc"))
+            NNC_DIR)
         if inside_nnc:
             raise
         mine = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(script)]
@@ -122,11 +121,10 @@ def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dic
     return summary
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        description="Compile a hand-made integer graph for DIANA (soma_dory, c): partition onto "
-                    "the digital accelerator / RISC-V core, tile into L1, write AOT C, a placement "
-                    "report and a demo application.",
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(
+        subparsers, name, parents, __doc__,
         epilog="Example graphs (seed 004): single_layer, two_layers, two_layers_strided "
                "(conv2 strides (1, 2): CPU fallback), two_layers_and_residual. "
                "Build firmware and run it on QEMU with `scons board=diana run`.")
@@ -139,15 +137,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the demo's random inputs")
     ap.add_argument("--list", action="store_true", help="list the example graphs and exit")
     ap.add_argument("--quiet", action="store_true", help="do not print the placement report")
-    args = ap.parse_args(argv)
+    ap.set_defaults(run=run)
+
+
+def run(args) -> int:
     if args.list:
         from nnc.targets.diana.examples import EXAMPLES
         print("\n".join(EXAMPLES))
         return 0
     if not args.graph and not args.script:
-        ap.error("give --graph NAME or --script FILE (--list shows the example graphs)")
+        raise NncError("no graph given", "--graph / --script",
+                       "give --graph NAME or --script FILE (--list shows the example graphs)")
     if args.samples < 1:
-        ap.error("--samples must be at least 1")
+        raise NncError(f"--samples must be at least 1, got {args.samples}", "--samples")
     real_out = None        # set once --out is known to be a folder nnc may replace
     t0 = time.time()
     try:
@@ -155,15 +157,10 @@ def main(argv=None) -> int:
         out = args.out or os.path.join(ROOT, "build", "diana", graph.name, "model")
         real_out = outdir.check_target(out, "--out")
         compile_to(graph, out, args.samples, args.seed, args.quiet)
-    except NncError as e:
+    except NncError:
         if real_out and os.path.isdir(real_out) and outdir.is_ours(real_out):
             shutil.rmtree(real_out)   # a stale build must not pass for this one
-        print(e.format(), file=sys.stderr)
-        return 2
+        raise
     if not args.quiet:
         print(f"done in {time.time() - t0:.2f} s")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Digit pad: draw a digit with the mouse, send it to the board over the serial line, see the answer.
 
 The drawing is preprocessed the way the training digits were made (scikit-learn's digits, from
@@ -7,17 +6,16 @@ UCI optdigits: the digit's bounding box scaled to fill a 32x32 bitmap, counted i
 the answer is shown: predicted digit, the ten scores as bars, the firmware's cost figure, and
 whether the host library (the same compiled model built for x86) gives the same output tensor.
 
-    digit_pad.py --port /dev/ttyACM0          a board (STM32F746G-DISCO) on USB
-    digit_pad.py --port socket://127.0.0.1:4444   an emulator started elsewhere
-    digit_pad.py --emulate                    start the emulated board (QEMU mps2-an500) itself,
+    nnc pad --port /dev/ttyACM0          a board (STM32F746G-DISCO) on USB
+    nnc pad --port socket://127.0.0.1:4444   an emulator started elsewhere
+    nnc pad --emulate                    start the emulated board (QEMU mps2-an500) itself,
                                               firmware build/mps2-an500/lenet5/fw.elf (--elf)
 
 Keys: Return sends, Escape clears, Ctrl+Q quits. The protocol is firmware/riot/protocol.h; the serial side is
-tools/serial_client.py. Exit status: 0, or 2 for a usage error (no display, missing firmware).
+`nnc serial`. Exit status: 0, or 2 for a usage error (no display, missing firmware).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import queue
@@ -26,10 +24,9 @@ import threading
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-import serial_client as sc  # noqa: E402  (the protocol: Firmware, Qemu, describe_cost, ...)
+from nnc.cli import ROOT
+from nnc.cli import serial_client as sc   # the protocol: Firmware, Qemu, describe_cost, ...
+from nnc.errors import NncError
 
 SIDE = 28            # model input side
 SCALE = 12           # screen pixels per model pixel on the drawing canvas
@@ -37,10 +34,6 @@ PAD = SIDE * SCALE   # canvas size in screen pixels (the ink is kept at this res
 BRUSH = 13           # brush radius in screen pixels
 PREVIEW = 4          # screen pixels per model pixel in the "model input" preview
 DEFAULT_MODEL = "lenet5"
-
-
-class UserError(Exception):
-    pass
 
 
 # ---- preprocessing (no Tk here: tests use it directly) -------------------------------------
@@ -53,7 +46,6 @@ def preprocess(ink: np.ndarray, side: int = SIDE) -> np.ndarray:
     models/data.py then resizes 8x8 -> side x side bilinearly (8-bit), exactly as it made the
     training and held-out images."""
     from PIL import Image
-    sys.path[:0] = [ROOT]
     from models.data import _resize_digits
 
     ink = np.asarray(ink, dtype=np.float32)
@@ -403,10 +395,9 @@ class DigitPad:
             pass
 
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--port", default=None,
                        help="serial device or pyserial URL (default /dev/ttyACM0; editable in the window)")
@@ -422,21 +413,18 @@ def parse_args(argv):
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for a reply (default 20)")
     ap.add_argument("--state", metavar="JSON", help="keep widget positions and every answer in this file "
                     "(for scripts and tests)")
-    return ap.parse_args(argv)
+    ap.set_defaults(run=run)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run(args) -> int:
     if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
-        print("error: no display: set DISPLAY, or run under Xvfb (xvfb-run tools/digit_pad.py ...)",
-              file=sys.stderr)
-        return 2
+        raise NncError("no display", "DISPLAY is not set", "set DISPLAY, or run under Xvfb (xvfb-run nnc pad ...)")
     try:
         import tkinter as tk
         root = tk.Tk()
     except Exception as e:   # ImportError, TclError
-        print(f"error: cannot open a Tk window: {e}", file=sys.stderr)
-        return 2
+        raise NncError(f"cannot open a Tk window: {e}", f"DISPLAY={os.environ.get('DISPLAY', '')}",
+                       "check the display (xdpyinfo), or run under Xvfb") from None
     so, header = default_host_paths(args.model)
     host, host_msg = load_host(args.so or so, args.header or header)
     qemu = None
@@ -447,10 +435,9 @@ def main(argv=None) -> int:
         try:
             qemu = sc.Qemu(elf)
             port = qemu.start()
-        except (sc.UserError, sc.ProtocolError) as e:
+        except NncError as e:    # no such firmware, or the emulator did not come up
             root.destroy()
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            raise NncError(str(e), "--emulate") from None
         shift = sc.QEMU_ICOUNT_SHIFT if shift is None else shift
     pad = None
     try:
@@ -464,7 +451,3 @@ def main(argv=None) -> int:
         elif qemu is not None:
             qemu.stop()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Layer-by-layer divergence finder: torch vs the numpy reference vs the compiled C.
 
-    python tools/divergence.py --model lenet5                      # freshly generated C
-    python tools/divergence.py --model lenet5 --c-source deploy/l5  # the C of a deployment
+    nnc divergence --model lenet5                      # freshly generated C
+    nnc divergence --model lenet5 --c-source deploy/l5  # the C of a deployment
 
 Runs the three on the same input, captures every intermediate tensor (the C through a debug
 build whose layer hook copies each output out), and prints per layer the mismatch counts and
@@ -11,21 +10,17 @@ max differences, naming the first layer that diverges. Exit 0: no divergence; 1:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-from export import compile_model, quiet_torch_warnings  # noqa: E402
-from nnc.errors import NncError  # noqa: E402
-from nnc.toolchains import host_shared_library  # noqa: E402
-from hostlib import HostLibError  # noqa: E402
-from hostlib.deployment import read_metadata  # noqa: E402
+from hostlib import HostLibError
+from hostlib.deployment import read_metadata
+from nnc.cli.export import compile_model, quiet_torch_warnings
+from nnc.errors import NncError
+from nnc.toolchains import host_shared_library
 
 HOOK = "-DTVMGEN_LAYER_OUTPUT_HOOK(i,d,n)=nnc_debug_capture(i,d,n)"
 
@@ -34,7 +29,7 @@ def c_intermediates(c_source: str, header: str, x: np.ndarray) -> dict:
     """{layer index: int8 array} from a debug build of the generated C."""
     import cffi
     import hostlib
-    hostdir = os.path.join(ROOT, "hostlib")
+    hostdir = os.path.dirname(os.path.abspath(hostlib.__file__))
     header_dir = os.path.dirname(header)
     with tempfile.TemporaryDirectory() as tmp:
         so = os.path.join(tmp, "libdebug.so")
@@ -44,12 +39,12 @@ def c_intermediates(c_source: str, header: str, x: np.ndarray) -> dict:
                                 extra_flags=[HOOK, "-include", "debug_capture.h"])
         except RuntimeError as e:
             raise NncError(f"the C in {header_dir} does not compile", str(e).strip()[-600:],
-                           "give the directory of a generated model or deployment (tools/deploy.py)") from None
+                           "give the directory of a generated model or deployment (nnc deploy)") from None
         try:
             lib = hostlib.load(so, header)
         except hostlib.HostLibError as e:
             raise NncError(str(e), f"--c-source {header_dir}",
-                           "give the directory of a deployment of this model (tools/deploy.py), or of "
+                           "give the directory of a deployment of this model (nnc deploy), or of "
                            "its generated C (the model's NCHW portable-C build)") from None
         ffi = cffi.FFI()
         ffi.cdef("typedef void (*nnc_capture_fn)(int32_t, const void*, int32_t);"
@@ -70,7 +65,7 @@ def c_intermediates(c_source: str, header: str, x: np.ndarray) -> dict:
 def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys.stdout,
                     checkpoint: str = None):
     import torch
-    from deploy import sample_input
+    from nnc.cli.deploy import sample_input
     from nnc import reference
     from nnc.frontend.torch_eager import torch_intermediates
 
@@ -143,28 +138,21 @@ def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys
     return rows, first
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     ap.add_argument("--model", required=True,
-                    help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see export.py)")
+                    help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see nnc export --help)")
     ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (safe loader only)")
     ap.add_argument("--c-source", help="directory holding the tvmgen_<model>.c to check "
                                        "(default: freshly generated)")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample to run")
-    args = ap.parse_args(argv)
+    ap.set_defaults(run=run)
+
+
+def run(args) -> int:
     if args.seed < 0:
-        ap.error(f"--seed must be 0 or more, got {args.seed}")
+        raise NncError(f"--seed must be 0 or more, got {args.seed}", "--seed", "give a sample number >= 0")
     quiet_torch_warnings()
-    try:
-        _, first = find_divergence(args.model, args.c_source, args.seed, checkpoint=args.checkpoint)
-    except NncError as e:
-        print(e.format(), file=sys.stderr)
-        return 2
-    except HostLibError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    _, first = find_divergence(args.model, args.c_source, args.seed, checkpoint=args.checkpoint)
     return 1 if first else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

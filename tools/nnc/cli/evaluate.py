@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Evaluate a zoo model on its held-out set: fp32 vs int8 torch (qnnpack), and optionally the
 compiled C library, all on the same inputs.
 
@@ -7,32 +6,27 @@ compares its int8 output element by element with the tensor torch dequantizes at
 a bit-exact compile has 0 mismatching elements and the same accuracy as int8 torch.
 
 Examples:
-  python tools/evaluate.py --model lenet5
-  python tools/evaluate.py --model lenet5 --c-lib build/host/lenet5/liblenet5.so
-  python tools/evaluate.py --model ffn --n_samples 10000 --seed 42
-  python tools/evaluate.py --model resnet50 --limit 20 --c-lib build/host/resnet50/libresnet50.so
-  python tools/evaluate.py --model net.pt2 --c-lib build/host/net/libnet.so    # your PT2E program
+  nnc evaluate --model lenet5
+  nnc evaluate --model lenet5 --c-lib build/host/lenet5/liblenet5.so
+  nnc evaluate --model ffn --n_samples 10000 --seed 42
+  nnc evaluate --model resnet50 --limit 20 --c-lib build/host/resnet50/libresnet50.so
+  nnc evaluate --model net.pt2 --c-lib build/host/net/libnet.so    # your PT2E program
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in (REPO, os.path.join(REPO, "tools")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from models import MODELS  # noqa: E402
-from models.cli import UserError, load_splits, positive, record_metrics, run, spec_or_error  # noqa: E402
+from models import MODELS
+from models.cli import UserError, load_splits, positive, record_metrics, spec_or_error
+from nnc.cli import ROOT
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     ap.add_argument("--model", required=True,
                     help=f"one of: {', '.join(MODELS)}; or a PT2E zoo variant (lenet5_pt2e, ...), a "
                          ".pt2 program or net.py:build (digit classifiers: C vs nnc.reference vs the program)")
@@ -54,7 +48,7 @@ def parse_args(argv=None):
     ap.add_argument("--record", action="store_true",
                     help="write the measured numbers to models/checkpoints/ACCURACY.md")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    return ap.parse_args(argv)
+    ap.set_defaults(run=main)
 
 
 def _output_capture(qmodel):
@@ -79,42 +73,33 @@ def _to_int8(q):
     return r.astype(np.int8)
 
 
-def _load_hostlib():
-    try:
-        import hostlib  # noqa: F401  (tools/hostlib or repo-root hostlib package)
-        if not hasattr(hostlib, "load"):
-            raise ImportError("hostlib has no load()")
-        return hostlib
-    except ImportError as exc:
-        # TODO(hostlib): once hostlib.load(so_path, header_path) exists, this branch goes away.
-        raise UserError(f"--c-lib needs the hostlib package (hostlib.load(so, header)), which is "
-                        f"not available here ({exc}); run without --c-lib") from None
+def check_c_library(so_path: str, model: str) -> None:
+    """--c-lib is an existing shared library: checked before the slow evaluation, not after it."""
+    import hostlib
+    if not os.path.isfile(so_path):
+        raise UserError(f"C library {so_path!r} does not exist; build it with `scons host model={model}`")
+    hostlib.check_shared_object(so_path)
 
 
-def load_c_library(hostlib, name, so_path, header):
+def load_c_library(name, so_path, header):
     """The compiled model; its header defaults to tvmgen_NAME.h next to the .so or in build/gen/c."""
+    import hostlib
+    check_c_library(so_path, name)
     if header is None:
         d, base = os.path.split(so_path)
         stem = os.path.splitext(base)[0]
         stem = stem[3:] if stem.startswith("lib") else stem
         candidates = [os.path.join(d, f"tvmgen_{name}.h"), os.path.join(d, stem + ".h"),
-                      os.path.join(REPO, "build", "gen", "c", name, f"tvmgen_{name}.h")]
+                      os.path.join(ROOT, "build", "gen", "c", name, f"tvmgen_{name}.h")]
         header = next((c for c in candidates if os.path.isfile(c)), candidates[0])
     if not os.path.isfile(header):
         raise UserError(f"C header {header!r} does not exist; pass --c-header")
-    try:
-        return hostlib.load(so_path, header)
-    except Exception as exc:   # hostlib.HostLibError: unreadable header, missing symbols
-        raise UserError(f"cannot load {so_path} with {header}: {exc}") from None
+    return hostlib.load(so_path, header)   # HostLibError (an NncError): unreadable header, other model, ...
 
 
-def run_c(spec, qmodel, x, so_path, header, progress):
+def run_c(qmodel, x, lib, progress):
     import torch
     from tqdm import tqdm
-    hostlib = _load_hostlib()
-    if not os.path.isfile(so_path):
-        raise UserError(f"C library {so_path!r} does not exist; build it with `scons host model={spec.name}`")
-    lib = load_c_library(hostlib, spec.name, so_path, header)
     box, quant = _output_capture(qmodel)
     torch_out, c_out = [], []
     bs = 64
@@ -137,14 +122,12 @@ def evaluate_model_file(args) -> int:
     nnc.reference (must be equal) and the converted program (mismatches reported), top-1 of each."""
     from models.registry import get
     from nnc import reference
-    from nnc.errors import NncError
     from nnc.frontend.model_files import load_model
     from nnc.frontend.torch_eager import quantize_like_torch
-    try:
-        m = load_model(args.model, args.checkpoint, args.calibration, progress=not args.quiet)
-        graph = m.graph()
-    except NncError as e:
-        raise UserError(e.format().removeprefix("error: ")) from None
+    if args.c_lib:
+        check_c_library(args.c_lib, args.model)
+    m = load_model(args.model, args.checkpoint, args.calibration, progress=not args.quiet)
+    graph = m.graph()
     if tuple(graph.inputs[0].shape[1:]) != (1, 28, 28):
         raise UserError(f"{args.model}: evaluate.py measures digit classifiers (1x28x28 inputs); this "
                         f"model takes {tuple(graph.inputs[0].shape[1:])}")
@@ -161,9 +144,7 @@ def evaluate_model_file(args) -> int:
     print(f"  nnc.reference                  accuracy {top1(ref)}; vs the program: "
           f"{int(np.count_nonzero(diff))} of {diff.size} elements differ, max |diff| {int(diff.max())}")
     if args.c_lib:
-        if not os.path.isfile(args.c_lib):
-            raise UserError(f"C library {args.c_lib!r} does not exist; build it with `scons host model={args.model}`")
-        lib = load_c_library(_load_hostlib(), m.name, args.c_lib, args.c_header)
+        lib = load_c_library(m.name, args.c_lib, args.c_header)
         c = np.asarray(lib.run(x)).reshape(ref.shape).astype(np.int8)
         mism = int(np.count_nonzero(c != ref))
         print(f"  C library                      accuracy {top1(c)}; vs nnc.reference: {mism} mismatching "
@@ -172,8 +153,7 @@ def evaluate_model_file(args) -> int:
     return 0
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args) -> int:
     if args.model not in MODELS:
         return evaluate_model_file(args)
     spec = spec_or_error(args.model)
@@ -183,6 +163,7 @@ def main(argv=None):
                         "tests/test_zoo_bitexact.py and its speed measured by `scons bench`")
     from models import recipes
 
+    lib = load_c_library(spec.name, args.c_lib, args.c_header) if args.c_lib else None
     recipes.light_torch()
     seed = args.seed if args.seed is not None else spec.data_defaults.get("seed")
     _, held = load_splits(spec, args.data, args.n_samples, seed)
@@ -217,7 +198,7 @@ def main(argv=None):
     entry = dict(fp32=f32, int8=i8, n_heldout=len(held), task=spec.task)
 
     if args.c_lib:
-        t_int8, c_int8, c_deq = run_c(spec, qmodel, held.x, args.c_lib, args.c_header, progress)
+        t_int8, c_int8, c_deq = run_c(qmodel, held.x, lib, progress)
         mism = int(np.count_nonzero(t_int8 != c_int8))
         c_metric = recipes.metric(spec.task, c_deq, held)
         print(f"  C    {name:9s} {fmt(c_metric)}   ({args.c_lib})")
@@ -233,7 +214,3 @@ def main(argv=None):
             raise UserError("--record only records the committed checkpoints on the full default set")
         record_metrics(spec.name, entry)
     return 0
-
-
-if __name__ == "__main__":
-    run(main)

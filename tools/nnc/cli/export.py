@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Export a quantized model (zoo, .pt2 file or factory) to portable C (tvmgen_<name>.h/.c) plus a model.json.
 
-    python tools/export.py --model lenet5 --out build/host/lenet5/gen
+    nnc export --model lenet5 --out build/host/lenet5/gen
 
 Nothing is written when the model cannot be compiled: the error names the layer and the fix.
 The output folder is nnc's: it is replaced as a whole, and only if nnc made it (or it is new or
@@ -9,17 +8,10 @@ empty); a failure leaves the previous output as it was.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-from nnc import outdir  # noqa: E402
-from nnc.errors import NncError  # noqa: E402
-from nnc.frontend.torch_eager import DEBUG_ENV  # noqa: E402
+from nnc import outdir
 
 
 def model_summary(compiled, target_name: str) -> dict:
@@ -97,8 +89,9 @@ def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = Fals
     return summary
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     ap.add_argument("--model", required=True,
                     help="a zoo name (models/registry.py, or a PT2E variant: lenet5_pt2e, "
                          "residual_cnn_pt2e, dwsep_pt2e), a converted PT2E program file (.pt2, "
@@ -120,22 +113,12 @@ def main(argv=None) -> int:
                     help="compile the softmax that follows the DeQuantStub on the device: the C then "
                          "returns qnnpack's int8 probabilities (scale 1/256, zero point -128) instead "
                          "of the logits (by default the softmax is left to the caller)")
-    ap.add_argument("--debug", action="store_true",
-                    help="in an import error, show the whole chain of your calls that reach the op, "
-                         f"not only the innermost line (the same as {DEBUG_ENV}=1)")
     ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    ap.set_defaults(run=run)
+
+
+def run(args) -> int:
     quiet_torch_warnings()
-    if args.debug:
-        os.environ[DEBUG_ENV] = "1"      # read by the frontends when they build an error
-    try:
-        export(args.model, args.out, args.kernels, args.quiet, args.layout, args.device_softmax,
-               args.checkpoint, args.calibration)
-    except NncError as e:
-        print(e.format(), file=sys.stderr)
-        return 2
+    export(args.model, args.out, args.kernels, args.quiet, args.layout, args.device_softmax,
+           args.checkpoint, args.calibration)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Compile a model of the zoo for the Sony IMX681 from a KEY VALUE configuration file.
 
-    python tools/imx681_compile.py --config firmware/imx681/configs/imx681_pytorch_classification_with_state_i2c.cfg
+    nnc imx681 --config firmware/imx681/configs/imx681_pytorch_classification_with_state_i2c.cfg
 
 The output directory (OUTPUT_DIRECTORY; a relative path is relative to the configuration file's
 folder, --output-dir to the current directory) is recreated with, by OUTPUT_MODE:
@@ -20,14 +19,9 @@ refused, so a mistyped path never deletes your files.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-from nnc.errors import NncError  # noqa: E402
+from nnc.errors import NncError
 
 
 def _keys_help() -> str:
@@ -40,9 +34,9 @@ def _keys_help() -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="imx681_compile.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     ap.add_argument("--config", metavar="FILE", help="configuration file (KEY VALUE lines, # comments)")
     ap.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                     help="override a configuration key (repeatable), e.g. --set OUTPUT_MODE=C_SOURCES")
@@ -51,55 +45,43 @@ def main(argv=None) -> int:
                                          "current directory); new, empty, or made by nnc")
     ap.add_argument("--keys", action="store_true", help="list the configuration keys and exit")
     ap.add_argument("--quiet", action="store_true", help="print errors and warnings only")
-    args = ap.parse_args(argv)
+    ap.set_defaults(run=run)
+
+
+def run(args) -> int:
     if args.keys:
         print(_keys_help())
         return 0
     if not args.config:
-        ap.print_usage(sys.stderr)
-        print("error: --config FILE is required (see firmware/imx681/configs/)", file=sys.stderr)
-        return 2
+        raise NncError("no configuration file given", "--config",
+                       "pass --config FILE (examples in firmware/imx681/configs/)")
     overrides = {}
     for item in args.set:
         if "=" not in item:
-            print(f"error: --set {item!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
+            raise NncError(f"--set {item!r}: expected KEY=VALUE", "--set", "e.g. --set OUTPUT_MODE=C_SOURCES")
         k, v = item.split("=", 1)
         overrides[k.strip()] = v.strip()
     if args.model:
         overrides["MODEL"] = args.model
     if args.output_dir:
         overrides["OUTPUT_DIRECTORY"] = args.output_dir
-    try:
-        from nnc.outdir import check_target
-        from nnc.targets.imx681 import compile_model, load_zoo_model
-        from nnc.targets.imx681_config import parse_config, resolve_path
-        cfg = parse_config(args.config, overrides)
-        out_where = "--output-dir" if args.output_dir else cfg.where("OUTPUT_DIRECTORY")
-        out_dir = resolve_path(cfg, "OUTPUT_DIRECTORY")
-        check_target(out_dir, out_where)        # before the work, not after it
-        warn = lambda msg: print(msg, file=sys.stderr)
-        if cfg.get("MODEL_FILE"):
-            from nnc.frontend.model_files import load_model
-            graph = load_model(resolve_path(cfg, "MODEL_FILE"), progress=not args.quiet).graph()
-            graph.name = cfg.network_name   # C symbols and file names, as for a zoo MODEL
-            package = compile_model(None, None, cfg, log=warn, graph=graph)
-        else:
-            qmodel, example = load_zoo_model(cfg)
-            package = compile_model(qmodel, example, cfg, log=warn)
-        out = package.write(out_dir, out_where)
-    except NncError as e:
-        print(e.format(), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        return 130
-    except Exception as e:   # a bug: say so, without a traceback unless asked for
-        if os.environ.get("NNC_DEBUG"):
-            raise
-        print(f"internal error (a bug in the compiler, please report it): {type(e).__name__}: {e}\n"
-              "  rerun with NNC_DEBUG=1 for the traceback; nothing was written", file=sys.stderr)
-        return 3
+    from nnc.outdir import check_target
+    from nnc.targets.imx681 import compile_model, load_zoo_model
+    from nnc.targets.imx681_config import parse_config, resolve_path
+    cfg = parse_config(args.config, overrides)
+    out_where = "--output-dir" if args.output_dir else cfg.where("OUTPUT_DIRECTORY")
+    out_dir = resolve_path(cfg, "OUTPUT_DIRECTORY")
+    check_target(out_dir, out_where)        # before the work, not after it
+    warn = lambda msg: print(msg, file=sys.stderr)
+    if cfg.get("MODEL_FILE"):
+        from nnc.frontend.model_files import load_model
+        graph = load_model(resolve_path(cfg, "MODEL_FILE"), progress=not args.quiet).graph()
+        graph.name = cfg.network_name   # C symbols and file names, as for a zoo MODEL
+        package = compile_model(None, None, cfg, log=warn, graph=graph)
+    else:
+        qmodel, example = load_zoo_model(cfg)
+        package = compile_model(qmodel, example, cfg, log=warn)
+    out = package.write(out_dir, out_where)
     if not args.quiet:
         m = package.memory
         used = ", ".join(f"{r} {m.used[r]}/{m.regions[r][1]} B" for r in m.regions)
@@ -109,7 +91,3 @@ def main(argv=None) -> int:
         print(f"compiled {cfg.model_label} as {cfg.network_name} ({cfg['OUTPUT_MODE']}): "
               f"{len(package.lowered.graph.ops)} operations; {used}; states: {states} -> {out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Plots of compiled models, written as PNG next to the build.
 
   memory map   arena offset (y) over execution step (x) of one compiled model: one bar per
@@ -11,25 +10,25 @@
                build/plots/.size-cache.json. Board sizes come from the MEMORY block of
                firmware/riot/board/<board>/linker.ld, the script the firmware links with.
 
-    plots.py memory-map lenet5                  -> build/plots/lenet5_memory_map.png
-    plots.py footprint                          -> build/plots/footprint_stm32f746g-disco.png
-    plots.py all                                -> both, for every model in build/gen/c
+    nnc plots memory-map lenet5                  -> build/plots/lenet5_memory_map.png
+    nnc plots footprint                          -> build/plots/footprint_stm32f746g-disco.png
+    nnc plots all                                -> both, for every model in build/gen/c
 
 Inputs are the build's model.json files (build/gen/<kernels>/<model>/model.json); build them
 with `./scons host`. Exit status: 0 written, 2 a usage error (missing build, unknown model).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nnc.cli import ROOT
+from nnc.errors import NncError
+
 BUILD = os.path.join(ROOT, "build")
 DEFAULT_OUT = os.path.join(BUILD, "plots")
 DEFAULT_BOARD = "stm32f746g-disco"
@@ -38,7 +37,7 @@ ARM_CFLAGS = ["-Os", "-std=c99", "-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard
               "-ffunction-sections", "-fdata-sections"]
 
 
-class PlotError(Exception):
+class PlotError(NncError):
     """A problem the user can fix (missing build output, unknown model or board)."""
 
 
@@ -283,10 +282,10 @@ def footprint(models: list | None = None, out_png: str | None = None, board: str
 
 # ---- CLI ---------------------------------------------------------------------------------
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
+    ap.set_defaults(run=run)
     sub = ap.add_subparsers(dest="cmd", required=True)
     mm = sub.add_parser("memory-map", help="arena offsets over execution steps of one model")
     mm.add_argument("model", help="model name (build/gen/c/<model>/model.json) or a model.json path")
@@ -299,29 +298,19 @@ def parse_args(argv):
     al.add_argument("--board", default=DEFAULT_BOARD, help=f"board (default {DEFAULT_BOARD})")
     for p in (mm, fp, al):
         p.add_argument("--kernels", default="c", choices=("c", "tvm", "m7"), help="generated code variant (default c)")
-    return ap.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        if args.cmd in ("memory-map", "all"):
-            for m in ([args.model] if args.cmd == "memory-map" else built_models(args.kernels)):
-                r = memory_map(m, getattr(args, "out", None), args.kernels)
-                print(f"{r['png']}: {r['bars']} tensors, arena {r['arena_bytes']} B, "
-                      f"most live {r['max_live']} B at step {r['peak_step']}")
-        if args.cmd in ("footprint", "all"):
-            r = footprint(getattr(args, "models", None), getattr(args, "out", None), args.board, args.kernels)
-            mem = r["board"]
-            print(f"{r['png']}: {args.board} flash {mem['flash']} B, RAM {mem['ram']} B ({mem['source']})")
-            for m in r["models"]:
-                code = "?" if m["code"] is None else m["code"]
-                print(f"  {m['model']:14} code {code} B, weights {m['weights']} B, arena {m['arena']} B")
-    except PlotError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def run(args) -> int:
+    if args.cmd in ("memory-map", "all"):
+        for m in ([args.model] if args.cmd == "memory-map" else built_models(args.kernels)):
+            r = memory_map(m, getattr(args, "out", None), args.kernels)
+            print(f"{r['png']}: {r['bars']} tensors, arena {r['arena_bytes']} B, "
+                  f"most live {r['max_live']} B at step {r['peak_step']}")
+    if args.cmd in ("footprint", "all"):
+        r = footprint(getattr(args, "models", None), getattr(args, "out", None), args.board, args.kernels)
+        mem = r["board"]
+        print(f"{r['png']}: {args.board} flash {mem['flash']} B, RAM {mem['ram']} B ({mem['source']})")
+        for m in r["models"]:
+            code = "?" if m["code"] is None else m["code"]
+            print(f"  {m['model']:14} code {code} B, weights {m['weights']} B, arena {m['arena']} B")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

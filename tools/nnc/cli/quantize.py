@@ -1,39 +1,32 @@
-#!/usr/bin/env python3
 """Post-training quantization of a zoo model's float checkpoint (or your own float state_dict).
 
 Fuses, calibrates on real data, converts to int8 (engine qnnpack, quint8 activations, qint8
 weights) and writes the converted state_dict, which `ModelSpec.load_quantized(path)` loads.
 
 Examples:
-  python tools/quantize.py --model mnist_cnn                      # re-quantize the committed fp32
-  python tools/quantize.py --model residual_cnn --calib 1000 --scheme per_tensor --out /tmp/r.pt
-  python tools/quantize.py --model resnet50 --float-checkpoint my_resnet50.pth \\
+  nnc quantize --model mnist_cnn                      # re-quantize the committed fp32
+  nnc quantize --model residual_cnn --calib 1000 --scheme per_tensor --out /tmp/r.pt
+  nnc quantize --model resnet50 --float-checkpoint my_resnet50.pth \\
           --calib-data npy:calib.npy --out my_resnet50_int8.pt     # your own ResNet weights
-  python tools/quantize.py --model lenet5 --out /tmp/lenet5_ptq.pt # PTQ instead of QAT
+  nnc quantize --model lenet5 --out /tmp/lenet5_ptq.pt # PTQ instead of QAT
 
 Your own ResNet state_dict (torchvision names: conv1, bn1, layer1.0.conv1, ..., fc) may have
 any width, input channel count, class count and stem; they are read from the tensors' shapes.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in (REPO, os.path.join(REPO, "tools")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from models import MODELS  # noqa: E402
-from models.cli import (UserError, calibration_from, load_splits, positive, record_metrics,  # noqa: E402
-                        relpath, run, spec_or_error)
+from models import MODELS
+from models.cli import (UserError, calibration_from, load_splits, positive, record_metrics, relpath,
+                        spec_or_error)
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     ap.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
     ap.add_argument("--float-checkpoint", default=None,
                     help="float weights to quantize: a zoo checkpoint or a plain state_dict "
@@ -53,7 +46,7 @@ def parse_args(argv=None):
                          "for its own float weights; required with --float-checkpoint)")
     ap.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    return ap.parse_args(argv)
+    ap.set_defaults(run=main)
 
 
 def load_float(spec, path):
@@ -95,8 +88,7 @@ def load_float(spec, path):
     return model.eval(), extra
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args) -> int:
     spec = spec_or_error(args.model)
     from models import recipes
 
@@ -151,7 +143,3 @@ def main(argv=None):
             and args.data in (None, "digits"):
         record_metrics(spec.name, dict(int8=i8, fp32=f32, n_heldout=len(held), scheme=scheme))
     return 0
-
-
-if __name__ == "__main__":
-    run(main)

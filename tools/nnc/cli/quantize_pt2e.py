@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """Quantize your own float PyTorch model the PT2E way (torch.export + NncQuantizer) and write a
-.pt2 program that every nnc entry point takes (export.py, deploy.py, scons model=FILE, ...).
+.pt2 program that every nnc entry point takes (nnc export, nnc deploy, scons model=FILE, ...).
 
-    python tools/quantize_pt2e.py --model net.py:build --calibration npy:calib.npy --out net.pt2
-    python tools/quantize_pt2e.py --model net.py:build --calibration digits --out net.pt2 --per-tensor
+    nnc quantize-pt2e --model net.py:build --calibration npy:calib.npy --out net.pt2
+    nnc quantize-pt2e --model net.py:build --calibration digits --out net.pt2 --per-tensor
 
 `net.py:build` is a function returning (float nn.Module in eval mode, example input tensor).
 Calibration data: `npy:FILE` (float inputs, (N, ...) shaped like the example input; read without
@@ -20,16 +19,11 @@ The output file is written only when quantization succeeded and the program impo
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-from nnc.errors import NncError  # noqa: E402
+from nnc.errors import NncError
 
 
 def quantize(model: str, calibration: str, out: str, per_channel: bool = True, count: int = 256,
@@ -64,26 +58,22 @@ def quantize(model: str, calibration: str, out: str, per_channel: bool = True, c
     return {"layers": len(graph.ops), "calibration": len(calib), "seconds": time.time() - t0}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     ap.add_argument("--model", required=True, help="factory 'path/net.py:build' returning (float model, example input)")
     ap.add_argument("--calibration", required=True, help="npy:FILE or digits")
     ap.add_argument("--count", type=int, default=256, help="calibration inputs to use (default 256)")
     ap.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per channel)")
     ap.add_argument("--out", required=True, help="the .pt2 file to write")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
-    from export import quiet_torch_warnings
+    ap.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from nnc.cli.export import quiet_torch_warnings
     quiet_torch_warnings()
-    try:
-        r = quantize(args.model, args.calibration, args.out, not args.per_tensor, args.count, not args.quiet)
-    except NncError as e:
-        print(e.format(), file=sys.stderr)
-        return 2
+    r = quantize(args.model, args.calibration, args.out, not args.per_tensor, args.count, not args.quiet)
     print(f"quantized {args.model}: {r['layers']} layers, calibrated on {r['calibration']} inputs in "
           f"{r['seconds']:.1f} s -> {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

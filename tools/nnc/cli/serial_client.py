@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Send images to the inference firmware over a serial line and print what it answers.
 
 Works the same against a board (`--port /dev/ttyACM0`), any pyserial URL
@@ -6,8 +5,8 @@ Works the same against a board (`--port /dev/ttyACM0`), any pyserial URL
 (`--qemu build/mps2-an500/lenet5/fw.elf`), and the RIOT app on RIOT's native64 board, a Linux
 process it starts on a pseudo-terminal (`--native build/native64/lenet5/riot/fw.elf`).
 
-    serial_client.py --port /dev/ttyACM0 digit.png
-    serial_client.py --qemu fw.elf --dataset digits --count 20 \\
+    nnc serial --port /dev/ttyACM0 digit.png
+    nnc serial --qemu fw.elf --dataset digits --count 20 \\
         --so build/host/lenet5/liblenet5.so --header build/gen/c/lenet5/tvmgen_lenet5.h
 
 Inputs: PNG images (grayscale, scaled to the model's input size), .npy arrays (uint8 pixels,
@@ -20,7 +19,6 @@ The protocol is described in firmware/riot/protocol.h.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -34,7 +32,7 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nnc.errors import DeviceError, Interrupted, NncError
 
 MAGIC = b"\xa5\x5a"
 VERSION = 1
@@ -46,16 +44,8 @@ ERROR_NAMES = {1: "garbage", 2: "bad version", 3: "bad type", 4: "oversize", 5: 
 QEMU_ICOUNT_SHIFT = 7   # one instruction = 128 ns of virtual time = 3.2 ticks of the 25 MHz timer
 
 
-class UserError(Exception):
+class UserError(NncError):
     """Something the user can fix: printed without a traceback, exit status 2."""
-
-
-class Interrupted(Exception):
-    """A signal (SIGTERM, SIGINT, SIGHUP) asked the client to stop: QEMU is stopped on the way out."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
 
 
 def _interrupt(signum, frame):
@@ -63,12 +53,12 @@ def _interrupt(signum, frame):
     raise Interrupted(signum)
 
 
-class ProtocolError(Exception):
-    """The firmware's answer was not what the protocol says (or never came)."""
+class ProtocolError(DeviceError):
+    """The firmware's answer was not what the protocol says (or never came): exit status 1."""
 
 
-class FirmwareError(Exception):
-    """The firmware answered with an ERROR frame."""
+class FirmwareError(DeviceError):
+    """The firmware answered with an ERROR frame: exit status 1."""
 
     def __init__(self, code, req_type, detail, message):
         self.code, self.req_type, self.detail, self.message = code, req_type, detail, message
@@ -561,18 +551,11 @@ def pixels_to_tensor(pixels: np.ndarray, info: dict) -> np.ndarray:
 
 
 def dataset_samples(spec: str, size: int, count: int) -> list:
-    sys.path[:0] = [ROOT]
-    try:
-        from models.data import DataError, image_data
-    except ImportError as e:
-        raise UserError(f"--dataset needs the repository's models package: {e}") from None
+    from models.data import image_data
     side = int(round(size ** 0.5))
     if side * side != size:
         raise UserError(f"--dataset gives square images; this model's input has {size} values")
-    try:
-        _, held = image_data(spec, side)
-    except DataError as e:
-        raise UserError(str(e)) from None
+    _, held = image_data(spec, side)     # DataError (an NncError) names the problem
     n = min(count, len(held)) if count else len(held)
     px = np.rint(held.x[:n].reshape(n, -1) * 255.0).astype(np.uint8)
     return [Sample(f"{spec}#{i}", pixels=px[i], label=int(held.y[i])) for i in range(n)]
@@ -607,18 +590,13 @@ def load_host(args):
         return None
     if not (args.so and args.header):
         raise UserError("--so and --header go together (the host library and its generated header)")
-    sys.path[:0] = [ROOT]
-    from hostlib import HostLibError, load
-    try:
-        return load(args.so, args.header)
-    except HostLibError as e:
-        raise UserError(str(e)) from None
+    from hostlib import load
+    return load(args.so, args.header)    # HostLibError (an NncError) names the file and the fix
 
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial device (/dev/ttyACM0) or pyserial URL (socket://HOST:PORT)")
     where.add_argument("--qemu", metavar="ELF", help="start this mps2-an500 firmware under QEMU and talk to it")
@@ -639,21 +617,25 @@ def parse_args(argv):
     ap.add_argument("--qemu-time-limit", type=float, default=900, help="kill QEMU (or the native64 process) after this many seconds")
     ap.add_argument("--bench", metavar="JSON", help="write the per-inference and per-layer costs here")
     ap.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
-    args = ap.parse_args(argv)
+    ap.set_defaults(run=main)
+
+
+def check_args(args) -> None:
     if args.qemu and args.icount_shift is None:
         args.icount_shift = QEMU_ICOUNT_SHIFT
     if args.icount_shift is not None and not 0 <= args.icount_shift <= 10:
-        ap.error("--icount-shift must be 0..10")
+        raise UserError(f"--icount-shift must be 0..10, got {args.icount_shift}", "--icount-shift")
     if not (args.inputs or args.dataset or args.random):
-        ap.error("nothing to send: give image files, --dataset or --random")
+        raise UserError("nothing to send", "the command line", "give image files, --dataset or --random")
     if args.bench and (os.path.isdir(args.bench)
                        or not os.path.isdir(os.path.dirname(os.path.abspath(args.bench)))):
         # found now, not after every inference has run
-        ap.error(f"--bench {args.bench}: give a file name in an existing folder")
-    return args
+        raise UserError(f"--bench {args.bench}: not a file name in an existing folder", "--bench",
+                        "give a file name in an existing folder")
 
 
 def run(args) -> int:
+    check_args(args)
     host = load_host(args)
     if args.qemu:     # the emulator or the native64 process this client starts, if any
         qemu = Qemu(args.qemu, args.icount_shift, args.qemu_time_limit)
@@ -756,25 +738,10 @@ def write_bench(path, info, costs, layer_costs, shift):
         json.dump(data, f, indent=1)
 
 
-def main(argv=None) -> int:
+def main(args) -> int:
+    """SIGTERM/SIGINT/SIGHUP raise Interrupted (nnc.cli.main exits 128 + the signal), so that the
+    emulator or native process this client started is stopped on the way out."""
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _interrupt)
-    try:
-        args = parse_args(argv)
-        return run(args)
-    except Interrupted as e:
-        print(f"error: stopped by {e}", file=sys.stderr)
-        return 128 + e.signum
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ProtocolError, FirmwareError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run(args)

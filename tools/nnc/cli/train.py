@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Train a zoo model and write its checkpoints (one command per model).
 
 QAT models (lenet5) train with fake quantization from the start and are converted to int8;
@@ -6,32 +5,25 @@ PTQ models train in float, then are calibrated and converted. Both checkpoints (
 int8) go to models/checkpoints/ and the measured held-out numbers to ACCURACY.md.
 
 Examples:
-  python tools/train.py --model lenet5
-  python tools/train.py --model mnist_cnn --data mnist:~/mnist --epochs 2
-  python tools/train.py --model ffn --n_samples 10000 --seed 42 --save-data data/ffn
-  python tools/train.py --model resnet18 --fp32-only
+  nnc train --model lenet5
+  nnc train --model mnist_cnn --data mnist:~/mnist --epochs 2
+  nnc train --model ffn --n_samples 10000 --seed 42 --save-data data/ffn
+  nnc train --model resnet18 --fp32-only
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in (REPO, os.path.join(REPO, "tools")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from models import MODELS  # noqa: E402
-from models.cli import (CHECKPOINT_DIR, UserError, calibration_from, load_splits, positive,  # noqa: E402
-                        record_metrics, relpath, run, spec_or_error)
+from models import MODELS
+from models.cli import (CHECKPOINT_DIR, UserError, calibration_from, load_splits, positive,
+                        record_metrics, relpath, spec_or_error)
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers, name, parents):
+    from nnc.cli.main import add_subparser
+    ap = add_subparser(subparsers, name, parents, __doc__)
     ap.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
     ap.add_argument("--data", default=None,
                     help="digit models: 'digits' (default, sklearn's bundled digits resized) or "
@@ -48,7 +40,7 @@ def parse_args(argv=None):
                     help="PTQ calibration set size, taken from the training split (default 512)")
     ap.add_argument("--fp32-only", action="store_true",
                     help="train in float only (no fake quantization) and write only the float "
-                         "checkpoint; quantize later with tools/quantize.py")
+                         "checkpoint; quantize later with nnc quantize")
     ap.add_argument("--out-dir", default=CHECKPOINT_DIR,
                     help="where checkpoints go (default models/checkpoints; the accuracy record is "
                          "only updated there)")
@@ -56,11 +48,10 @@ def parse_args(argv=None):
     ap.add_argument("--save-data", metavar="DIR", default=None,
                     help="ffn only: also write the synthetic train.npy/test.npy (x1, x2, y) to DIR")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    return ap.parse_args(argv)
+    ap.set_defaults(run=main)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args) -> int:
     spec = spec_or_error(args.model)
     from models import quant, recipes
 
@@ -167,9 +158,9 @@ def main(argv=None):
         print("  benchmark-only: seeded weights, batch-norm statistics and calibration from synthetic "
               "inputs (no accuracy is measured)")
     elif default_dir and int8_model is not None and data_name in ("digits", "synthetic"):
-        cmd = "python tools/train.py --model " + spec.name
+        cmd = "nnc train --model " + spec.name
         if args.epochs or args.lr or args.batch_size or args.seed is not None or args.n_samples:
-            cmd = " ".join(["python tools/train.py"] + (argv if argv is not None else sys.argv[1:]))
+            cmd = " ".join(["nnc"] + args.argv)
         # Re-measure from the files just written: the record describes the committed checkpoints.
         fl = spec.load_float(fpath)
         q = spec.load_quantized(ipath)
@@ -185,7 +176,3 @@ def main(argv=None):
                                        **({"notes": notes} if notes else {})))
         print(f"  updated {relpath(os.path.join(CHECKPOINT_DIR, 'ACCURACY.md'))}")
     return 0
-
-
-if __name__ == "__main__":
-    run(main)
