@@ -22,7 +22,7 @@ FULL = os.environ.get("NNC_FULL_TESTS") == "1"
 
 TIERS = ("unit", "bitexact", "firmware", "tools")
 FIRMWARE_FILES = ("test_stm32.py", "test_riot.py", "test_digit_pad.py")
-TOOLS_FILES = ("test_models.py", "test_errors.py", "test_deploy.py", "test_plots.py",
+TOOLS_FILES = ("test_models.py", "test_errors.py", "test_deploy.py", "test_plots.py", "test_cli.py",
                "test_reliability_writers.py")
 UNIT_DIR = os.path.join(ROOT, "tests", "unit")
 

@@ -65,6 +65,7 @@ def _missing_package(e: ModuleNotFoundError) -> bool:
 def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = os.environ.get(DEBUG_ENV) == "1" or "--debug" in argv
+    saved = os.environ.get(DEBUG_ENV)
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv                     # the command line as given (recorded by train)
@@ -81,13 +82,20 @@ def main(argv: list | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ModuleNotFoundError as e:
-        if debug or not _missing_package(e):
+        if not _missing_package(e):
             return _internal(e, debug)
+        if debug:
+            traceback.print_exc()
         print(f"error: the Python package '{e.name}' is not installed for {sys.executable}\n"
               f"  fix:   {SETUP_FIX}", file=sys.stderr)
         return EXIT_USER
     except Exception as e:   # a bug: one line, the traceback on request
         return _internal(e, debug)
+    finally:                 # called in-process (tests, scripts): leave the environment as it was
+        if saved is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = saved
 
 
 def _internal(e: BaseException, debug: bool) -> int:
