@@ -151,7 +151,7 @@ def batchnorm_statistics(model: nn.Module, x: np.ndarray, batch_size: int = 64) 
 
 
 def benchmark_float(spec, seed: int = 0) -> nn.Module:
-    """The float network of a benchmark-only model, as `tools/train.py` makes it: the seeded
+    """The float network of a benchmark-only model, as `nnc train` makes it: the seeded
     initialisation with batch-norm statistics from the synthetic training inputs (deterministic)."""
     seed_everything(seed)
     return batchnorm_statistics(spec.new_float(), spec.data()[0].x)
@@ -301,7 +301,7 @@ def load_checkpoint(path: str) -> dict:
     src, extra = blob.get("state_dict"), blob.get("extra")
     if not isinstance(src, dict) or not isinstance(extra, (dict, type(None))):
         raise CheckpointError(f"{path} is a damaged nnc checkpoint: its state_dict or extra is not a "
-                              "dictionary", "write it again (tools/train.py, tools/quantize.py)")
+                              "dictionary", "write it again (nnc train, nnc quantize)")
     sd = OrderedDict((k, v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16 else v)
                      for k, v in src.items())
     if hasattr(src, "_metadata"):

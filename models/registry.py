@@ -8,7 +8,7 @@ checkpoints.
     calib = spec.calibration_inputs(1000)   # real data, float
 
 Checkpoint paths are relative to the repository root. Retrain any model with
-`python tools/train.py --model NAME`.
+`nnc train --model NAME`.
 """
 from __future__ import annotations
 

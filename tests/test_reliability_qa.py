@@ -123,7 +123,7 @@ def test_scons_diana_refuses_a_zoo_model_instead_of_ignoring_it():
                        capture_output=True, text=True)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "board=diana builds seed 004's example graphs, not the zoo model 'lenet5'" in r.stdout
-    assert "where: model=lenet5" in r.stdout and "diana_compile.py --script" in r.stdout
+    assert "where: model=lenet5" in r.stdout and "nnc diana --script" in r.stdout
 
 
 def test_export_deploy_divergence_of_the_stateful_model_point_to_the_imx681(tmp_path):
