@@ -626,12 +626,11 @@ def check_args(args) -> None:
     if args.icount_shift is not None and not 0 <= args.icount_shift <= 10:
         raise UserError(f"--icount-shift must be 0..10, got {args.icount_shift}", "--icount-shift")
     if not (args.inputs or args.dataset or args.random):
-        raise UserError("nothing to send", "the command line", "give image files, --dataset or --random")
+        raise UserError("nothing to send: give image files, --dataset or --random")
     if args.bench and (os.path.isdir(args.bench)
                        or not os.path.isdir(os.path.dirname(os.path.abspath(args.bench)))):
         # found now, not after every inference has run
-        raise UserError(f"--bench {args.bench}: not a file name in an existing folder", "--bench",
-                        "give a file name in an existing folder")
+        raise UserError(f"--bench {args.bench}: give a file name in an existing folder")
 
 
 def run(args) -> int:
