@@ -5,7 +5,8 @@
 
 openocd programs the ELF and verifies it; st-flash writes the raw image (fw.bin) at the start of
 the flash, 0x08000000. Without a probe (or without permission to open it) both tools fail in
-their own words; this tool says so in one line and exits 1. Exit status 2: a usage error.
+their own words; this tool says so in one line and exits 1. Exit status 2: a usage error (also
+--elf naming a file that is not a 32-bit ARM ELF: checked before a probe is touched).
 """
 from __future__ import annotations
 
