@@ -21,7 +21,7 @@ from nnc.errors import (DEBUG_ENV, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, I
 
 DEBUG_HELP = (f"show the traceback of an internal error, and in a model import error the whole "
               f"chain of your calls that reach the operation (the same as {DEBUG_ENV}=1)")
-# Third-party packages a subcommand may import; a missing one means the environment is not set up.
+# A package missing from the Python that runs nnc (numpy, torch, models, ...): the set-up was skipped.
 SETUP_FIX = ("run ./scons once in the repository (it creates .venv with the pinned requirements "
              "and installs nnc into it), then use .venv/bin/nnc or `. .venv/bin/activate`")
 
