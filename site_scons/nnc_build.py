@@ -1,6 +1,6 @@
 """SCons glue: where things go and how a model becomes C and a host library.
 
-Only build wiring lives here; the compiler is tools/nnc (installed into .venv: `nnc`).
+Only build wiring lives here; the compiler is tools/nnc and the tools are tools/*.py.
 """
 import hashlib
 import json
@@ -9,10 +9,9 @@ import os
 from SCons.Script import Action, AlwaysBuild, Dir
 
 from argv_action import argv_action
+from nnc.toolchains import HOST_CC, HOST_CFLAGS
 
 ROOT = Dir("#").abspath
-
-from nnc.toolchains import HOST_CC, HOST_CFLAGS   # the venv's editable install of the project
 
 BOARDS = {
     "host": "x86-64 shared libraries, tested through cffi",

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from nnc.cli import serial_client as sc
 from conftest import compile_host_library, edge_and_random_inputs  # noqa: E402
 from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
+from nnc.reports.regression import record_test_result  # noqa: E402
 
 MODEL = "lenet5"
 NO_PROBE = "no ST-LINK probe found (or no permission: udev rules)"
@@ -433,10 +434,11 @@ def test_zoo_model_1000_inputs_equal_torch_and_host_library(zoo_build, m7_host_l
     expected_torch = torch_int8_outputs(x, port, name).reshape(n, -1)
     expected_host = host.run(x).reshape(n, -1)
     assert got.shape == expected_torch.shape
-    bad = int(np.count_nonzero(got != expected_torch))
-    assert bad == 0, f"{name}: {bad} of {got.size} output elements differ from torch qnnpack"
-    bad = int(np.count_nonzero(got != expected_host))
-    assert bad == 0, f"{name}: {bad} of {got.size} output elements differ from the host library"
+    bad_torch = int(np.count_nonzero(got != expected_torch))
+    bad_host = int(np.count_nonzero(got != expected_host))
+    record_test_result(ROOT, "firmware", name, n, int(got.size), max(bad_torch, bad_host))   # for `scons report`
+    assert bad_torch == 0, f"{name}: {bad_torch} of {got.size} output elements differ from torch qnnpack"
+    assert bad_host == 0, f"{name}: {bad_host} of {got.size} output elements differ from the host library"
     print(f"{name}: {n} inferences on the emulated Cortex-M7 ({n_serial} over the serial line) "
           f"in {elapsed:.1f} s (wall)")
 
@@ -557,8 +559,8 @@ int32_t tvmgen_big_run(struct tvmgen_big_inputs* inputs, struct tvmgen_big_outpu
     return 0;
 }}
 """
-# A project of its own using the firmware builders: SCons finds them through --site-dir.
-SITE_DIR = "--site-dir=" + os.path.join(ROOT, "site_scons")
+# A project of its own uses the firmware builders through the repository's site_scons.
+SITE_DIR = f"--site-dir={os.path.join(ROOT, 'site_scons')}"
 TEST_SCONSTRUCT = """\
 import os, sys
 env = Environment(ENV=os.environ.copy(), PYTHON=sys.executable)

@@ -13,7 +13,8 @@ import json
 import os
 import sys
 
-from nnc.targets.diana.firmware import parse_results, run_qemu, summary_table
+from nnc.reports.diana import parse_results, summary_table
+from nnc.targets.diana.firmware import run_qemu
 
 
 def main(argv=None) -> int:
