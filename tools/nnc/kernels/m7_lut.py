@@ -23,14 +23,6 @@ from . import Kernel, KernelProvider
 from .c_kernels import _signature
 from .m7_kernels import INTRINSICS
 
-STORE32 = """\
-/* 32-bit store of any alignment (one STR on the Cortex-M7). */
-static inline void nnc_m7_store32(void* p, uint32_t v)
-{
-    __builtin_memcpy(p, &v, 4);
-}
-"""
-
 OPAQUE = """\
 /* Keeps a pointer in a register of its own: otherwise gcc may fold a constant table's address
  * into every lookup as (shared base + index) + offset, one more instruction per element. */
@@ -97,6 +89,6 @@ NNC_M7_NOINLINE {_signature(function, ["const int8_t* table"])}
     NNC_M7_OPAQUE(t);
 {body}}}
 """
-        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_lut_store32": STORE32, "m7_lut_lookup4": LOOKUP4,
+        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_lut_lookup4": LOOKUP4,
                    "m7_lut_opaque": OPAQUE}
         return Kernel(function, src, ["in0", "out0", "const:table"], consts, self.name, prelude)
