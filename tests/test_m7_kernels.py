@@ -342,3 +342,55 @@ def test_mobilenet_v3_depthwise_on_m7_bit_exact(tmp_path):
     assert {tuple(op.params["weight"].shape[2:]) for op in depthwise} == {(3, 3), (5, 5)}
     assert all(compiled.kernels[id(op)].provider == "m7" for op in depthwise)
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, 4, tmp_path)
+
+
+THREE_TAP_SHAPE = (1, 7, 12, 10)
+
+
+def make_three_tap_model(scheme: str, seed: int):
+    """Depthwise layers with rows of three taps (the int8 kernel): 3x3 at stride 1 and 2, with and
+    without padding, odd and even input and output sizes, an odd channel count, a 2x3 kernel at
+    stride (1, 2), ReLU."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.t1 = nn.Conv2d(7, 7, 3, padding=1, groups=7)                    # 7x12x10, stride 1
+            self.r1 = nn.ReLU()
+            self.t2 = nn.Conv2d(7, 7, 3, stride=2, padding=1, groups=7)          # 6x5 from an even input
+            self.t3 = nn.Conv2d(7, 7, 3, groups=7)                               # 4x3, no padding
+            self.pw = nn.Conv2d(7, 6, 1)
+            self.t4 = nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6, bias=False)  # 2x2 from 4x3
+            self.r4 = nn.ReLU()
+            self.t5 = nn.Conv2d(6, 6, (2, 3), stride=(1, 2), padding=1, groups=6)    # 3x1
+            self.fc = nn.Linear(6 * 3 * 1, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            x = self.t3(self.t2(self.r1(self.t1(x))))
+            x = self.t5(self.r4(self.t4(self.pw(x))))
+            return self.dequant(self.fc(x.reshape(x.shape[0], -1)))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["t1", "r1"], ["t4", "r4"]], inplace=True)
+
+    torch.manual_seed(seed)
+    model = Net()
+    return (quantize_ptq(model, scheme, torch.randn(64, *THREE_TAP_SHAPE[1:]) * 1.5 + 0.5),
+            torch.randn(*THREE_TAP_SHAPE))
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_three_tap_depthwise_bit_exact(scheme, tmp_path):
+    qmodel, example = make_three_tap_model(scheme, seed=21 if scheme == "per_tensor" else 23)
+    graph = import_torch_model(qmodel, example, f"m7dw3_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7dw3_{scheme}")
+    kernels = {op.name: compiled.kernels[id(op)] for op in compiled.graph.ops if op.name.startswith("t")}
+    assert sorted(kernels) == ["t1", "t2", "t3", "t4", "t5"], sorted(kernels)
+    for name, k in kernels.items():   # every layer on the int8 three-tap kernel
+        assert k.provider == "m7" and "nnc_m7_smlabb" in k.source, name
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, THREE_TAP_SHAPE, 6, tmp_path)
