@@ -32,6 +32,7 @@ import numpy as np
 
 from . import Kernel, KernelProvider
 from .c_kernels import REQUANT_FLOAT, _signature
+from .m7_small_k import NO_PRESCHEDULE
 
 
 ROW_INTRINSICS = """\
@@ -187,7 +188,8 @@ NNC_M7_NOINLINE {_signature(function, decls)}
                   "bias": folded_bias(op), "multiplier": op.params["multiplier"].astype(np.float32)}
         decls = ["const int16_t* taps", "const int32_t* bias", "const float* multiplier", "void* scratch"]
         requant, prelude = self._requant(op)
-        prelude.update(m7_4_depthwise_rows=ROW_INTRINSICS, m7_lut_store32=STORE32)
+        prelude.update(m7_4_depthwise_rows=ROW_INTRINSICS, m7_4_no_preschedule=NO_PRESCHEDULE,
+                       m7_lut_store32=STORE32)
         taps = "".join(f"        const uint32_t w02_{ky} = nnc_m7_load32(t + {4 * ky}), "
                        f"w1_{ky} = nnc_m7_load32(t + {4 * ky + 2});\n" for ky in range(kh))
 
@@ -232,7 +234,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
  * padding {ph}x{pw}. Cortex-M7 kernel: per channel the plane as int8 inside its padding ({hp}x{wp}
  * in the scratch, padding at the zero point {zp}, folded into the bias); per kernel row one load,
  * sxtb16 (b0, b2) and (b1, b3), smlad with (w0, w2) and smlabb with w1{"; two outputs share them" if sw == 1 else ""}. */
-NNC_M7_NOINLINE {_signature(function, decls)}
+NNC_M7_NOINLINE NNC_M7_NO_PRESCHEDULE {_signature(function, decls)}
 {{
     int8_t* const plane = (int8_t*)scratch;
     /* the padding stays at the zero point for every channel */
