@@ -131,18 +131,56 @@ def _words(pairs: np.ndarray) -> np.ndarray:
     return (p[..., 0] | (p[..., 1] << 16)).astype(np.uint32)
 
 
+def first_layer_words(cin: int, kh: int, kw: int) -> list:
+    """The column words of a first layer, in order. Kernel rows are read in groups of four bytes,
+    group (ic, ky, g) = input bytes 4g .. 4g + 3 of the window's row; v = its 32-bit load.
+    A word is ("s", group): sxtb16(v) = (b0, b2) against (w0, w2); ("r", group): sxtb16(v ror 8)
+    = (b1, b3) against (w1, w3); or, for groups whose b3 is past the kernel (rows of 3, 7, ...
+    taps), ("r2", group_a, group_b): (b1 of a, b1 of b) against (w1 of a, w1 of b), packed by
+    pkhbt: two such groups share one word instead of each wasting half of one
+    (("r2", group_a, None): (b1, 0) for an odd last one)."""
+    gw = (kw + 3) // 4
+    three = kw % 4 == 3
+    words, halves = [], []
+    for ic in range(cin):
+        for ky in range(kh):
+            for g in range(gw):
+                group = (ic, ky, g)
+                words.append(("s", group))
+                if three and g == gw - 1:
+                    halves.append(group)
+                else:
+                    words.append(("r", group))
+    for i in range(0, len(halves), 2):
+        words.append(("r2", halves[i], halves[i + 1] if i + 1 < len(halves) else None))
+    return words
+
+
 def pack_first_layer(weight: np.ndarray) -> np.ndarray:
-    """[cout, cin, kh, kw] int8 -> uint32 [cout, 2G (even)]: per (ic, ky, group of 4 taps) the
-    words (w0, w2), (w1, w3), taps past kw 0; one zero group more if G is odd."""
+    """[cout, cin, kh, kw] int8 -> uint32 [cout, nw (even)]: the weights of `first_layer_words`,
+    taps past kw 0, a zero word at the end if the count is odd."""
     cout, cin, kh, kw = weight.shape
     gw = (kw + 3) // 4
     taps = np.zeros((cout, cin, kh, 4 * gw), dtype=np.int64)
     taps[..., :kw] = weight
-    taps = taps.reshape(cout, cin * kh * gw, 4)
-    words = np.stack([_words(taps[..., [0, 2]]), _words(taps[..., [1, 3]])], axis=-1)
-    if words.shape[1] % 2:
-        words = np.concatenate([words, np.zeros((cout, 1, 2), dtype=np.uint32)], axis=1)
-    return words.reshape(cout, -1)
+
+    def tap(group, t):
+        if group is None:
+            return np.zeros(cout, dtype=np.int64)
+        ic, ky, g = group
+        return taps[:, ic, ky, 4 * g + t]
+    columns = []
+    for kind, a, *b in first_layer_words(cin, kh, kw):
+        if kind == "s":
+            lo, hi = tap(a, 0), tap(a, 2)
+        elif kind == "r":
+            lo, hi = tap(a, 1), tap(a, 3)
+        else:
+            lo, hi = tap(a, 1), tap(b[0], 1)
+        columns.append(_words(np.stack([lo, hi], axis=-1)))
+    if len(columns) % 2:
+        columns.append(np.zeros(cout, dtype=np.uint32))
+    return np.stack(columns, axis=1)
 
 
 def pack_pointwise(weight: np.ndarray) -> np.ndarray:
@@ -289,24 +327,28 @@ NNC_M7_NOINLINE NNC_M7_NO_PRESCHEDULE {_signature(function, decls)}
                   f"padding {ph}x{pw}; padded input copy: {'the whole image' if whole else f'a band of {kh} rows'}"
                   f" ({cin}x{rows}x{wb}, at the zero point {zp})")
         col_words = 2 * nw
-        fill_groups = []
-        for ic in range(cin):
-            for ky in range(kh):
-                for g in range(gw):
-                    k = (ic * kh + ky) * gw + g
-                    fill_groups.append((k, (ic * rows + ky) * wb + 4 * g))
-        zero_tail = "".join(f"    col[{column_word(k, q)}] = 0;\n"
-                            for q in range(2) for k in range(2 * len(fill_groups), nw))
+        words = first_layer_words(cin, kh, kw)
+        zero_tail = "".join(f"    col[{column_word(k, q)}] = 0;\n" for q in range(2) for k in range(len(words), nw))
 
         def fill(q: int, x: str, i: str) -> str:
-            """C that fills column q from the rows at x: one load and two sxtb16 per group."""
-            return "".join(f"""\
-{i}{{
-{i}    const uint32_t v = nnc_m7_load32({x} + {off});
-{i}    col[{column_word(2 * k, q)}] = nnc_m7_sxtb16(v);
-{i}    col[{column_word(2 * k + 1, q)}] = nnc_m7_sxtb16_ror8(v);
-{i}}}
-""" for k, off in fill_groups)
+            """C that fills column q from the rows at x: one load and sxtb16 per group of four
+            input bytes, pkhbt for two groups' b1."""
+            def name(group):
+                return "v{}_{}_{}".format(*group)
+            loads = "".join(f"{i}    const uint32_t {name((ic, ky, g))} = nnc_m7_load32({x} + {(ic * rows + ky) * wb + 4 * g});\n"
+                            for ic in range(cin) for ky in range(kh) for g in range(gw))
+            lines = []
+            for k, (kind, a, *b) in enumerate(words):
+                if kind == "s":
+                    value = f"nnc_m7_sxtb16({name(a)})"
+                elif kind == "r":
+                    value = f"nnc_m7_sxtb16_ror8({name(a)})"
+                elif b[0] is not None:
+                    value = f"nnc_m7_pkh_lo(nnc_m7_sxtb16_ror8({name(a)}), nnc_m7_sxtb16_ror8({name(b[0])}))"
+                else:
+                    value = f"nnc_m7_pkh_lo(nnc_m7_sxtb16_ror8({name(a)}), 0)"
+                lines.append(f"{i}    col[{column_word(k, q)}] = {value};\n")
+            return f"{i}{{\n{loads}{''.join(lines)}{i}}}\n"
 
         copy_row = f"""\
                 for (int32_t i = 0; i < {w // 4 * 4}; i += 4) {{
