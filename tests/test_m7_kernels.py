@@ -400,7 +400,7 @@ def test_three_tap_depthwise_bit_exact(scheme, tmp_path):
 
 # name -> (input shape, [(layer name, Conv2d arguments, ReLU after)]): first layers with 1-3 input
 # channels (kernels 3x3, 5x3, 10x4, 7x7; strides 1, 2, (2, 1); the padded input copied whole or
-# through a band of rows), pointwise layers with K = 6 (a zero word of padding), 8 and 16; odd
+# through a band of rows), pointwise layers with K = 6 (a zero word of padding), 8, 16, 32, 64; odd
 # output channel counts, odd output widths, position counts that are not a multiple of 4.
 SMALL_K_MODELS = {
     "whole": ((1, 2, 30, 27), [("f1", dict(in_channels=2, out_channels=8, kernel_size=(5, 3), stride=(2, 1),
@@ -415,6 +415,9 @@ SMALL_K_MODELS = {
                                 ("pw6", dict(in_channels=6, out_channels=3, kernel_size=1), False)]),
     "stem7": ((1, 1, 11, 9), [("f1", dict(in_channels=1, out_channels=4, kernel_size=7, padding=3), False),
                                ("pw4", dict(in_channels=4, out_channels=4, kernel_size=1), True)]),
+    "wide": ((1, 2, 9, 7), [("f1", dict(in_channels=2, out_channels=32, kernel_size=3, padding=1), True),
+                             ("pw32", dict(in_channels=32, out_channels=64, kernel_size=1), True),
+                             ("pw64", dict(in_channels=64, out_channels=7, kernel_size=1), False)]),
 }
 
 
