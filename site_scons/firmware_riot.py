@@ -23,6 +23,9 @@ import sys
 
 from SCons.Script import AlwaysBuild
 
+import nnc_import  # noqa: F401  (before any nnc import)
+from nnc.reports.header import samples_args
+
 NATIVE_BOARDS = ("native64",)
 RIOT_BOARDS = ("stm32f746g-disco",) + NATIVE_BOARDS
 APP = "nnc_app"
@@ -102,15 +105,6 @@ def build(env, board, model, src_c, hdr, bdir, fw_dir, riotbase, nofit_ok=False)
 # ---------------------------------------------------------------------------------------------
 # run / check through the serial client
 # ---------------------------------------------------------------------------------------------
-
-def samples_args(header_path: str, count: int) -> list:
-    """count inputs: the held-out digits, then random images, for single-channel square image
-    models; random images otherwise."""
-    import firmware_arm
-    if firmware_arm._samples_args(header_path).startswith("--dataset"):
-        return ["--dataset", "digits", "--random", str(count), "--count", str(count)]
-    return ["--random", str(count), "--count", str(count)]
-
 
 def client_command(python, client, board, elf, port, header, count, compare) -> list:
     """The serial client against the board (--port), the emulated M7 (--qemu) or native64 (--native)."""

@@ -5,16 +5,14 @@ Only build wiring lives here; the compiler is tools/nnc and the tools are tools/
 import hashlib
 import json
 import os
-import sys
 
 from SCons.Script import Action, AlwaysBuild, Dir
 
+import nnc_import  # noqa: F401  (before any nnc import)
 from argv_action import argv_action
+from nnc.toolchains import HOST_CC, HOST_CFLAGS
 
 ROOT = Dir("#").abspath
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-from nnc.toolchains import HOST_CC, HOST_CFLAGS  # noqa: E402
 
 BOARDS = {
     "host": "x86-64 shared libraries, tested through cffi",

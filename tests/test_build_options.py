@@ -140,5 +140,6 @@ def test_scons_help_lists_every_option():
     r = scons("-h")
     assert r.returncode == 0
     for option in ("board", "model", "kernels", "programmer", "port", "RIOTBASE", "layout", "deploy",
-                   "full", "tests"):
+                   "full", "tests", "baseline", "max_instructions_growth", "max_flash_growth", "max_ram_growth"):
         assert f"\n{option}:" in r.stdout, option
+    assert "\n  report  " in r.stdout

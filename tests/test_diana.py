@@ -26,6 +26,7 @@ from nnc.ir import OP_KINDS
 from nnc.targets import diana
 from nnc.targets.diana import (ACCEL, CPU, REVERSE, DianaFallbackWarning, compile_diana, hardware,
                                pack_weights, run_transformed, tiling)
+from nnc.reports.diana import parse_results
 from nnc.targets.diana import firmware as fw
 from nnc.targets.diana.demo import DemoModel, create_demo_file, demo_inputs
 from nnc.targets.diana.examples import EXAMPLES, example, htvm_grid
@@ -516,7 +517,7 @@ def demo_model(g, n, **kw):
 
 def check_results(rc, out, models):
     assert rc == 0, out[-3000:]
-    results = {r["model"]: r for r in fw.parse_results(out)}
+    results = {r["model"]: r for r in parse_results(out)}
     assert set(results) == {m.build.compiled.graph.name for m in models}
     for m in models:
         r = results[m.build.compiled.graph.name]

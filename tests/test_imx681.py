@@ -17,16 +17,17 @@ import pytest
 from conftest import ROOT
 
 from nnc.errors import NncError
+from nnc import toolchains
 from nnc.outdir import MARKER
-from nnc.frontend.state import import_stateful_model, run_torch_sequences, torch_quantize
-from nnc.targets.imx681 import compile_model, reference_sequences
-from nnc.targets.imx681_config import ConfigError, parse_config
-from nnc.targets.imx681_image import read_params_image
-from nnc.targets.imx681_summary import parse_summary
+from nnc.arith import torch_quantize
+from nnc.frontend.state import import_stateful_model, run_torch_sequences
+from nnc.targets.imx681 import ConfigError, compile_model, parse_config, reference_sequences
+from nnc.targets.imx681.image import read_params_image
+from nnc.targets.imx681.summary import parse_summary
 
 torch = pytest.importorskip("torch")
 
-HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fPIC"]
+HOST_CFLAGS = [*toolchains.HOST_CFLAGS, "-fPIC"]
 SAMPLE_CFG = os.path.join(ROOT, "firmware", "imx681", "configs",
                           "imx681_pytorch_classification_with_state_i2c.cfg")
 BASE = {"MODEL": "stateful", "OUTPUT_DIRECTORY": "out", "OUTPUT_MODE": "C_SOURCES",
@@ -59,7 +60,7 @@ def build_frames_library(package, directory):
     c.write_text(package.compiled.source)
     h.write_text(package.compiled.header)
     so = directory / f"lib{package.prefix}.so"
-    subprocess.run(["gcc", *HOST_CFLAGS, "-shared", "-I", str(directory), "-o", str(so), str(c), "-lm"],
+    subprocess.run([toolchains.HOST_CC, *HOST_CFLAGS, "-shared", "-I", str(directory), "-o", str(so), str(c), "-lm"],
                    check=True)
     return load_frames(str(so), str(h))
 
@@ -570,7 +571,7 @@ def runtime_so(tmp_path_factory):
     d = tmp_path_factory.mktemp("runtime")
     so = d / "libimx681_runtime.so"
     src = os.path.join(ROOT, "firmware", "imx681", "runtime", "imx681_runtime.c")
-    subprocess.run(["gcc", *HOST_CFLAGS, "-Wshadow", "-Wconversion", "-Wno-sign-conversion",
+    subprocess.run([toolchains.HOST_CC, *HOST_CFLAGS, "-Wshadow", "-Wconversion", "-Wno-sign-conversion",
                     "-shared", "-o", str(so), src, "-lm"], check=True)
     return str(so)
 

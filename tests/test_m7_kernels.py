@@ -17,11 +17,10 @@ from conftest import build_host_library, edge_and_random_inputs, quantize_ptq
 
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
 from nnc.kernels.m7_kernels import pack_weights
-from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS, HOST_CC
+from nnc.toolchains import CORTEX_M7_CC, HOST_CC, WARNING_FREE_FLAGS
 
 N_INPUTS = 1000
 GRID_SHAPE = (1, 1, 27, 23)
-STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
 
 
 def build(graph, out_dir, tag):
@@ -114,9 +113,8 @@ def test_zoo_source_compiles_warning_free(zoo_build, compiler, tmp_path):
     if shutil.which(compiler) is None:
         pytest.fail(f"{compiler} is not installed")
     name, _, _, compiled, _, source = zoo_build
-    flags = CORTEX_M7_FLAGS if compiler == CORTEX_M7_CC else []
     obj = str(tmp_path / "m.o")
-    r = subprocess.run([compiler, *STRICT, *flags, "-c", source, "-I", os.path.dirname(source),
+    r = subprocess.run([compiler, *WARNING_FREE_FLAGS[compiler], "-c", source, "-I", os.path.dirname(source),
                         "-o", obj], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     if compiler == CORTEX_M7_CC:
@@ -199,7 +197,7 @@ def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_p
     mismatches = int(np.count_nonzero(got != expected))
     assert mismatches == 0, f"{graph.name}: {mismatches} of {got.size} outputs differ from torch"
     obj = str(tmp_path / "m7.o")
-    r = subprocess.run([CORTEX_M7_CC, *STRICT, *CORTEX_M7_FLAGS, "-c", source, "-I",
+    r = subprocess.run([CORTEX_M7_CC, *WARNING_FREE_FLAGS[CORTEX_M7_CC], "-c", source, "-I",
                         os.path.dirname(source), "-o", obj], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
 

@@ -2,6 +2,7 @@
 nnc.reference (>= 1000 inputs: edge values, random, real digits), qnnpack where it has the kernel,
 and the mismatch count against the float-simulated converted program (printed, in the README).
 Model files: .pt2 round trip, factory file, bad files (clean error, exit 2, nothing written)."""
+import json
 import os
 import pickle
 import subprocess
@@ -68,18 +69,26 @@ def test_zoo_pt2e_top1_equals_program(zoo_program):
     ours = reference.run(graph, [x])[0].argmax(1)
     theirs = m.run_int8([x])[0].argmax(1)
     acc_ours, acc_prog = float((ours == held.y).mean()), float((theirs == held.y).mean())
-    print(f"\n{name}: top-1 on {len(x)} held-out digits: C/reference {acc_ours:.2%}, "
-          f"PT2E program {acc_prog:.2%}")
+    from models import pt2e_zoo
+    with torch.no_grad():
+        float_top1 = pt2e_zoo.MODELS[name].load_float()(torch.from_numpy(held.x)).argmax(1).numpy()
+    acc_float = float((float_top1 == held.y).mean())
+    print(f"\n{name}: top-1 on {len(x)} held-out digits: float {acc_float:.2%}, PT2E program "
+          f"{acc_prog:.2%}, C/reference {acc_ours:.2%}")
     assert acc_ours == acc_prog
+    assert acc_float >= 0.9 and acc_ours >= 0.9, f"{name} is weakly trained"
 
 
 def test_qnnpack_oracle_on_pt2e_layers(zoo_program):
+    name, m, graph = zoo_program
+    assert qnnpack_oracle_layers(graph, inputs_for(graph)[:200]) >= 2
+
+
+def qnnpack_oracle_layers(graph, x) -> int:
     """Every conv/linear of the program, run by torch's quantized qnnpack kernel with the same
     parameters (weights, scales, zero points, bias as the float the int32 bias stands for),
-    equals the reference layer by layer."""
-    name, m, graph = zoo_program
+    equals the reference layer by layer. Returns how many layers were checked."""
     torch.backends.quantized.engine = "qnnpack"
-    x = inputs_for(graph)[:200]
     _, values = reference.run(graph, [x], capture=True)
     env = {graph.inputs[0].name: x}
     env.update(values)
@@ -105,9 +114,9 @@ def test_qnnpack_oracle_on_pt2e_layers(zoo_program):
         mod.scale, mod.zero_point = out.qparams.scale, out.qparams.zero_point + 128
         y = mod(xq).int_repr().numpy().astype(np.int16) - 128
         y = np.clip(y, *a["clamp"]).astype(np.int8)
-        assert np.array_equal(y, env[out.name]), f"{name}: layer {op.name} differs from qnnpack"
+        assert np.array_equal(y, env[out.name]), f"{graph.name}: layer {op.name} differs from qnnpack"
         checked += 1
-    assert checked >= 2
+    return checked
 
 
 def small_ffn():
@@ -160,34 +169,111 @@ def test_xnnpack_quantizer_program_imports(fold, tmp_path):
     x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 7)
     ref = reference.run(graph, [x])[0]
     assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
     diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
     print(f"\nXNNPACK-style program (fold={fold}): {int(np.count_nonzero(diff))} of {diff.size} "
           f"differ from the float-simulated program, max abs diff {int(diff.max())}")
 
 
-class X86Net(nn.Module):
-    """What the x86 quantizer quantizes end to end: conv+relu chains whose outputs feed quantized ops."""
+class DepthwiseBlock(nn.Module):
+    """A MobileNet-style block as the x86 quantizer quantizes it end to end: stem, depthwise and
+    pointwise convolutions with ReLU, a float max pool between the pointwise conv and its quantize
+    step, a classifier."""
     def __init__(self):
         super().__init__()
-        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.c2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, 2, 1, groups=8)
+        self.pw = nn.Conv2d(8, 16, 1)
+        self.fc = nn.Linear(16 * 7 * 7, 10)
 
     def forward(self, x):
-        x = F.relu(self.c1(x))
-        return self.c2(F.max_pool2d(x, 2))
+        x = F.relu(self.dw(F.relu(self.stem(x))))
+        return self.fc(torch.flatten(F.max_pool2d(F.relu(self.pw(x)), 2), 1))
 
 
-def test_x86_quantizer_program_refused_by_name():
-    """The x86 quantizer leaves float values between ops (here the max pool's input): refused with
-    the node named, never silently approximated."""
+def _x86_quantizer(outputs=True):
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+    from nnc.frontend.pt2e_quantizer import QuantizedOutputs
+    x86 = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    return ComposableQuantizer([x86, QuantizedOutputs()]) if outputs else x86
+
+
+def _x86_program(model, example, calibration, outputs=True):
+    api = pt2e_api()
+    m = api.prepare_pt2e(torch.export.export(model.eval(), (example,)).module(), _x86_quantizer(outputs))
+    with torch.no_grad():
+        for c in calibration:
+            m(c.reshape(example.shape))
+    return torch.export.export(api.convert_pt2e(m), (example,))
+
+
+def _x86_case(which):
+    """(program, example) for an x86-quantized network: real weights and digits where the zoo has them."""
+    from models import pt2e_zoo
     torch.manual_seed(0)
-    q = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-    prog, x0 = _convert(X86Net().eval(), q)
+    if which == "ffn":
+        return _x86_program(small_ffn(), torch.rand(1, 2), [torch.rand(1, 2) * 2 - 1 for _ in range(200)])
+    spec = pt2e_zoo.MODELS["lenet5_pt2e"]
+    calib = [torch.as_tensor(c) for c in spec.calibration_inputs(64)]
+    model = spec.load_float() if which == "lenet5" else DepthwiseBlock()
+    return _x86_program(model, torch.as_tensor(spec.example_input()), calib)
+
+
+@pytest.mark.parametrize("which", ["lenet5", "depthwise_block", "ffn"])
+def test_x86_quantizer_program_imports(which, tmp_path):
+    """torchao's X86InductorQuantizer: uint8 activations, int8 weights in [-128, 127], float biases,
+    relu and max pool in float between a conv and its quantize step (computed in integers after
+    it: quantizing commutes with them). C == nnc.reference on >= 1000 inputs, 0 mismatches; each
+    conv/linear equals torch's qnnpack kernel with the same parameters."""
+    prog = _x86_case(which)
+    graph = import_pt2e(prog, f"x86_{which}")
+    _, lib, _ = build_host_library(graph, "c", tmp_path, f"x86_{which}")
+    x = inputs_for(graph) if which != "ffn" else edge_and_random_inputs(graph.inputs[0].shape, 1000, 5)
+    ref = reference.run(graph, [x])[0]
+    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
+    diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
+    print(f"\nx86 quantizer, {which}: {int(np.count_nonzero(diff))} of {diff.size} elements differ "
+          f"from the float-simulated program, max abs diff {int(diff.max())}")
+    if which == "lenet5":
+        from models.registry import get
+        held = get("lenet5").heldout()
+        xh = quantize_like_torch(held.x.reshape(-1, 1, 28, 28), graph.inputs[0].qparams)
+        ours = float((reference.run(graph, [xh])[0].argmax(1) == held.y).mean())
+        theirs = float((run_pt2e_int8(prog, [xh], [graph.inputs[0].qparams])[0].argmax(1) == held.y).mean())
+        print(f"x86 lenet5: top-1 on {len(xh)} held-out digits: C/reference {ours:.2%}, program {theirs:.2%}")
+        assert ours == theirs
+
+
+@pytest.mark.parametrize("name, node, op, line", [
+    # conv2's float output goes straight into the add (the x86 backend fuses conv + add)
+    ("residual_cnn_pt2e", "add", "conv2d", "y + self.conv2(y)"),
+    # the float relu6 output is averaged before any quantize step
+    ("dwsep_pt2e", "adaptive_avg_pool2d", "relu6", "F.adaptive_avg_pool2d(x, 1)"),
+])
+def test_x86_quantizer_inexact_float_ops_refused(name, node, op, line):
+    """Where the x86 program computes in float what no integer kernel reproduces exactly, the
+    import stops naming the node, the op, the user's forward() line and the reason."""
+    from models import pt2e_zoo
+    spec = pt2e_zoo.MODELS[name]
+    calib = [torch.as_tensor(c) for c in spec.calibration_inputs(16)]
+    prog = _x86_program(spec.load_float(), torch.as_tensor(spec.example_input()), calib)
     with pytest.raises(NncError) as e:
-        import_pt2e(prog, "x86", x0)
-    assert "cannot compute exactly in integers" in str(e.value) and "PT2E node" in str(e.value)
+        import_pt2e(prog, name)
+    msg = str(e.value)
+    assert msg.startswith("error: cannot compute exactly in integers"), msg
+    assert f"PT2E node '{node}'" in msg and f"({op})" in msg and "pt2e_zoo.py" in msg and line in msg, msg
+
+
+def test_float_program_output_refused_with_the_fix():
+    """The x86 quantizer alone leaves the last linear's output in float: refused, naming
+    QuantizedOutputs, which adds the quantize step."""
+    prog = _x86_program(small_ffn(), torch.rand(1, 2), [torch.rand(1, 2) for _ in range(16)], outputs=False)
+    with pytest.raises(NncError) as e:
+        import_pt2e(prog, "x86_float_out")
+    assert "returns a float result" in str(e.value) and "QuantizedOutputs" in str(e.value)
 
 
 def test_uint8_activations_map_onto_int8(tmp_path):
@@ -199,6 +285,7 @@ def test_uint8_activations_map_onto_int8(tmp_path):
     x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 8)
     ref = reference.run(graph, [x])[0]
     assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
     diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
     print(f"\nuint8 program: {int(np.count_nonzero(diff))} of {diff.size} differ from the "
           f"float-simulated program, max abs diff {int(diff.max())}")
@@ -312,10 +399,19 @@ def _bad_files(tmp_path, good):
             if item.filename.endswith("sample_inputs/model.pt"):
                 body = pickle.dumps(_RunsCode())
             zout.writestr(item, body)
+    future = tmp_path / "future.pt2"   # written by a torch whose export schema this one does not read
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(future, "w") as zout:
+        for item in zin.infolist():
+            body = zin.read(item.filename)
+            if item.filename.endswith("models/model.json"):
+                doc = json.loads(body)
+                doc["schema_version"] = {"major": doc["schema_version"]["major"] + 90, "minor": 0}
+                body = json.dumps(doc).encode()
+            zout.writestr(item, body)
     ckpt = tmp_path / "evil_ckpt.pt"
     ckpt.write_bytes(pickle.dumps(_RunsCode()))
     return {"not a model": [str(not_model)], "truncated": [str(truncated)], "pickled code": [str(evil)],
-            "checkpoint with code": ["lenet5", "--checkpoint", str(ckpt)]}
+            "incompatible torch": [str(future)], "checkpoint with code": ["lenet5", "--checkpoint", str(ckpt)]}
 
 
 def test_bad_model_files(pt2_file, tmp_path):
@@ -328,6 +424,8 @@ def test_bad_model_files(pt2_file, tmp_path):
         assert r.returncode == 2, (what, r.stderr)
         assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, (what, r.stderr)
         assert not out.exists(), what
+        if what == "incompatible torch":
+            assert "cannot load this program" in r.stderr and "export it again" in r.stderr, r.stderr
     assert not os.path.exists(MARKER), "a pickle in a model file ran code"
 
 
@@ -360,6 +458,24 @@ def test_scons_m7_run_model_file(pt2_file):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert " 0 mismatches" in out, out
+
+
+def test_scons_f746_flash_model_file(pt2_file):
+    """`scons board=stm32f746g-disco model=FILE flash`: the .pt2 is compiled and linked into the
+    board's firmware, then the flash step fails clearly here (no board attached): one message
+    naming the missing probe, non-zero exit, no traceback."""
+    import shutil
+    missing = [t for t in ("arm-none-eabi-gcc", "openocd") if not shutil.which(t)]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"needs {', '.join(missing)}")
+        pytest.skip(f"needs {', '.join(missing)}")
+    r = _scons("board=stm32f746g-disco", f"model={pt2_file[1]}", "flash")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert os.path.isfile(os.path.join(ROOT, "build", "stm32f746g-disco", "pt2e_test_ffn", "fw.elf")), out[-3000:]
+    assert out.count("error: no ST-LINK probe found") == 1, out[-3000:]
+    assert "Traceback" not in out
 
 
 def test_imx681_model_file(pt2_file, tmp_path):

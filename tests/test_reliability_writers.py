@@ -382,7 +382,7 @@ def test_export_with_a_bad_checkpoint(tmp_path, monkeypatch, capsys, name):
 # ---------------------------------------------------------------------------------------------
 # the IMX681 configuration parser
 # ---------------------------------------------------------------------------------------------
-from nnc.targets.imx681_config import KEYS, ConfigError, parse_config, resolve_path  # noqa: E402
+from nnc.targets.imx681.config import KEYS, ConfigError, parse_config, resolve_path  # noqa: E402
 
 REGION_LINES = {"PARAMS_START": "0x0", "PARAMS_SIZE": "0x40000", "STATIC_DATA_START": "0x290000",
                 "STATIC_DATA_SIZE": "0x10000", "SCRATCH_RAM_START": "0x2A0000",

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 import serial_client as sc  # noqa: E402
+from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS  # noqa: E402
 from test_stm32 import (BAD_FRAMES, bad_frame_then_good_frame, good_frame_works, scons,  # noqa: E402
                         send_1000_inputs_and_compare, serving)
 
@@ -260,7 +261,7 @@ def compile_register_check(riotbase, include_first=()):
     vendor = os.path.join(riotbase, "build")
     board = os.path.join(ROOT, "firmware", "riot", "board")
     mem = linker_memory(os.path.join(board, F746, "linker.ld"))
-    cmd = ["arm-none-eabi-gcc", "-std=c11", "-mcpu=cortex-m7", "-mthumb", "-fsyntax-only", "-Wall", "-Wextra",
+    cmd = [CORTEX_M7_CC, "-std=c11", *CORTEX_M7_FLAGS, "-fsyntax-only", "-Wall", "-Wextra",
            "-DSTM32F746xx", *[f"-I{d}" for d in include_first],
            "-I", os.path.join(vendor, "stm32", "cmsis", "f7", "Include"),
            "-I", os.path.join(vendor, "pkg", "cmsis", "CMSIS", "Core", "Include"),

@@ -30,6 +30,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 import serial_client as sc  # noqa: E402
 from conftest import compile_host_library, edge_and_random_inputs  # noqa: E402
 from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
+from nnc.reports.regression import record_test_result  # noqa: E402
 
 MODEL = "lenet5"
 NO_PROBE = "no ST-LINK probe found (or no permission: udev rules)"
@@ -434,10 +435,11 @@ def test_zoo_model_1000_inputs_equal_torch_and_host_library(zoo_build, m7_host_l
     expected_torch = torch_int8_outputs(x, port, name).reshape(n, -1)
     expected_host = host.run(x).reshape(n, -1)
     assert got.shape == expected_torch.shape
-    bad = int(np.count_nonzero(got != expected_torch))
-    assert bad == 0, f"{name}: {bad} of {got.size} output elements differ from torch qnnpack"
-    bad = int(np.count_nonzero(got != expected_host))
-    assert bad == 0, f"{name}: {bad} of {got.size} output elements differ from the host library"
+    bad_torch = int(np.count_nonzero(got != expected_torch))
+    bad_host = int(np.count_nonzero(got != expected_host))
+    record_test_result(ROOT, "firmware", name, n, int(got.size), max(bad_torch, bad_host))   # for `scons report`
+    assert bad_torch == 0, f"{name}: {bad_torch} of {got.size} output elements differ from torch qnnpack"
+    assert bad_host == 0, f"{name}: {bad_host} of {got.size} output elements differ from the host library"
     print(f"{name}: {n} inferences on the emulated Cortex-M7 ({n_serial} over the serial line) "
           f"in {elapsed:.1f} s (wall)")
 
@@ -559,6 +561,8 @@ int32_t tvmgen_big_run(struct tvmgen_big_inputs* inputs, struct tvmgen_big_outpu
     return 0;
 }}
 """
+# A project of its own uses the firmware builders through the repository's site_scons.
+SITE_DIR = f"--site-dir={os.path.join(ROOT, 'site_scons')}"
 TEST_SCONSTRUCT = """\
 import os, sys
 env = Environment(ENV=os.environ.copy(), PYTHON=sys.executable)
@@ -581,7 +585,7 @@ def test_oversize_model_fails_build_clearly(tmp_path, board, weights, arena, reg
     (tmp_path / "SConstruct").write_text(TEST_SCONSTRUCT.format(
         script=os.path.join(ROOT, "firmware", "riot", "SConscript"), board=board, gen=str(gen),
         build=str(build)))
-    r = scons(cwd=str(tmp_path))
+    r = scons(SITE_DIR, cwd=str(tmp_path))
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert f"error: model 'big' does not fit the {board}" in out, out
@@ -596,7 +600,7 @@ def test_oversize_model_fails_build_clearly(tmp_path, board, weights, arena, reg
     # the same sources with a model that fits link fine (the failure was the size, nothing else)
     (gen / "tvmgen_big.c").write_text(OVERSIZE_SOURCE.format(weights=4096))
     (gen / "tvmgen_big.h").write_text(OVERSIZE_HEADER.format(arena=1024))
-    r = scons(cwd=str(tmp_path))
+    r = scons(SITE_DIR, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert (build / "fw.elf").exists()
 

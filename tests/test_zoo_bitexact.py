@@ -7,9 +7,10 @@ by default and 1000 with `./scons host test full=1` (NNC_FULL_TESTS=1).
 import numpy as np
 import pytest
 
-from conftest import FULL, edge_and_random_inputs, load_host_library
+from conftest import FULL, ROOT, edge_and_random_inputs, load_host_library
 
 from nnc.frontend.torch_eager import import_torch_model, quantize_like_torch, run_torch_int8
+from nnc.reports.regression import record_test_result
 
 
 def zoo_models():
@@ -42,4 +43,5 @@ def test_c_library_equals_torch(name, zoo):
     lib = load_host_library(name)
     got = lib.run(x)
     mismatches = int(np.count_nonzero(got != expected))
+    record_test_result(ROOT, "bitexact", name, len(x), int(got.size), mismatches)   # for `scons report`
     assert mismatches == 0, f"{name}: {mismatches} of {got.size} elements differ from torch qnnpack"

@@ -92,7 +92,7 @@ def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dic
 
     from nnc import reference
     from nnc.targets.diana import DianaFallbackWarning, compile_diana
-    from nnc.targets.diana.demo import DemoModel, create_demo_file, demo_inputs
+    from nnc.targets.diana.demo import DemoModel, demo_inputs, demo_source
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DianaFallbackWarning)
@@ -105,16 +105,14 @@ def compile_to(graph, out_dir: str, samples: int, seed: int, quiet: bool) -> dic
     xs = demo_inputs(graph, samples, seed)
     expected = reference.run(graph, xs)[0]
 
-    with outdir.output_dir(out_dir, "--out") as tmp:
-        build.compiled.write(os.path.join(tmp, "gen"))
-        create_demo_file(DemoModel(build, xs, expected), os.path.join(tmp, "app", "demo.c"))
-        report = build.report
-        outdir.write_file(os.path.join(tmp, "placement_report.txt"), report)
-        summary = dict(build.compiled.report, prefix=build.compiled.prefix,
-                       arena_bytes=build.compiled.plan.arena_size, l2=build.l2_usage(),
-                       demo_samples=samples,
-                       expected_nonsaturated=float(np.mean((expected > -128) & (expected < 127))))
-        outdir.write_json(os.path.join(tmp, "placement.json"), summary)
+    report = build.report
+    build.files["app/demo.c"] = demo_source([DemoModel(build, xs, expected)])
+    summary = dict(build.compiled.report, prefix=build.compiled.prefix,
+                   arena_bytes=build.compiled.plan.arena_size, l2=build.l2_usage(),
+                   demo_samples=samples,
+                   expected_nonsaturated=float(np.mean((expected > -128) & (expected < 127))))
+    build.files["placement.json"] = outdir.json_text(summary)
+    build.write(out_dir, "--out")
     if not quiet:
         print(report, end="")
     print(f"DIANA build of {graph.name}: {out_dir} (report: "

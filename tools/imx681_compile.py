@@ -31,13 +31,32 @@ from nnc.errors import NncError  # noqa: E402
 
 
 def _keys_help() -> str:
-    from nnc.targets.imx681_config import KEYS
+    from nnc.targets.imx681.config import KEYS
     lines = []
     for k, spec in KEYS.items():
         req = "required" if spec.required else f"default {spec.default}"
         choices = f" ({'|'.join(spec.choices)})" if spec.choices else ""
         lines.append(f"  {k:<30} {req}{choices}: {spec.help}")
     return "\n".join(lines)
+
+
+def load_zoo_model(cfg):
+    """(qmodel, example input) of the configuration's MODEL, or a ConfigError (the compiler
+    never imports the zoo: this tool hands it the model)."""
+    from models.registry import get
+    from nnc.targets.imx681 import ConfigError, resolve_path
+    try:
+        spec = get(cfg["MODEL"])
+    except (KeyError, LookupError, ValueError) as e:
+        raise ConfigError(str(e).strip("'\""), cfg.where("MODEL"), "pick a model of the zoo") from None
+    ckpt = cfg.get("MODEL_CHECKPOINT")
+    try:
+        qmodel = spec.load_quantized(resolve_path(cfg, "MODEL_CHECKPOINT") if ckpt else None)
+    except (FileNotFoundError, ValueError) as e:   # recipes.CheckpointError: what and fix
+        raise ConfigError(getattr(e, "what", str(e)), cfg.where("MODEL_CHECKPOINT" if ckpt else "MODEL"),
+                          getattr(e, "fix", f"create it with `python tools/train.py --model {cfg['MODEL']}`")) \
+            from None
+    return qmodel, spec.example_input()
 
 
 def main(argv=None) -> int:
@@ -72,8 +91,7 @@ def main(argv=None) -> int:
         overrides["OUTPUT_DIRECTORY"] = args.output_dir
     try:
         from nnc.outdir import check_target
-        from nnc.targets.imx681 import compile_model, load_zoo_model
-        from nnc.targets.imx681_config import parse_config, resolve_path
+        from nnc.targets.imx681 import compile_model, parse_config, resolve_path
         cfg = parse_config(args.config, overrides)
         out_where = "--output-dir" if args.output_dir else cfg.where("OUTPUT_DIRECTORY")
         out_dir = resolve_path(cfg, "OUTPUT_DIRECTORY")

@@ -7,7 +7,7 @@
                step where the most bytes are live are marked.
   footprint    per model: code and weights (flash) and the arena (RAM) against the board's flash
                and RAM. Code is the .text of the generated C compiled for the Cortex-M7
-               (arm-none-eabi-gcc -Os), weights are its .rodata; sizes are cached in
+               with the firmware's flags (nnc.toolchains), weights are its .rodata; sizes are cached in
                build/plots/.size-cache.json. Board sizes come from the MEMORY block of
                firmware/riot/board/<board>/linker.ld, the script the firmware links with.
 
@@ -23,19 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 
+from nnc import toolchains as tc
+from nnc.reports import linker
+from nnc.reports.sizes import section_sizes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 DEFAULT_OUT = os.path.join(BUILD, "plots")
 DEFAULT_BOARD = "stm32f746g-disco"
-BOARD_DIR = os.path.join(ROOT, "firmware", "riot", "board")
-ARM_CFLAGS = ["-Os", "-std=c99", "-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16",
-              "-ffunction-sections", "-fdata-sections"]
+BOARD_DIR = tc.CORTEX_M7_BOARD_DIR
 
 
 class PlotError(Exception):
@@ -68,30 +69,18 @@ def built_models(kernels: str = "c") -> list:
     return sorted(m for m in os.listdir(root) if os.path.isfile(os.path.join(root, m, "model.json")))
 
 
-def _parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([KkMm]?)\s*", text)
-    if not m:
-        raise ValueError(text)
-    n = int(m.group(1), 0)
-    return n * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
-
-
 def board_memory(board: str = DEFAULT_BOARD) -> dict:
     """{'flash': bytes, 'ram': bytes, 'stack': bytes, 'source': path} from the board's linker script."""
-    path = os.path.join(BOARD_DIR, board, "linker.ld")
+    path = tc.linker_script(board)
     if not os.path.isfile(path):
-        known = sorted(d for d in os.listdir(BOARD_DIR) if os.path.isfile(os.path.join(BOARD_DIR, d, "linker.ld"))) \
+        known = sorted(d for d in os.listdir(BOARD_DIR) if os.path.isfile(tc.linker_script(d))) \
             if os.path.isdir(BOARD_DIR) else []
         raise PlotError(f"no linker script for board {board!r} ({path}); boards: {', '.join(known) or 'none'}")
-    text = open(path).read()
-    sizes = {}
-    for name, length in re.findall(r"^\s*(\w+)\s*\([rwx]+\)\s*:\s*ORIGIN\s*=\s*\w+\s*,\s*LENGTH\s*=\s*(\w+)",
-                                   text, re.M):
-        sizes[name.lower()] = _parse_size(length)
-    if "flash" not in sizes or "ram" not in sizes:
-        raise PlotError(f"{path}: MEMORY has no FLASH and RAM regions")
-    m = re.search(r"__stack_size\s*:\s*(\w+)\s*;", text)
-    return {"flash": sizes["flash"], "ram": sizes["ram"], "stack": _parse_size(m.group(1)) if m else 0,
+    try:
+        mem = linker.board_memory(board, path)
+    except ValueError as e:
+        raise PlotError(str(e)) from None
+    return {"flash": mem["flash"][1], "ram": mem["ram"][1], "stack": mem["stack"],
             "source": os.path.relpath(path, ROOT)}
 
 
@@ -173,23 +162,20 @@ def memory_map(model_or_path: str, out_png: str | None = None, kernels: str = "c
 
 def _arm_sizes(c_file: str) -> dict | None:
     """{'text', 'rodata', 'data', 'bss'} of the generated C compiled for the Cortex-M7."""
-    gcc, size = shutil.which("arm-none-eabi-gcc"), shutil.which("arm-none-eabi-size")
-    if not (gcc and size):
+    if not (shutil.which(tc.CORTEX_M7_CC) and shutil.which(tc.CORTEX_M7_SIZE)):
         return None
     with tempfile.TemporaryDirectory() as tmp:
         obj = os.path.join(tmp, "m.o")
-        r = subprocess.run([gcc, *ARM_CFLAGS, "-c", c_file, "-o", obj], capture_output=True, text=True)
+        r = subprocess.run([tc.CORTEX_M7_CC, *tc.CORTEX_M7_CFLAGS, "-c", c_file, "-o", obj],
+                           capture_output=True, text=True)
         if r.returncode != 0:
-            raise PlotError(f"arm-none-eabi-gcc failed on {c_file}:\n{r.stderr.strip()[-2000:]}")
-        r = subprocess.run([size, "-A", obj], capture_output=True, text=True, check=True)
+            raise PlotError(f"{tc.CORTEX_M7_CC} failed on {c_file}:\n{r.stderr.strip()[-2000:]}")
+        secs = section_sizes(obj)
     out = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
-    for line in r.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[1].isdigit():
-            sec = parts[0]
-            for key in out:
-                if sec == f".{key}" or sec.startswith(f".{key}."):
-                    out[key] += int(parts[1])
+    for sec, size in secs.items():
+        for key in out:
+            if sec == f".{key}" or sec.startswith(f".{key}."):
+                out[key] += size
     return out
 
 
@@ -210,7 +196,7 @@ def model_footprint(model: str, kernels: str = "c", cache: dict | None = None) -
         if sizes is not None:
             res["code"] = sizes["text"]
             res["rodata"] = sizes["rodata"]
-            res["code_source"] = "arm-none-eabi-gcc -Os, Cortex-M7"
+            res["code_source"] = f"{tc.CORTEX_M7_CC}, the firmware's flags"
     return res
 
 

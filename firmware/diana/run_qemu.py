@@ -16,7 +16,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-from nnc.targets.diana.firmware import parse_results, run_qemu, summary_table  # noqa: E402
+from nnc.reports.diana import parse_results, summary_table  # noqa: E402
+from nnc.targets.diana.firmware import run_qemu  # noqa: E402
 
 
 def main(argv=None) -> int:

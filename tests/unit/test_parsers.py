@@ -11,7 +11,7 @@ import pytest
 from nnc.builder import graph_input, make_graph, relu, soma_dense
 from nnc.compiler import compile_graph
 from nnc.targets.cpu import CpuTarget
-from nnc.targets.imx681_config import ConfigError, parse_config, resolve_path
+from nnc.targets.imx681 import ConfigError, parse_config, resolve_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))

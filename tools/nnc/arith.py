@@ -7,6 +7,7 @@ are done in numpy float32, which rounds like C float arithmetic compiled with
 from __future__ import annotations
 
 import struct
+from fractions import Fraction
 
 import numpy as np
 
@@ -54,12 +55,17 @@ def qnnpack_add(a: np.ndarray, b: np.ndarray, p: dict, clamp) -> np.ndarray:
     return np.clip(y, clamp[0], clamp[1]).astype(np.int8)
 
 
+def inverse_scale(q: QParams) -> np.float32:
+    """float32 1/scale: torch's quantize multiplies by it (quantize_per_tensor, requantize)."""
+    return np.float32(1.0) / np.float32(q.scale)
+
+
 def requantize_tensor(x: np.ndarray, src: QParams, dst: QParams) -> np.ndarray:
     """torch's dequantize -> quantize_per_tensor: float32 throughout, nearbyint of x * (1/scale)."""
     if src == dst:
         return x.astype(np.int8)
     real = (x.astype(np.int32) - src.zero_point).astype(np.float32) * np.float32(src.scale)
-    inv = np.float32(1.0) / np.float32(dst.scale)
+    inv = inverse_scale(dst)
     q = np.rint(real * inv).astype(np.int64) + dst.zero_point
     return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
 
@@ -81,7 +87,7 @@ def hex_float(x) -> str:
 
 def qnnpack_mul_multiplier(a: QParams, b: QParams, out: QParams) -> np.float32:
     """torch's quantized mul (quint8, any engine): one float32 multiplier (s_a * s_b) * (1 / s_out)."""
-    return (np.float32(a.scale) * np.float32(b.scale)) * (np.float32(1.0) / np.float32(out.scale))
+    return (np.float32(a.scale) * np.float32(b.scale)) * inverse_scale(out)
 
 
 def qnnpack_mul(x: np.ndarray, y: np.ndarray, a: QParams, b: QParams, out: QParams, clamp) -> np.ndarray:
@@ -121,3 +127,66 @@ def mean_of_codes(x: np.ndarray, count: int) -> np.ndarray:
     `x` is (..., count) int8; the sum (< 2^24 for count < 65793) converts to float32 exactly."""
     total = (x.astype(np.int64) + 128).sum(axis=-1)
     return (np.rint(total.astype(np.float32) / np.float32(count)).astype(np.int64) - 128).astype(np.int8)
+
+
+# torch's dequantize -> float add -> quantize, exactly (a stateful model's state added in float,
+# nnc.frontend.state; the IMX681 target compiles it). An `add` op with attrs["requant"] ==
+# FLOAT_ADD computes, element by element,
+#
+#     fa = f32(qa - za) * f32(sa)              dequantize (no fused multiply-add)
+#     fb = f32(qb - zb) * f32(sb)
+#     s  = fa + fb                             float32 add
+#     q  = nearbyint(fmaf(s, 1.f / so, zo_t))  quantize: ONE rounding of s * (1/so) + zo_t
+#     q  = clamp(q, 0, 255) - 128              (quint8 -> the IR's int8)
+#
+# where zo_t is the zero point in torch's dtype (quint8: zo + 128, attrs["torch_zp_offset"]). The
+# fused multiply-add and the zero point inside it are what torch 2.x's quantize_per_tensor
+# computes (measured: the unfused `rint(s * inv) + zo` differs in ~0.5% of elements).
+FLOAT_ADD = "torch_float_add"
+
+
+def fma_f32(a: np.ndarray, b: np.float32, c: np.float32) -> np.ndarray:
+    """float32(a * b + c) with ONE rounding (C's fmaf), for float32 a, b, c.
+
+    a * b is exact in float64 (24 + 24 bits); adding c rounds once in float64 and the cast to
+    float32 rounds again. That double rounding can only be wrong when the float64 result is
+    exactly halfway between two float32 values; those few elements are redone exactly."""
+    a = np.asarray(a, dtype=np.float32)
+    r64 = a.astype(np.float64) * np.float64(b) + np.float64(c)
+    r32 = r64.astype(np.float32)
+    # Neighbours of r32 towards r64; r64 is a tie if it equals their midpoint.
+    other = np.nextafter(r32, np.where(r64 >= r32.astype(np.float64), np.float32(np.inf),
+                                       np.float32(-np.inf)).astype(np.float32))
+    mid = (r32.astype(np.float64) + other.astype(np.float64)) / 2.0
+    suspicious = np.nonzero(r64 == mid)[0] if r64.ndim else (np.array([0]) if r64 == mid else [])
+    flat_a, flat_out = a.reshape(-1), r32.reshape(-1).copy()
+    for i in np.atleast_1d(suspicious):
+        exact = Fraction(float(flat_a[i])) * Fraction(float(b)) + Fraction(float(c))
+        lo = np.float32(float(exact))                      # a float32 near the exact value
+        cands = sorted({float(np.nextafter(lo, np.float32(-np.inf))), float(lo),
+                        float(np.nextafter(lo, np.float32(np.inf)))})
+        best = min(cands, key=lambda v: (abs(Fraction(v) - exact),
+                                         int(np.float32(v).view(np.uint32)) & 1))
+        flat_out[i] = np.float32(best)
+    return flat_out.reshape(r32.shape)
+
+
+def torch_quantize(real: np.ndarray, q: QParams, zp_offset: int = 128) -> np.ndarray:
+    """torch.quantize_per_tensor(real, scale, zero_point) of float32 values, as int8 (IR domain)."""
+    inv = inverse_scale(q)
+    zt = np.float32(q.zero_point + zp_offset)
+    r = fma_f32(np.asarray(real, dtype=np.float32), inv, zt)
+    lo, hi = INT8_MIN + zp_offset, INT8_MAX + zp_offset
+    return (np.clip(np.rint(np.clip(r, lo, hi)), lo, hi).astype(np.int64) - zp_offset).astype(np.int8)
+
+
+def torch_dequantize(x: np.ndarray, q: QParams) -> np.ndarray:
+    return (np.asarray(x).astype(np.int32) - q.zero_point).astype(np.float32) * np.float32(q.scale)
+
+
+def torch_float_add(a: np.ndarray, b: np.ndarray, qa: QParams, qb: QParams, qo: QParams,
+                    zp_offset: int, clamp=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """The FLOAT_ADD contract: torch's dequantize -> float32 add -> quantize_per_tensor."""
+    s = torch_dequantize(a, qa) + torch_dequantize(b, qb)
+    y = torch_quantize(s, qo, zp_offset)
+    return np.clip(y, clamp[0], clamp[1]).astype(np.int8)

@@ -8,6 +8,8 @@ Each op names the arithmetic of its requantization (`attrs["requant"]`):
   "float"  conv/dense: rintf(f32(acc + bias) * f32 multiplier) + zp, clamp  (qnnpack)
   "shift"  conv/dense/add: (acc + bias) >> shift, clamp                      (DIANA)
   "qnnpack_add"  add: qnnpack's integer add (22-bit multipliers, rounding shift)
+  "torch_float_add"  add: torch's dequantize -> float32 add -> quantize (a state added in float)
+The rules themselves are in nnc.arith.
 Ops without a requantization of their own: `lut` carries its 256-entry table (computed by the
 frontend, e.g. by running torch's own quantized function on every input code), `mul` follows
 torch's quantized mul (`arith.qnnpack_mul`), `softmax` qnnpack's table-based softmax
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+
+from .errors import NncError
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -177,6 +181,18 @@ class Graph:
         for t in self.outputs:
             if id(t) not in defined:
                 raise ValueError(f"graph output {t.name} is never produced")
+
+
+def check_batch_one(graph: Graph) -> None:
+    """One sample per run(): the arena, the kernels and the firmware's frame loop are built for
+    batch 1, as a microcontroller processes one image at a time. A batch would be N calls."""
+    for t in graph.inputs:
+        if len(t.shape) >= 2 and t.shape[0] != 1:
+            raise NncError(f"input '{t.name}' has batch size {t.shape[0]} (shape {tuple(t.shape)}); "
+                           "nnc compiles one sample per run()", f"model '{graph.name}'",
+                           "trace the model with an example input of batch size 1 (e.g. x[:1]); to run "
+                           "a batch, call run() once per sample (hostlib's run() takes (N, ...) arrays "
+                           "and does that)")
 
 
 def c_identifier(name: str) -> str:

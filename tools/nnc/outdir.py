@@ -56,8 +56,13 @@ def write_file(path: str, data) -> str:
     return path
 
 
+def json_text(data) -> str:
+    """The JSON of every file nnc writes: sorted keys, one-space indent, a final newline."""
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
 def write_json(path: str, data) -> str:
-    return write_file(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return write_file(path, json_text(data))
 
 
 def _holds_files(path: str) -> bool:

@@ -130,6 +130,9 @@ def run_op(op: Op, xs: list) -> np.ndarray:
         if op.attrs["requant"] == "qnnpack_add":
             p = arith.qnnpack_add_params(op.inputs[0].qparams, op.inputs[1].qparams, op.output.qparams)
             return arith.qnnpack_add(xs[0], xs[1], p, op.attrs["clamp"])
+        if op.attrs["requant"] == arith.FLOAT_ADD:
+            return arith.torch_float_add(xs[0], xs[1], op.inputs[0].qparams, op.inputs[1].qparams,
+                                         op.output.qparams, op.attrs["torch_zp_offset"], op.attrs["clamp"])
         acc = xs[0].astype(np.int64) + xs[1].astype(np.int64)
         return arith.requant_shift(acc, op.attrs["shift"], op.attrs["clamp"])
     if k == "transpose":

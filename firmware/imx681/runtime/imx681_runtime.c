@@ -1,5 +1,5 @@
 /* imx681_runtime.c: interpreter of the IMX681 memory images. See imx681_runtime.h and
- * tools/nnc/targets/imx681_image.py (the format). Every field is read through rd(), which
+ * tools/nnc/targets/imx681/image.py (the format). Every field is read through rd(), which
  * honours the image's byte order, so one runtime reads little- and big-endian images. */
 #include <math.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* imx681_runtime.h: executes the IMX681 memory images (OUTPUT_MODE I2C_IMAGES).
  *
- * The images are what is written over I2C (tools/nnc/targets/imx681_image.py documents the
+ * The images are what is written over I2C (tools/nnc/targets/imx681/image.py documents the
  * layout): the PARAMS image (header, buffer table, operation records with weights) and the
  * STATIC_DATA image (initial state values, constants). This runtime is the sensor-side
  * interpreter of that format, portable C99, no allocation: the caller owns the three regions.

@@ -12,8 +12,12 @@ too. Every float node is tracked as either
   exact:   its value is exactly dequantize(an int8 IR tensor) -- after dequantize, and after max
            pool, relu, flatten/view/reshape of an exact value (computed in integers, same scale);
   pending: a float result that only a following quantize step turns back into integers (conv,
-           linear, add, average pooling, cat), optionally through relu/hardtanh/clamp.
-A pending value used by anything but its quantize step cannot be computed exactly in integers:
+           linear, add, average pooling, cat), optionally through relu/hardtanh/clamp, max pool
+           and flatten/view/reshape. Quantizing is monotonic and element-wise, so it commutes with
+           these: quantize(max_pool(relu(v))) == max_pool(clamp(quantize(v))) exactly. The op is
+           requantized straight to the quantize step's parameters and the moves follow in integers
+           (the x86 quantizer's conv -> relu -> max pool -> quantize).
+A pending value used by anything else (or by two ops) cannot be computed exactly in integers:
 the importer refuses it, naming the node and the reason. uint8 activations map onto int8 exactly
 by subtracting 128 from values, zero points and ranges.
 """
@@ -44,6 +48,8 @@ _CONST_Q_OPS = {"quantize_per_channel"}
 _ACTIVATIONS = {"relu", "relu_", "hardtanh", "hardtanh_", "clamp", "clamp_", "relu6"}
 _VIEWS = {"flatten", "view", "reshape", "_unsafe_view", "squeeze", "unsqueeze"}
 _ALIASES = {"contiguous", "clone", "dropout", "alias", "detach", "_guards_fn"}
+# Float ops that commute with quantizing (monotonic, element-wise): exact on a pending result.
+_COMMUTING = {"max_pool2d"} | _VIEWS | _ALIASES
 _EPILOGUE = {"softmax", "_softmax", "log_softmax", "_log_softmax"}
 # Element-wise functions of one dequantized tensor: exact as a 256-entry table (IR op lut), made by
 # running the program's own dequantize -> function -> quantize on every code.
@@ -75,10 +81,10 @@ def _unsupported(node, what, fix=None):
                            "the op with the quantizer so a quantize step follows it")
 
 
-def _not_exact(node, reason):
+def _not_exact(node, reason, fix=None):
     return NncError(f"cannot compute exactly in integers: {reason}", _where(node),
-                    "quantize this value before it is used (annotate the op in the quantizer, e.g. "
-                    "with NncQuantizer), or remove the float op from forward()")
+                    fix or "quantize this value before it is used (annotate the op in the quantizer, "
+                           "e.g. with NncQuantizer), or remove the float op from forward()")
 
 
 @dataclass
@@ -111,6 +117,7 @@ class _Pending:
     weight: _Weight = None
     bias: object = None         # None | _Weight (int32) | np.ndarray (float)
     bounds: list = field(default_factory=list)   # float (lo, hi) of relu/hardtanh/clamp after it
+    moves: list = field(default_factory=list)    # max pool / view nodes after it, applied in integers
 
 
 class _Recorder:
@@ -225,6 +232,8 @@ class _Builder:
         users_pending = [a for a in node.all_input_nodes if a in self.pending]
         if name in _ACTIVATIONS and users_pending:
             return self.fuse_activation(node, name)
+        if name in _COMMUTING and users_pending:
+            return self.move_pending(node)
         if users_pending:
             raise _not_exact(node, f"{name} reads the float result of '{users_pending[0].name}' "
                                    f"({_op_name(users_pending[0])}) before it is quantized")
@@ -263,7 +272,11 @@ class _Builder:
         elif self.is_constant(node):
             return
         elif src in self.pending:
-            self.quantized[node] = self.materialize(self.pending.pop(src), node, step)
+            p = self.pending.pop(src)
+            t = self.materialize(p, node, step)
+            for move in p.moves:
+                t = self.apply_move(move, t)
+            self.quantized[node] = t
         elif src in self.exact:
             t = self.exact[src]
             if t.qparams != step.qparams:
@@ -308,14 +321,24 @@ class _Builder:
                        per_channel)
 
     # -- ops on exact values --------------------------------------------------------------------
+    def apply_move(self, node, x: Tensor) -> Tensor:
+        """A max pool / view that followed a float result, now on its quantized tensor."""
+        if _op_name(node) == "max_pool2d":
+            return self.max_pool(node, x)
+        if _op_name(node) in _VIEWS:
+            return self.view(node, x)
+        return x
+
     def op_max_pool2d(self, node):
-        x = self.exact_input(node, node.args[0])
+        self.exact[node] = self.max_pool(node, self.exact_input(node, node.args[0]))
+
+    def max_pool(self, node, x: Tensor) -> Tensor:
         a = list(node.args) + [None] * 6
         pair = lambda v, d: tuple(int(i) for i in v) * (2 // len(v)) if v else d
         k = pair(a[1], None)
         attrs = {"kernel": k, "stride": pair(a[2], k), "padding": pair(a[3], (0, 0)),
                  "dilation": pair(a[4], (1, 1)), "ceil_mode": bool(a[5])}
-        self.exact[node] = self.add_op("maxpool2d", node, [x], x.qparams, attrs)
+        return self.add_op("maxpool2d", node, [x], x.qparams, attrs)
 
     def op_relu(self, node):
         x = self.exact_input(node, node.args[0])
@@ -323,11 +346,12 @@ class _Builder:
         self.exact[node] = self.add_op("relu", node, [x], x.qparams, {"clamp": clamp})
 
     def op_view(self, node):
-        x = self.exact_input(node, node.args[0])
+        self.exact[node] = self.view(node, self.exact_input(node, node.args[0]))
+
+    def view(self, node, x: Tensor) -> Tensor:
         if tuple(self.values[node].shape) == tuple(x.shape):
-            self.exact[node] = x
-        else:
-            self.exact[node] = self.add_op("reshape", node, [x], x.qparams, alias=True)
+            return x
+        return self.add_op("reshape", node, [x], x.qparams, alias=True)
 
     def op_alias(self, node):
         if _op_name(node) == "dropout" and len(node.args) > 2 and node.args[2]:
@@ -458,9 +482,26 @@ class _Builder:
             q = qnode.target(y, *qnode.args[1:], **qnode.kwargs)
         return (q.to(torch.int16) - (128 if q.dtype == torch.uint8 else 0)).numpy().astype(np.int8)
 
+    def take_pending(self, node, src) -> _Pending:
+        """The pending result `node` continues; only its single user may continue it."""
+        others = [u.name for u in src.users if u is not node]
+        if others:
+            raise _not_exact(node, f"the float result of '{src.name}' ({_op_name(src)}) is also read by "
+                                   f"'{others[0]}' before it is quantized")
+        return self.pending.pop(src)
+
+    def move_pending(self, node):
+        """max pool / flatten / view of a float result: done in integers after its quantize step."""
+        src = node.args[0]
+        if _op_name(node) == "dropout" and len(node.args) > 2 and node.args[2]:
+            raise _unsupported(node, "dropout in training mode", "export the model in eval() mode")
+        p = self.take_pending(node, src)
+        p.moves.append(node)
+        self.pending[node] = p
+
     def fuse_activation(self, node, name):
         src = node.args[0]
-        p = self.pending.pop(src) if src in self.pending else self.pending.pop(node)
+        p = self.take_pending(node, src) if src in self.pending else self.pending.pop(node)
         if p.kind not in ("conv2d", "dense", "add", "clamp"):
             raise _not_exact(node, f"{name} after {p.kind} (only after conv2d, linear and add)")
         a = list(node.args) + [None, None]
@@ -555,7 +596,10 @@ class _Builder:
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for o in outs:
             if o in self.pending:
-                raise _not_exact(o, "a float result is returned without a quantize step")
+                raise _not_exact(o, "the program returns a float result with no quantize step "
+                                    "(the C model returns int8 tensors)",
+                                 "quantize the outputs too: prepare_pt2e(m, ComposableQuantizer([your "
+                                 "quantizer, nnc.frontend.pt2e_quantizer.QuantizedOutputs()]))")
             self.outputs.append(self.exact_input(node, o))
 
 

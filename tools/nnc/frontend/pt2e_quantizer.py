@@ -197,6 +197,36 @@ class NncQuantizer(Quantizer):
         self._set(node, inputs, self.act_spec())
 
 
+class QuantizedOutputs(Quantizer):
+    """Adds a quantize step to every program output another quantizer left in float (torchao's
+    x86 quantizer leaves the last conv/linear unquantized: its backend returns floats, the C model
+    returns int8 tensors). Compose it after that quantizer:
+
+        prepare_pt2e(m, ComposableQuantizer([X86InductorQuantizer().set_global(cfg), QuantizedOutputs()]))
+
+    The output gets the activations' observer and dtype (`uint8=True` as the x86 quantizer's
+    activations, else int8)."""
+
+    def __init__(self, uint8: bool = True):
+        super().__init__()
+        self.spec = NncQuantizer(uint8_activations=uint8).act_spec()
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        out = next(n for n in model.graph.nodes if n.op == "output")
+        results = out.args[0] if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
+        for node in results:
+            ann = node.meta.get("quantization_annotation")
+            if ann is None:
+                continue          # not quantized at all: the importer names it
+            if ann.output_qspec is None:
+                # in place: ComposableQuantizer refuses a replaced annotation object
+                ann.output_qspec = self.spec
+        return model
+
+    def validate(self, model: torch.fx.GraphModule) -> None:
+        pass
+
+
 def quantize_pt2e(model, example, calibration, per_channel: bool = True, progress: bool = True):
     """Float nn.Module -> converted PT2E program (torch.export.ExportedProgram), PTQ with
     NncQuantizer on `calibration` (an iterable of input tensors shaped like `example`)."""

@@ -25,22 +25,12 @@ What the importer produces (plain IR, nothing target-specific):
     attribute is assigned from (through `.dequantize()`/`.detach()`/`.clone()`);
   * `graph.meta["states"]`: one `StateTensor` per attribute (name, read, write, initial value).
 A target decides what to do with them: the IMX681 target merges each read/write pair into one
-buffer that keeps its value between frames (tools/nnc/targets/imx681.py).
+buffer that keeps its value between frames (nnc.targets.imx681).
 
 The float pattern `QuantStub(torch.add(DeQuantStub(a), state))` becomes one IR `add` op with
-`attrs["requant"] == "torch_float_add"`: exactly torch's arithmetic, element by element
-
-    fa = f32(qa - za) * f32(sa)              dequantize (no fused multiply-add)
-    fb = f32(qb - zb) * f32(sb)
-    s  = fa + fb                             float32 add
-    q  = nearbyint(fmaf(s, 1.f / so, zo_t))  quantize: ONE rounding of s * (1/so) + zo_t
-    q  = clamp(q, 0, 255) - 128              (quint8 -> the IR's int8)
-
-where zo_t is the zero point in torch's dtype (quint8: zo + 128). The fused multiply-add and
-the zero point inside it are what torch 2.x's quantize_per_tensor computes (measured: the
-unfused `rint(s * inv) + zo` differs in ~0.5% of elements). `float_add_reference()` is the numpy
-golden version; nnc.reference does not know this scheme, so `run_graph()` here runs a graph
-that may contain it.
+`attrs["requant"] == arith.FLOAT_ADD` and `attrs["torch_zp_offset"]`: exactly torch's arithmetic,
+element by element (the contract and its numpy golden version are in nnc.arith; nnc.reference
+runs it).
 """
 from __future__ import annotations
 
@@ -49,17 +39,14 @@ import contextlib
 import operator
 import warnings
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Optional
 
 import numpy as np
 
-from .. import reference
+from ..arith import FLOAT_ADD
 from ..errors import NncError
 from ..ir import INT8_MAX, INT8_MIN, Graph, QParams, Tensor
 from .torch_eager import TorchEagerImporter, _GraphBuilder, _Recorder, _torch, _unsupported, _where
-
-FLOAT_ADD = "torch_float_add"
 
 # Tensor metadata a bool() may depend on (resolved on the example input, never data-dependent).
 _META_ATTRS = {"is_quantized", "dtype", "shape", "ndim", "is_floating_point", "device", "qscheme"}
@@ -84,68 +71,6 @@ class StateTensor:
     @property
     def is_state(self) -> bool:
         return self.write is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# Arithmetic: torch's dequantize -> float add -> quantize, exactly
-# ---------------------------------------------------------------------------------------------
-def _fma_f32(a: np.ndarray, b: np.float32, c: np.float32) -> np.ndarray:
-    """float32(a * b + c) with ONE rounding (C's fmaf), for float32 a, b, c.
-
-    a * b is exact in float64 (24 + 24 bits); adding c rounds once in float64 and the cast to
-    float32 rounds again. That double rounding can only be wrong when the float64 result is
-    exactly halfway between two float32 values; those few elements are redone exactly."""
-    a = np.asarray(a, dtype=np.float32)
-    r64 = a.astype(np.float64) * np.float64(b) + np.float64(c)
-    r32 = r64.astype(np.float32)
-    # Neighbours of r32 towards r64; r64 is a tie if it equals their midpoint.
-    other = np.nextafter(r32, np.where(r64 >= r32.astype(np.float64), np.float32(np.inf),
-                                       np.float32(-np.inf)).astype(np.float32))
-    mid = (r32.astype(np.float64) + other.astype(np.float64)) / 2.0
-    suspicious = np.nonzero(r64 == mid)[0] if r64.ndim else (np.array([0]) if r64 == mid else [])
-    flat_a, flat_out = a.reshape(-1), r32.reshape(-1).copy()
-    for i in np.atleast_1d(suspicious):
-        exact = Fraction(float(flat_a[i])) * Fraction(float(b)) + Fraction(float(c))
-        lo = np.float32(float(exact))                      # a float32 near the exact value
-        cands = sorted({float(np.nextafter(lo, np.float32(-np.inf))), float(lo),
-                        float(np.nextafter(lo, np.float32(np.inf)))})
-        best = min(cands, key=lambda v: (abs(Fraction(v) - exact),
-                                         int(np.float32(v).view(np.uint32)) & 1))
-        flat_out[i] = np.float32(best)
-    return flat_out.reshape(r32.shape)
-
-
-def torch_quantize(real: np.ndarray, q: QParams, zp_offset: int = 128) -> np.ndarray:
-    """torch.quantize_per_tensor(real, scale, zero_point) of float32 values, as int8 (IR domain)."""
-    inv = np.float32(1.0) / np.float32(q.scale)
-    zt = np.float32(q.zero_point + zp_offset)
-    r = _fma_f32(np.asarray(real, dtype=np.float32), inv, zt)
-    lo, hi = INT8_MIN + zp_offset, INT8_MAX + zp_offset
-    return (np.clip(np.rint(np.clip(r, lo, hi)), lo, hi).astype(np.int64) - zp_offset).astype(np.int8)
-
-
-def torch_dequantize(x: np.ndarray, q: QParams) -> np.ndarray:
-    return (np.asarray(x).astype(np.int32) - q.zero_point).astype(np.float32) * np.float32(q.scale)
-
-
-def float_add_reference(a: np.ndarray, b: np.ndarray, qa: QParams, qb: QParams, qo: QParams,
-                        zp_offset: int, clamp=(INT8_MIN, INT8_MAX)) -> np.ndarray:
-    s = torch_dequantize(a, qa) + torch_dequantize(b, qb)
-    y = torch_quantize(s, qo, zp_offset)
-    return np.clip(y, clamp[0], clamp[1]).astype(np.int8)
-
-
-def run_op(op, xs: list) -> np.ndarray:
-    """nnc.reference.run_op, plus the torch_float_add scheme."""
-    if op.kind == "add" and op.attrs.get("requant") == FLOAT_ADD:
-        return float_add_reference(xs[0], xs[1], op.inputs[0].qparams, op.inputs[1].qparams,
-                                   op.output.qparams, op.attrs["torch_zp_offset"], op.attrs["clamp"])
-    return reference.run_op(op, xs)
-
-
-def run_graph(graph: Graph, inputs: list, capture: bool = False):
-    """nnc.reference.run for graphs that may contain torch_float_add (batch in dimension 0)."""
-    return reference.run(graph, inputs, capture, op_runner=run_op)
 
 
 def own_qparams(values: np.ndarray) -> QParams:

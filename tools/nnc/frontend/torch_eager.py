@@ -16,9 +16,8 @@ import warnings
 
 import numpy as np
 
-from ..compiler import check_batch_one
 from ..errors import NncError
-from ..ir import INT8_MAX, INT8_MIN, Graph, Op, QParams, Tensor
+from ..ir import INT8_MAX, INT8_MIN, Graph, Op, QParams, Tensor, check_batch_one
 from .torch_eager_ops import LUT_FUNCTIONS, LUT_MODULES, MUL_FUNCTIONS, EagerOpsMixin
 
 # What the importer accepts, listed in every "unsupported" error.

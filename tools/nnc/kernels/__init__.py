@@ -41,6 +41,17 @@ class KernelProvider:
         raise NotImplementedError
 
 
+def c_signature(function, decls, n_inputs=1):
+    """The C prototype of a kernel: its inputs, its output, then `decls` (constants, scratch)."""
+    ins = [f"const int8_t* input{i}" if n_inputs > 1 else "const int8_t* input" for i in range(n_inputs)]
+    return f"static void {function}({', '.join(ins + ['int8_t* output'] + decls)})"
+
+
+def kernel_args(consts, n_inputs=1):
+    """Kernel.args for a kernel with the prototype of c_signature."""
+    return [f"in{i}" for i in range(n_inputs)] + ["out0"] + [f"const:{k}" for k in consts]
+
+
 def first_provider(op, providers):
     """The provider that would run `op`, or None."""
     return next((p for p in providers if p.supports(op)), None)

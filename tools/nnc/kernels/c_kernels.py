@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import arith
-from . import Kernel, KernelProvider
+from . import Kernel, KernelProvider, c_moves
+from . import c_signature as _signature
+from . import kernel_args as _args
 
 REQUANT_FLOAT = """\
 /* qnnpack requantization: rintf(f32(acc) * multiplier), round half to even
@@ -64,15 +66,6 @@ def _weight_consts(op) -> tuple:
     return consts, decls
 
 
-def _signature(function, decls, n_inputs=1):
-    ins = [f"const int8_t* input{i}" if n_inputs > 1 else "const int8_t* input" for i in range(n_inputs)]
-    return f"static void {function}({', '.join(ins + ['int8_t* output'] + decls)})"
-
-
-def _args(consts, n_inputs=1):
-    return [f"in{i}" for i in range(n_inputs)] + ["out0"] + [f"const:{k}" for k in consts]
-
-
 class PortableCKernels(KernelProvider):
     name = "c"
 
@@ -81,7 +74,6 @@ class PortableCKernels(KernelProvider):
                            "transpose", "lut", "mul", "mean", "softmax", "slice", "pad", "upsample_nearest")
 
     def emit(self, op, function: str) -> Kernel:
-        from . import c_moves
         movers = {"transpose": c_moves.emit_transpose, "slice": c_moves.emit_slice,
                   "pad": c_moves.emit_pad, "upsample_nearest": c_moves.emit_upsample_nearest}
         if op.kind in movers:
@@ -305,7 +297,7 @@ class PortableCKernels(KernelProvider):
     }}""")
             else:
                 s = arith.hex_float(t.qparams.scale)
-                inv = arith.hex_float(np.float32(1.0) / np.float32(dst.scale))
+                inv = arith.hex_float(arith.inverse_scale(dst))
                 body.append(f"""\
     /* input {i}: requantized as torch does: float32 dequantize, times 1/scale, round half to even */
     for (int32_t o = 0; o < {outer}; ++o) {{

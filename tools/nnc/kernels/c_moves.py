@@ -14,8 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import Kernel
-from .c_kernels import _args, _signature
+from . import Kernel, c_signature, kernel_args
 
 
 @dataclass
@@ -61,8 +60,8 @@ def _emit(op, function, axes, comment, pad_value=0, consts=None, provider="c") -
         lines.append("    " * d + "}")
     body = "\n".join(lines)
     src = (f"/* {op.name}: {comment}: {tuple(op.inputs[0].shape)} -> {tuple(op.output.shape)}. */\n"
-           f"{_signature(function, decls)}\n{{\n    int32_t o = 0;\n{body}\n}}\n")
-    return Kernel(function, src, _args(consts), consts, provider)
+           f"{c_signature(function, decls)}\n{{\n    int32_t o = 0;\n{body}\n}}\n")
+    return Kernel(function, src, kernel_args(consts), consts, provider)
 
 
 def emit_transpose(op, function) -> Kernel:

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 from ..kernels.c_kernels import PortableCKernels
+from .base import Target
 
 
-class CpuTarget:
+class CpuTarget(Target):
     name = "cpu"
     golden_reference = "torch qnnpack (eager mode), reproduced by nnc.reference"
 
     def __init__(self, kernels: str = "c"):
         self.kernel_choice = kernels
-
-    def passes(self):
-        return []
 
     def kernel_providers(self):
         providers = []
@@ -26,9 +24,3 @@ class CpuTarget:
             providers += [M7SmallK(), M7Kernels(), M7Lut()]
         providers.append(PortableCKernels())
         return providers
-
-    def extra_header_api(self, graph) -> str:
-        return ""
-
-    def extra_source(self, graph, plan) -> str:
-        return ""

@@ -11,8 +11,9 @@ DIANA (KU Leuven) is a RISC-V host core (RV32IMC) with a digital int8 accelerato
     packing     the weight blob the accelerator reads ([K/16][C][FY][FX][16] + int32 biases)
     layout      reverse_words ops around accelerator ops, cancelled where pairs meet
     kernels     DORY-style C per accelerator layer, calling the HAL in firmware/diana/hal
-    target      DianaTarget (passes, kernel providers, header lines, placement report),
-                compile_diana -> DianaBuild
+    target      DianaTarget (nnc.targets.base.Target: passes, kernel providers, header lines,
+                placement report, package),
+                compile_diana -> DianaPackage
     firmware    RV32 build and QEMU run of the firmware; demo: its generated demo.c;
     examples    seed 004's graphs and HTVM's test grid, written with nnc.builder
 
@@ -22,8 +23,8 @@ from .hardware import ACCEL, CPU, L1_ACT_BYTES, L1_WEIGHT_BYTES, L2_BYTES, REVER
 from .layout import run_transformed
 from .packing import pack_weights
 from .partition import DianaFallbackWarning, accelerator_violations
-from .target import DianaBuild, DianaTarget, compile_diana
+from .target import DianaPackage, DianaTarget, compile_diana
 
 __all__ = ["ACCEL", "CPU", "L1_ACT_BYTES", "L1_WEIGHT_BYTES", "L2_BYTES", "REVERSE",
-           "DianaBuild", "DianaFallbackWarning", "DianaTarget", "accelerator_violations",
+           "DianaPackage", "DianaFallbackWarning", "DianaTarget", "accelerator_violations",
            "compile_diana", "pack_weights", "run_transformed"]

@@ -27,7 +27,7 @@ from .hardware import ACCEL, REVERSE
 
 @dataclass
 class DemoModel:
-    build: object              # DianaBuild
+    build: object              # DianaPackage
     inputs: list               # one int8 array (N, ...) per graph input
     expected: np.ndarray       # int8 (N, ...) for the (single) graph output
 

@@ -1,11 +1,11 @@
-"""Building and running the DIANA firmware: RV32IMC flags, sources, QEMU command, result parsing.
+"""Building and running the DIANA firmware: sources, include folders, QEMU command (the flags are
+nnc.toolchains'; the console's results and the summary table are nnc.reports.diana).
 
-Shared by firmware/diana/SConscript (the `scons board=diana` build), firmware/diana/run_qemu.py
+Shared by site_scons/firmware_diana.py (the `scons board=diana` build), firmware/diana/run_qemu.py
 (`scons board=diana run` / `bench`) and the tests, so that all three build and run the same way.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.d
 FW = os.path.join(ROOT, "firmware", "diana")
 
 QEMU = "qemu-system-riscv32"
-LINKFLAGS = DIANA_LINKFLAGS + ["-T", os.path.join(FW, "board", "link.ld")]
+LINKFLAGS = DIANA_LINKFLAGS   # with the board's linker script
 INCLUDES = [os.path.join(FW, "hal"), os.path.join(FW, "board")]
 HOOK = os.path.join(FW, "app", "layer_hook.h")       # -include'd into generated model C only
 RUNTIME_SOURCES = [os.path.join(FW, "board", "start.S"), os.path.join(FW, "board", "board.c"),
@@ -61,31 +61,3 @@ def run_qemu(elf: str, timeout: float = 600) -> tuple:
     p = subprocess.run(["timeout", str(int(timeout)), QEMU] + QEMU_ARGS + ["-kernel", elf],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout + 30)
     return p.returncode, p.stdout.decode(errors="replace").replace("\r\n", "\n")
-
-
-def parse_results(output: str) -> list:
-    """The demo's `@result {...}` lines, as dicts."""
-    return [json.loads(line[len("@result "):]) for line in output.splitlines()
-            if line.startswith("@result ")]
-
-
-def summary_table(results: list, placements: dict) -> str:
-    """Per graph: share of MACs on the accelerator, CPU fallback instructions, accelerator cycles.
-    `placements`: model name -> placement.json contents."""
-    rows = [("graph", "MACs", "on accel", "CPU fallback instr.", "reversal instr.",
-             "accel model instr.", "accel cycles", "accel us", "mismatches")]
-    for r in results:
-        p = placements.get(r["model"], {})
-        layers = r["layers"]
-        cpu = sum(l["instructions"] for l in layers if l["where"] == "cpu")
-        lay = sum(l["instructions"] for l in layers if l["where"] == "layout")
-        acc = sum(l["instructions"] for l in layers if l["where"] == "accelerator")
-        cyc = sum(l["cycles"] for l in layers if l["where"] == "accelerator")
-        share = p.get("accelerator_mac_share")
-        rows.append((r["model"], str(p.get("macs", "?")),
-                     f"{100 * share:.1f}%" if share is not None else "?", str(cpu), str(lay),
-                     str(acc), str(cyc), f"{cyc / 100:.1f}",
-                     f"{r['mismatches']} / {r['samples']} samples"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))) for row in rows) + "\n"

@@ -20,6 +20,17 @@ from .tiling import conv_geometry
 HAL_INCLUDE = '#include "diana_hal.h"\n'
 
 
+def _prologue(function: str, t) -> str:
+    """The start of an accelerator layer's C function: its L1 buffers (input tile, then output
+    tile; weights in their own L1)."""
+    return f"""\
+static void {function}(const int8_t* input, int8_t* output, const int8_t* weights)
+{{
+    int8_t* const l1_in = DIANA_L1_ACT;
+    int8_t* const l1_out = DIANA_L1_ACT + {t.in_tile_bytes};
+    int8_t* const l1_w = DIANA_L1_WEIGHTS;"""
+
+
 class DianaKernels(KernelProvider):
     name = "diana"
 
@@ -76,11 +87,7 @@ static void {function}(const int8_t* input, int8_t* output)
  * Tiling: {t.describe()} ({t.k_tile} output channels x {t.h_tile} output rows per tile):
  * L1 input tile <= {t.in_tile_bytes} B + output tile <= {t.out_tile_bytes} B (of {L1_ACT_BYTES} B),
  * weights+bias tile {t.weight_tile_bytes} B (of {L1_WEIGHT_BYTES} B). Estimated {t.cycles} cycles. */
-static void {function}(const int8_t* input, int8_t* output, const int8_t* weights)
-{{
-    int8_t* const l1_in = DIANA_L1_ACT;
-    int8_t* const l1_out = DIANA_L1_ACT + {t.in_tile_bytes};
-    int8_t* const l1_w = DIANA_L1_WEIGHTS;
+{_prologue(function, t)}
     Layer_parameters layer;
     layer.cx = {w};
     layer.fx = {fx};
@@ -134,11 +141,7 @@ static void {function}(const int8_t* input, int8_t* output, const int8_t* weight
 /* {op.name}: DIANA digital accelerator, digital_fully_connected {c} -> {k}, >> {a['shift']}
  * {', ReLU' if a['relu'] else ''}. Tiling: {t.describe()} ({kt} outputs per tile; weights+bias
  * tile {t.weight_tile_bytes} B of {L1_WEIGHT_BYTES} B). Estimated {t.cycles} cycles. */
-static void {function}(const int8_t* input, int8_t* output, const int8_t* weights)
-{{
-    int8_t* const l1_in = DIANA_L1_ACT;
-    int8_t* const l1_out = DIANA_L1_ACT + {t.in_tile_bytes};
-    int8_t* const l1_w = DIANA_L1_WEIGHTS;
+{_prologue(function, t)}
     Layer_parameters layer = {{0}};
     layer.c = {c};
     layer.cx = 1;

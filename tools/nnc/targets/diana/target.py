@@ -1,5 +1,6 @@
 """The DIANA target ("soma_dory, c"): its passes (partition, tile, layout), its kernel providers
-(the DORY kernels, then portable C), its header lines, the placement report, and compile_diana."""
+(the DORY kernels, then portable C), its header lines, its package (the C, the placement report,
+the L2 budget), and compile_diana."""
 from __future__ import annotations
 
 import copy
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ... import ir
-from ...compiler import compile_graph
+from ...compiler import CompiledModel, Package, compile
 from ...ir import Graph
 from ...kernels.c_kernels import PortableCKernels
+from ..base import Target
 from .hardware import (ACCEL, CLOCK_HZ, CPU, L1_ACT_BYTES, L1_WEIGHT_BYTES, L2_BYTES,
                        PEAK_MACS_PER_CYCLE, REVERSE)
 from .kernels import DianaKernels
@@ -30,9 +32,8 @@ class Placement:
     kernel: str = ""     # which DORY entry point
 
 
-class DianaTarget:
-    """compile_graph(graph, DianaTarget()) compiles for DIANA; the graph is changed in place
-    (use `compile_diana`, which works on a copy)."""
+class DianaTarget(Target):
+    """compile(graph, DianaTarget()) -> DianaPackage; the passes run on a copy of the graph."""
     name = "diana"
     target_string = "soma_dory, c"
     golden_reference = "nnc.reference (requant='shift': arithmetic right shift, clip)"
@@ -44,6 +45,9 @@ class DianaTarget:
         self.layout = LayoutStats()
         self.graph_name = ""
         self.fallback_warnings: list = []
+
+    def prepare(self, graph: Graph) -> Graph:
+        return copy.deepcopy(graph)      # the reference keeps running the graph as built
 
     # passes
     def passes(self):
@@ -93,8 +97,15 @@ class DianaTarget:
                 f"#define TVMGEN_{ir.c_identifier(graph.name).upper()}_DIANA_ACCEL_MACS "
                 f"{self.accel_macs()}")
 
-    def extra_source(self, graph, plan) -> str:
-        return ""
+    def package(self, compiled: CompiledModel, source_graph: Graph) -> "DianaPackage":
+        """gen/tvmgen_<name>.h/.c and placement_report.txt; tools/diana_compile.py adds the demo
+        application and placement.json."""
+        compiled.report = self.summary()
+        pkg = DianaPackage(compiled, {}, self, source_graph)
+        pkg.files = {f"gen/{compiled.prefix}.h": compiled.header,
+                     f"gen/{compiled.prefix}.c": compiled.source,
+                     "placement_report.txt": pkg.report}
+        return pkg
 
     # report
     def accel_macs(self) -> int:
@@ -160,10 +171,10 @@ class DianaTarget:
 
 
 @dataclass
-class DianaBuild:
-    compiled: object          # nnc.compiler.CompiledModel (graph after the passes)
-    target: DianaTarget
-    source_graph: Graph       # the graph as built (the reference runs this one)
+class DianaPackage(Package):
+    target: DianaTarget = None
+    source_graph: Graph = None    # the graph as built (the reference runs this one); compiled.graph
+                                  # is the graph after the passes
 
     def l2_usage(self) -> dict:
         """Bytes the model needs in DIANA's L2: arena, constants (packed weights), graph I/O."""
@@ -185,10 +196,6 @@ class DianaBuild:
 
 
 def compile_diana(graph: Graph, l1_act: int = L1_ACT_BYTES, l1_weights: int = L1_WEIGHT_BYTES,
-                  warn: bool = True) -> DianaBuild:
+                  warn: bool = True) -> DianaPackage:
     """Compile a copy of `graph` for DIANA. Raises NncError for an untileable layer."""
-    work = copy.deepcopy(graph)
-    target = DianaTarget(l1_act, l1_weights, warn)
-    compiled = compile_graph(work, target)
-    compiled.report = target.summary()
-    return DianaBuild(compiled, target, graph)
+    return compile(graph, DianaTarget(l1_act, l1_weights, warn))

@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import arith
-from ..frontend.state import FLOAT_ADD
-from .imx681_memory import nhwc
+from ... import arith
+from .memory import nhwc
 
 MAGIC = b"I681"
 VERSION = 1
@@ -50,7 +49,7 @@ KIND_CODES = {"conv2d": 1, "dense": 2, "add": 3, "relu": 4, "maxpool2d": 5, "avg
 REGION_CODES = {"PARAMS": 0, "STATIC_DATA": 1, "SCRATCH_RAM": 2}
 DTYPES = {np.dtype(np.int8): 1, np.dtype(np.int32): 2, np.dtype(np.float32): 3}
 CONST_NAMES = {"weight": 1, "bias": 2, "multiplier": 3, "weight_zp": 4, "scales": 5}
-REQUANT_CODES = {"float": 0, "shift": 1, "qnnpack_add": 2, FLOAT_ADD: 3}
+REQUANT_CODES = {"float": 0, "shift": 1, "qnnpack_add": 2, arith.FLOAT_ADD: 3}
 
 
 def _ints(op) -> list:
@@ -89,7 +88,7 @@ def _ints(op) -> list:
             p = arith.qnnpack_add_params(qa, qb, qo)
             return [REQUANT_CODES[rq], p["a_mult"], p["b_mult"], p["shift"], p["a_zp"], p["b_zp"],
                     p["out_zp"]] + list(a["clamp"])
-        if rq == FLOAT_ADD:
+        if rq == arith.FLOAT_ADD:
             return [REQUANT_CODES[rq], qa.zero_point, qb.zero_point, qo.zero_point,
                     a["torch_zp_offset"]] + list(a["clamp"])
         return [REQUANT_CODES[rq], a["shift"]] + list(a["clamp"])
@@ -120,12 +119,12 @@ def _consts(op) -> list:
         if name in op.params:
             dtype = {"weight": np.int8, "multiplier": np.float32}.get(name, np.int32)
             out.append((name, np.asarray(op.params[name]).astype(dtype)))
-    if op.kind == "add" and op.attrs.get("requant") == FLOAT_ADD:
+    if op.kind == "add" and op.attrs.get("requant") == arith.FLOAT_ADD:
         qa, qb, qo = (t.qparams for t in (op.inputs[0], op.inputs[1], op.output))
-        out.append(("scales", np.array([qa.scale, qb.scale, np.float32(1.0) / np.float32(qo.scale)],
+        out.append(("scales", np.array([qa.scale, qb.scale, arith.inverse_scale(qo)],
                                         dtype=np.float32)))
     if op.kind == "avgpool2d":
-        from ..reference import avgpool_divisors
+        from ...reference import avgpool_divisors
         div = avgpool_divisors(op).ravel()
         out.append(("multiplier", np.array([arith.avgpool_multiplier(op.inputs[0].qparams,
                                                                      op.output.qparams, int(d))
@@ -254,7 +253,7 @@ def load_list(name: str, memory, params: bytes, static: bytes, cfg) -> str:
     width = max(len(f) for f, _, _ in rows) + 2
     out = [f"# IMX681 memory images of network {name}: write each file over I2C at its address,",
            f"# then start the network. Byte order: {cfg['MEMORY_ORDER']}. Layout: see",
-           "# tools/nnc/targets/imx681_image.py; firmware/imx681/runtime executes them.",
+           "# tools/nnc/targets/imx681/image.py; firmware/imx681/runtime executes them.",
            "# " + "file".ljust(width - 2) + f"{'region':<13}{'address':<12}{'bytes':>8}  crc32"]
     for fname, region, data in rows:
         out.append(f"{fname:<{width}}{region:<13}0x{memory.regions[region][0]:08x}  {len(data):>8}  "

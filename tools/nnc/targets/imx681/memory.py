@@ -1,7 +1,7 @@
 """IMX681 memory regions: where every buffer lives, and whether the network fits.
 
 Regions come from the configuration (`<REGION>_START`, `<REGION>_SIZE`):
-  PARAMS       the parameter image (imx681_image): header, buffer table, operation records
+  PARAMS       the parameter image (image.py): header, buffer table, operation records
                with their weights, biases and multipliers. An operation's `Params` address in
                summary.txt is its record.
   STATIC_DATA  state buffers (one per merged state, read and write share it), then constants
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import NncError
-from ..planner import align_up
-from .imx681_config import REGIONS
+from ...errors import NncError
+from ...planner import align_up
+from .config import REGIONS
 
 ALIGN = 8
 
@@ -87,7 +87,7 @@ def layout(lowered, plan, cfg, params_layout) -> MemoryMap:
     g, ids = lowered.graph, lowered.ids
     mm = MemoryMap(regions, {r: 0 for r in REGIONS}, {r: [] for r in REGIONS})
 
-    # PARAMS: the image built by imx681_image.
+    # PARAMS: the image built by image.py.
     start = regions["PARAMS"][0]
     mm.used["PARAMS"] = params_layout.size
     mm.breakdown["PARAMS"] = params_layout.breakdown()

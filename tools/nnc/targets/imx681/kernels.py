@@ -1,7 +1,7 @@
 """IMX681 kernel provider: the ops only this target compiles. Everything else falls through to
 the portable C kernels (nnc.kernels.c_kernels), which are bit-exact with qnnpack.
 
-`add` with requant "torch_float_add" (a state added in float, see nnc.frontend.state):
+`add` with requant "torch_float_add" (a state added in float, the contract in nnc.arith):
 
     a = (float)(qa - za) * sa;  b = (float)(qb - zb) * sb;       dequantize, no FMA
     r = fmaf(a + b, 1.f / so, zo_t);                              ONE rounding, as torch
@@ -13,24 +13,21 @@ rounding because rounding is monotonic and the bounds are integers.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from .. import arith
-from ..frontend.state import FLOAT_ADD
-from ..kernels import Kernel, KernelProvider
+from ... import arith
+from ...kernels import Kernel, KernelProvider
 
 
 class Imx681Kernels(KernelProvider):
     name = "imx681"
 
     def supports(self, op) -> bool:
-        return op.kind == "add" and op.attrs.get("requant") == FLOAT_ADD
+        return op.kind == "add" and op.attrs.get("requant") == arith.FLOAT_ADD
 
     def emit(self, op, function: str) -> Kernel:
         qa, qb, qo = op.inputs[0].qparams, op.inputs[1].qparams, op.output.qparams
         off = int(op.attrs["torch_zp_offset"])
         lo, hi = op.attrs["clamp"]
-        inv = np.float32(1.0) / np.float32(qo.scale)
+        inv = arith.inverse_scale(qo)
         n = op.output.size
         src = f"""\
 /* {op.name}: add of {n} elements in float, as torch computes dequantize -> add -> quantize:

@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ..errors import NncError
+from ...errors import NncError
 
 
 class ConfigError(NncError):

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frontend.state import FLOAT_ADD
-from .imx681_config import REGIONS
-from .imx681_memory import nhwc, rows_cols
+from ...arith import FLOAT_ADD
+from .config import REGIONS
+from .memory import nhwc, rows_cols
 
 OP_OVERHEAD = 200
 OP_NAMES = {"conv2d": "CONV_2D", "dense": "FULLY_CONNECTED", "add": "ADDSUB", "relu": "RELU",
@@ -172,7 +172,7 @@ def render(low, compiled, memory, cfg, model_label: str) -> str:
     lines.append("  Warnings:")
     lines += [f"    {w}" for w in low.warnings] or ["    none"]
     lines += [f"  Cost model:   {clock:g} MHz, cycles = {OP_OVERHEAD} per operation + work "
-              "(see tools/nnc/targets/imx681_summary.py)",
+              "(see tools/nnc/targets/imx681/summary.py)",
               f"  Total Est. Processing Time: {total_cycles / (clock * 1e3):.3f} ms "
               f"({total_cycles} cycles)", ""]
     for i, op in enumerate(g.ops):
