@@ -32,7 +32,7 @@ import numpy as np
 
 from . import Kernel, KernelProvider
 from .c_kernels import REQUANT_FLOAT, _signature
-from .m7_small_k import NO_PRESCHEDULE
+from .m7_common import NO_PRESCHEDULE, STORE32, bias_folds, folded_bias
 
 
 ROW_INTRINSICS = """\
@@ -129,7 +129,6 @@ class M7Depthwise(KernelProvider):
         return tuple(op.attrs["dilation"]) == (1, 1) and op.inputs[0].qparams is not None
 
     def emit(self, op, function: str) -> Kernel:
-        from .m7_kernels import _bias_folds as bias_folds   # the conv kernels' check
         if is_three_tap(op) and bias_folds(op):
             return self._emit_three_tap(op, function)
         g = _geometry(op)
@@ -174,8 +173,6 @@ NNC_M7_NOINLINE {_signature(function, decls)}
                 dict(self._prelude, requant_float=REQUANT_FLOAT))
 
     def _emit_three_tap(self, op, function: str) -> Kernel:
-        from .m7_kernels import folded_bias
-        from .m7_lut import STORE32
         _, c, h, w = op.inputs[0].shape
         _, _, oh, ow = op.output.shape
         kh = int(op.params["weight"].shape[2])

@@ -21,15 +21,8 @@ import numpy as np
 
 from . import Kernel, KernelProvider
 from .c_kernels import _signature
+from .m7_common import STORE32
 from .m7_kernels import INTRINSICS
-
-STORE32 = """\
-/* 32-bit store of any alignment (one STR on the Cortex-M7). */
-static inline void nnc_m7_store32(void* p, uint32_t v)
-{
-    __builtin_memcpy(p, &v, 4);
-}
-"""
 
 OPAQUE = """\
 /* Keeps a pointer in a register of its own: otherwise gcc may fold a constant table's address

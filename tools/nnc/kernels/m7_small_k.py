@@ -25,6 +25,8 @@ import numpy as np
 
 from . import Kernel, KernelProvider
 from .c_kernels import REQUANT_FLOAT, _signature
+from .m7_common import NO_PRESCHEDULE, STORE32, bias_folds, folded_bias
+from .m7_kernels import INTRINSICS, REQUANT_SSAT
 
 # The largest input channel count of a first layer, and K of a pointwise layer, taken here. The
 # int16 weights take twice the flash of the general kernel's int8 ones (MobileNet: 508 KB of
@@ -59,17 +61,6 @@ static inline uint32_t nnc_m7_pkh_hi(uint32_t a, uint32_t b)
 {
     return (a >> 16) | (b & 0xFFFF0000u);
 }
-#endif
-"""
-
-NO_PRESCHEDULE = """\
-/* gcc's scheduling before register allocation moves the loads of unrolled multiply-accumulate
- * code ahead; more values are then live than the core has registers and they go to the stack.
- * Off for the kernels that say so (the M7's own pipeline still pairs the instructions). */
-#if defined(__GNUC__) && !defined(__clang__)
-#define NNC_M7_NO_PRESCHEDULE __attribute__((optimize("no-schedule-insns")))
-#else
-#define NNC_M7_NO_PRESCHEDULE
 #endif
 """
 
@@ -111,8 +102,7 @@ def _conv_ok(op) -> bool:
     wzp = op.params.get("weight_zp")
     if (wzp is not None and np.any(wzp != 0)) or op.inputs[0].qparams is None:
         return False
-    from .m7_kernels import _bias_folds      # the conv kernels' int32 check of the folded bias
-    return tuple(op.attrs["dilation"]) == (1, 1) and _bias_folds(op)
+    return tuple(op.attrs["dilation"]) == (1, 1) and bias_folds(op)
 
 
 def is_first_layer(op) -> bool:
@@ -218,8 +208,6 @@ class M7SmallK(KernelProvider):
         return is_first_layer(op) or is_small_pointwise(op)
 
     def emit(self, op, function: str) -> Kernel:
-        from .m7_kernels import INTRINSICS, REQUANT_SSAT, folded_bias
-        from .m7_lut import STORE32
         if is_small_pointwise(op):
             weight = pack_pointwise(op.params["weight"].astype(np.int8))
             body, scratch, header = self._pointwise(op, weight.shape[1])
