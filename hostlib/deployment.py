@@ -1,4 +1,4 @@
-"""Read a deployment directory's metadata.json (tools/deploy.py writes it) without trusting it.
+"""Read a deployment directory's metadata.json (nnc deploy writes it) without trusting it.
 
     from hostlib.deployment import read_metadata
     meta = read_metadata("deploy/resnet18")   # {"name", "prefix", "layout", "kernels", "library", "header", "source"}
@@ -23,7 +23,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def read_metadata(directory: str) -> dict:
     path = os.path.join(directory, "metadata.json")
-    fix = "regenerate the deployment with tools/deploy.py"
+    fix = "regenerate the deployment with nnc deploy"
     try:
         with open(path, "rb") as f:
             raw = f.read(16 << 20)

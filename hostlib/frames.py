@@ -34,7 +34,7 @@ class FrameModel:
         macro = self.prefix.upper()
         if f"{macro}_FRAME_INPUTS" not in d:
             raise HostLibError(f"{header_path} has no frame API ({macro}_FRAME_INPUTS): "
-                               "compile the model with tools/imx681_compile.py")
+                               "compile the model with nnc imx681")
         n_in, n_out = int(d[f"{macro}_FRAME_INPUTS"]), int(d[f"{macro}_FRAME_OUTPUTS"])
         self.inputs, self.outputs = info["inputs"][:n_in], info["outputs"][:n_out]
         self.state_sizes = [int(d[f"{macro}_STATE{i}_SIZE"]) for i in range(int(d[f"{macro}_STATES"]))]

@@ -1,44 +1,24 @@
-"""Helpers shared by tools/train.py, tools/quantize.py and tools/evaluate.py: user-error
-handling (message + exit 2, no traceback), data/calibration selection, the accuracy record."""
+"""Helpers shared by `nnc train`, `nnc quantize` and `nnc evaluate` (nnc.cli): the zoo's user
+error, data/calibration selection, the accuracy record."""
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-from .registry import REPO_ROOT, UnknownModel, get
+from nnc.errors import NncError
+
+from .registry import REPO_ROOT, get
 
 CHECKPOINT_DIR = os.path.join(REPO_ROOT, "models", "checkpoints")
 METRICS_JSON = os.path.join(CHECKPOINT_DIR, "metrics.json")
 ACCURACY_MD = os.path.join(CHECKPOINT_DIR, "ACCURACY.md")
 
 
-class UserError(Exception):
-    """Something the user can fix; printed as 'error: ...' with exit status 2."""
-
-
-def run(main):
-    """Call main(); user mistakes print a message and exit 2 without a traceback."""
-    from .data import DataError
-    user_errors = (UserError, UnknownModel, DataError)
-    try:
-        from nnc.errors import NncError
-        user_errors += (NncError,)
-    except Exception:  # nnc not importable: only our own errors
-        pass
-    try:
-        rc = main()
-    except user_errors as exc:
-        msg = exc.format() if hasattr(exc, "format") and callable(exc.format) else f"error: {exc}"
-        print(msg if msg.startswith("error") else f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(rc or 0)
+class UserError(NncError):
+    """Something the user can fix; `nnc` prints it as 'error: ...' with exit status 2."""
 
 
 def spec_or_error(name: str):
@@ -133,7 +113,7 @@ def write_accuracy_md(allm: dict):
     lines = [
         "# Model zoo: measured accuracy of the committed checkpoints",
         "",
-        "Written by `tools/train.py` / `tools/quantize.py` / `tools/evaluate.py` from their",
+        "Written by `nnc train` / `nnc quantize` / `nnc evaluate` from their",
         "measurements (models/checkpoints/metrics.json); nothing here is typed by hand.",
         "Held-out set: 20% of sklearn's digits (359 images, fixed split, resized with PIL bilinear),",
         "or the FFN's synthetic test set (2000 samples, --n_samples 10000 --seed 42).",
@@ -166,7 +146,7 @@ def write_accuracy_md(allm: dict):
         lines += [f"- {n}: {e['notes']}" for n, e in extra]
     c = [(n, e) for n, e in allm.items() if e.get("c_int8") is not None]
     if c:
-        lines += ["", "Compiled C library (tools/evaluate.py --c-lib):", "",
+        lines += ["", "Compiled C library (nnc evaluate --c-lib):", "",
                   "| model | C int8 | mismatching outputs vs torch |", "|---|---|---|"]
         lines += [f"| {n} | {_fmt(e['c_int8'], e.get('task', 'classify'))} | {e.get('c_mismatch', '-')} |"
                   for n, e in c]

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnc.errors import NncError
+
 HELDOUT_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
-class DataError(Exception):
-    """A data problem the user can fix (missing files, bad spec). CLIs print it and exit 2."""
+class DataError(NncError):
+    """A data problem the user can fix (missing files, bad spec). `nnc` prints it and exits 2."""
 
 
 @dataclass

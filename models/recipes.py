@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nnc.errors import NncError
+
 from . import quant
 from .data import Split
 
@@ -149,7 +151,7 @@ def batchnorm_statistics(model: nn.Module, x: np.ndarray, batch_size: int = 64) 
 
 
 def benchmark_float(spec, seed: int = 0) -> nn.Module:
-    """The float network of a benchmark-only model, as `tools/train.py` makes it: the seeded
+    """The float network of a benchmark-only model, as `nnc train` makes it: the seeded
     initialisation with batch-norm statistics from the synthetic training inputs (deterministic)."""
     seed_everything(seed)
     return batchnorm_statistics(spec.new_float(), spec.data()[0].x)
@@ -264,12 +266,11 @@ def save_checkpoint(path: str, model_name: str, kind: str, state_dict: dict, ext
     write_file(path, data.getvalue())
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NncError, ValueError):
     """A checkpoint file that cannot be read, or that nnc refuses to read: what, and how to fix it."""
 
     def __init__(self, what: str, fix: str = "pass a file written by torch.save(state_dict, PATH)"):
-        self.what, self.fix = what, fix
-        super().__init__(f"{what}. Fix: {fix}")
+        super().__init__(what, "", fix)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -300,7 +301,7 @@ def load_checkpoint(path: str) -> dict:
     src, extra = blob.get("state_dict"), blob.get("extra")
     if not isinstance(src, dict) or not isinstance(extra, (dict, type(None))):
         raise CheckpointError(f"{path} is a damaged nnc checkpoint: its state_dict or extra is not a "
-                              "dictionary", "write it again (tools/train.py, tools/quantize.py)")
+                              "dictionary", "write it again (nnc train, nnc quantize)")
     sd = OrderedDict((k, v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16 else v)
                      for k, v in src.items())
     if hasattr(src, "_metadata"):

@@ -8,7 +8,7 @@ checkpoints.
     calib = spec.calibration_inputs(1000)   # real data, float
 
 Checkpoint paths are relative to the repository root. Retrain any model with
-`python tools/train.py --model NAME`.
+`nnc train --model NAME`.
 """
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from typing import Callable
 
 import numpy as np
 
+from nnc.errors import NncError
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class UnknownModel(KeyError, ValueError):
-    def __str__(self):
-        return self.args[0]
+class UnknownModel(NncError, KeyError, ValueError):
+    """A model name that is not in the zoo (a KeyError too, for dictionary-style callers)."""
 
 
 @dataclass
@@ -112,7 +113,7 @@ class ModelSpec:
         path = self.path(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{self.name}: int8 checkpoint {path} missing; create it with "
-                                    f"`python tools/train.py --model {self.name}`")
+                                    f"`nnc train --model {self.name}`")
         blob = recipes.load_checkpoint(path)
         if blob.get("kind") != "int8":
             raise ValueError(f"{path} holds a {blob.get('kind')} checkpoint, not a converted int8 one")
@@ -135,7 +136,7 @@ class ModelSpec:
             return recipes.benchmark_float(self)   # re-made exactly, so not committed
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{self.name}: float checkpoint {path} missing; create it with "
-                                    f"`python tools/train.py --model {self.name}`")
+                                    f"`nnc train --model {self.name}`")
         blob = recipes.load_checkpoint(path)
         with _mismatch_is_user_error(path, self.name):
             model = self._build_from_extra(blob.get("extra", {}), blob["state_dict"])
@@ -170,7 +171,7 @@ def _mismatch_is_user_error(path: str, model: str):
         detail = " ".join(str(e).split())[:300]
         raise CheckpointError(f"{path} does not match model {model} ({type(e).__name__}: {detail})",
                               f"pass a checkpoint of {model}, e.g. one written by "
-                              f"`python tools/train.py --model {model}`") from None
+                              f"`nnc train --model {model}`") from None
 
 
 def _resnet(depth, width):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from SCons.Script import AlwaysBuild, Exit
 
-import nnc_import  # noqa: F401  (before any nnc import)
 import firmware_arm
 from nnc.outdir import write_file
 from nnc.reports import regression

@@ -18,7 +18,6 @@ import sys
 
 from SCons.Script import AlwaysBuild, Dir, GetOption
 
-import nnc_import  # noqa: F401  (before any nnc import)
 from argv_action import argv_action
 import firmware_riot
 from nnc import toolchains as tc

@@ -13,7 +13,6 @@ import os
 
 from SCons.Script import AlwaysBuild, Exit
 
-import nnc_import  # noqa: F401  (before any nnc import)
 from argv_action import argv_action
 from nnc import toolchains as tc
 from nnc.targets.diana import firmware as fw
@@ -36,7 +35,7 @@ def firmware(env, board, models):
               f"{env['model']!r} (its layers use float requantization, which the accelerator lacks)\n"
               f"  where: model={env['model']}\n"
               f"  fix:   drop model= to build the example graphs, or compile your own integer graph: "
-              f"python tools/diana_compile.py --script my_graph.py")
+              f"nnc diana --script my_graph.py")
         Exit(2)
     root = env.Dir("#").abspath
     cross = env.Clone(CC=tc.RV32_CC, AS=tc.RV32_CC, ASPP=tc.RV32_CC, LINK=tc.RV32_CC,

@@ -20,7 +20,6 @@ import os
 
 from SCons.Script import Exit
 
-import nnc_import  # noqa: F401  (before any nnc import)
 from argv_action import argv_action
 from nnc_build import compiler_sources, model_checkpoint
 from nnc import toolchains as tc

@@ -23,7 +23,6 @@ import sys
 
 from SCons.Script import AlwaysBuild
 
-import nnc_import  # noqa: F401  (before any nnc import)
 from nnc.reports.header import samples_args
 
 NATIVE_BOARDS = ("native64",)

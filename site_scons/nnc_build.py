@@ -8,7 +8,6 @@ import os
 
 from SCons.Script import Action, AlwaysBuild, Dir
 
-import nnc_import  # noqa: F401  (before any nnc import)
 from argv_action import argv_action
 from nnc.toolchains import HOST_CC, HOST_CFLAGS
 

@@ -9,14 +9,12 @@ carries a tier marker itself keeps it.
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 BUILD = os.path.join(ROOT, "build")
 FULL = os.environ.get("NNC_FULL_TESTS") == "1"
@@ -24,7 +22,7 @@ FULL = os.environ.get("NNC_FULL_TESTS") == "1"
 
 TIERS = ("unit", "bitexact", "firmware", "tools")
 FIRMWARE_FILES = ("test_stm32.py", "test_riot.py", "test_digit_pad.py")
-TOOLS_FILES = ("test_models.py", "test_errors.py", "test_deploy.py", "test_plots.py",
+TOOLS_FILES = ("test_models.py", "test_errors.py", "test_deploy.py", "test_plots.py", "test_cli.py",
                "test_reliability_writers.py")
 UNIT_DIR = os.path.join(ROOT, "tests", "unit")
 
@@ -70,7 +68,7 @@ def generated_dir(model: str, kernels: str = "c") -> str:
         return built
     made = _scratch("gen", kernels, model)
     if not os.path.isfile(os.path.join(made, f"tvmgen_{model}.c")):
-        from export import export
+        from nnc.cli.export import export
         export(model, made, kernels=kernels, quiet=True)
     return made
 

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import inference_app
 
-from deploy import deploy
-from divergence import find_divergence
+from nnc.cli.deploy import deploy
+from nnc.cli.divergence import find_divergence
 from nnc.toolchains import host_shared_library
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import BUILD, ROOT, load_host_library
 
-import serial_client as sc
+from nnc.cli import serial_client as sc
 
 APP = os.path.join(ROOT, "tools", "digit_pad.py")
 ARTIFACTS = os.path.join(BUILD, "test-artifacts")
@@ -185,7 +185,7 @@ def check_answer(res, host):
 def test_preprocessing_matches_training_digits():
     """Held-out digits redrawn as big strokes and preprocessed like a drawing are recognised."""
     from PIL import Image
-    from digit_pad import preprocess
+    from nnc.cli.digit_pad import preprocess
     host = load_host_library(MODEL)
     from sklearn.datasets import load_digits
     d = load_digits()

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 from models import MODELS, data, get, nets, quant, recipes  # noqa: E402
 

@@ -349,11 +349,11 @@ def export_cli(monkeypatch, capsys, qmodel, shape, *flags):
     import json
     import os
     import tempfile
-    import export
+    from nnc.cli.main import main as nnc
     from models import registry
     monkeypatch.setitem(registry.MODELS, "testnet", _TestSpec(qmodel, shape))
     out = os.path.join(tempfile.mkdtemp(), "gen")
-    rc = export.main(["--model", "testnet", "--out", out, "--quiet", *flags])
+    rc = nnc(["export", "--model", "testnet", "--out", out, "--quiet", *flags])
     err = capsys.readouterr().err
     meta = json.load(open(os.path.join(out, "model.json"))) if rc == 0 else None
     assert rc == 0 or not os.path.exists(out), "a failed export wrote output"
@@ -361,9 +361,9 @@ def export_cli(monkeypatch, capsys, qmodel, shape, *flags):
 
 
 def test_export_help_names_the_flags(capsys):
-    import export
+    from nnc.cli.main import main as nnc
     with pytest.raises(SystemExit) as e:
-        export.main(["--help"])
+        nnc(["export", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "--device-softmax" in text and "--debug" in text and "NNC_DEBUG=1" in text

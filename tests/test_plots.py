@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import BUILD, ROOT, generated_dir
 
-import plots
+from nnc.cli import plots
 
 MODEL = "lenet5"
 

@@ -147,7 +147,7 @@ def test_library_without_identity_is_refused(tmp_path):
 def test_other_kernels_of_the_same_model_are_accepted(tmp_path):
     """The m7 header with the portable-C library (the firmware comparison does that): same model,
     same ports, same graph hash, bit-exact by contract."""
-    from export import compile_model
+    from nnc.cli.export import compile_model
     _, _, m7 = compile_model("lenet5", "m7")
     header, _ = m7.write(str(tmp_path))
     lib = hostlib.load(host_library_path("lenet5"), header)
@@ -210,7 +210,7 @@ def test_tvm_kernels_with_one_element_reductions_are_bit_exact(tmp_path):
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    from deploy import deploy
+    from nnc.cli.deploy import deploy
     out = tmp_path_factory.mktemp("dep") / "lenet5"
     deploy("lenet5", str(out))
     if not os.path.exists(INFERENCE):
@@ -403,7 +403,7 @@ def test_property_metadata_reader_raises_only_hostlib_errors(deployment, tmp_pat
 @pytest.mark.parametrize("model,kernels", [("residual_cnn", "c"), ("lenet5", "m7")])
 def test_divergence_on_an_nhwc_deployment(model, kernels, tmp_path):
     """The README's flow with layout=nhwc; with kernels=m7 the fused conv+pool layers line up too."""
-    from deploy import deploy
+    from nnc.cli.deploy import deploy
     out = tmp_path / "nhwc"
     deploy(model, str(out), layout="nhwc", kernels=kernels)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "divergence.py"), "--model", model,

@@ -104,7 +104,7 @@ def test_inference_refuses_a_deploy_cfg_it_did_not_write(tmp_path, key, value, w
     libc's system() on the input bytes; a library path could point outside the deployment;
     sizes were read with atol (garbage -> 0, negatives accepted). Now each is refused, exit 2."""
     from test_deploy import run_inference
-    from deploy import deploy
+    from nnc.cli.deploy import deploy
     out = tmp_path / "dep"
     deploy("lenet5", str(out))
     cfg = out / "deploy.cfg"
@@ -123,7 +123,7 @@ def test_scons_diana_refuses_a_zoo_model_instead_of_ignoring_it():
                        capture_output=True, text=True)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "board=diana builds seed 004's example graphs, not the zoo model 'lenet5'" in r.stdout
-    assert "where: model=lenet5" in r.stdout and "diana_compile.py --script" in r.stdout
+    assert "where: model=lenet5" in r.stdout and "nnc diana --script" in r.stdout
 
 
 def test_export_deploy_divergence_of_the_stateful_model_point_to_the_imx681(tmp_path):

@@ -265,16 +265,16 @@ def test_export_out_is_a_file_or_read_only(tmp_path):
 
 def test_failed_export_changes_nothing(tmp_path, monkeypatch):
     """All or nothing: no model.json.tmp, no new C beside the old model.json."""
-    import export
+    from nnc.cli.main import main as nnc
     out = tmp_path / "gen"
-    assert export.main(["--model", "ffn", "--out", str(out), "--quiet"]) == 0
+    assert nnc(["export", "--model", "ffn", "--out", str(out), "--quiet"]) == 0
     (out / "tvmgen_ffn.c").write_text("/* previous output */\n")
     before = snapshot(out)
 
     def disk_full(path, data):
         raise OSError(28, "No space left on device", path)
     monkeypatch.setattr(outdir, "write_json", disk_full)
-    assert export.main(["--model", "ffn", "--out", str(out), "--quiet"]) == 2
+    assert nnc(["export", "--model", "ffn", "--out", str(out), "--quiet"]) == 2
     assert snapshot(out) == before and leftovers(tmp_path) == []
 
 
@@ -370,11 +370,11 @@ def test_bad_checkpoints_are_user_errors(tmp_path):
 
 @pytest.mark.parametrize("name", ["garbage.pt", "truncated_head.pt", "empty.pt", "list.pt"])
 def test_export_with_a_bad_checkpoint(tmp_path, monkeypatch, capsys, name):
-    import export
+    from nnc.cli.main import main as nnc
     from models.registry import get
     bad_checkpoints(tmp_path)
     monkeypatch.setattr(get("ffn"), "checkpoint", str(tmp_path / name))
-    assert export.main(["--model", "ffn", "--out", str(tmp_path / "gen"), "--quiet"]) == 2
+    assert nnc(["export", "--model", "ffn", "--out", str(tmp_path / "gen"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert name in err and "fix:" in err and not (tmp_path / "gen").exists()
 

@@ -26,10 +26,9 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-import serial_client as sc  # noqa: E402
-from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS  # noqa: E402
+from nnc.cli import serial_client as sc
+from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS
 from test_stm32 import (BAD_FRAMES, bad_frame_then_good_frame, good_frame_works, scons,  # noqa: E402
                         send_1000_inputs_and_compare, serving)
 

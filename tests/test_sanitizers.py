@@ -57,7 +57,7 @@ def test_generated_c_is_clean_under_asan_and_ubsan(name, kernels, zoo, tmp_path)
         if not os.path.exists(source):
             pytest.fail(f"{source} is missing: run the tests through `./scons host test`")
     else:
-        from export import compile_model
+        from nnc.cli.export import compile_model
         gen = str(tmp_path / "gen")
         header, source = compile_model(name, kernels)[2].write(gen)
     info = parse_header(header)

@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.tools   # test tier (pytest.ini)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tools")]
 
-import serial_client as sc  # noqa: E402
+from nnc.cli import serial_client as sc
 
 CLIENT = os.path.join(ROOT, "tools", "serial_client.py")
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -25,9 +25,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
-import serial_client as sc  # noqa: E402
+from nnc.cli import serial_client as sc
 from conftest import compile_host_library, edge_and_random_inputs  # noqa: E402
 from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
 from nnc.reports.regression import record_test_result  # noqa: E402
@@ -450,8 +449,7 @@ SERIAL_BYTES_PER_MODEL = 2_000_000
 def m7_check_image_outputs(name, x):
     """Outputs of the model's firmware C (build/gen/m7) in bench.py's semihosting check image."""
     import tempfile
-    sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "m7"))
-    import bench
+    from fixtures.m7 import bench
     gen = os.path.join(ROOT, "build", "gen", "m7", name)
     (_, check_elf), _ = bench.build(gen, tempfile.mkdtemp(), x[0].ravel())
     return bench.firmware_outputs(check_elf, x).reshape(len(x), -1)

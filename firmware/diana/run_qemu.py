@@ -13,11 +13,8 @@ import json
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-
-from nnc.reports.diana import parse_results, summary_table  # noqa: E402
-from nnc.targets.diana.firmware import run_qemu  # noqa: E402
+from nnc.reports.diana import parse_results, summary_table
+from nnc.targets.diana.firmware import run_qemu
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,6 @@ and the serial protocol's frames and replies (tools/serial_client.py, no hardwar
 import os
 import re
 import struct
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from nnc.targets.cpu import CpuTarget
 from nnc.targets.imx681 import ConfigError, parse_config, resolve_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import serial_client as sc  # noqa: E402
+from nnc.cli import serial_client as sc
 
 VALID = """\
 # a comment line

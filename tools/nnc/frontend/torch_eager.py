@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import NncError
+from ..errors import DEBUG_ENV, NncError
 from ..ir import INT8_MAX, INT8_MIN, Graph, Op, QParams, Tensor, check_batch_one
 from .torch_eager_ops import LUT_FUNCTIONS, LUT_MODULES, MUL_FUNCTIONS, EagerOpsMixin
 
@@ -33,7 +33,6 @@ SUPPORTED = (
 )
 
 # Set NNC_DEBUG=1 (or pass debug=True) to get the whole chain of user frames in `where:`.
-DEBUG_ENV = "NNC_DEBUG"
 
 
 def _torch():
