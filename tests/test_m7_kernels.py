@@ -16,7 +16,8 @@ import pytest
 from conftest import build_host_library, edge_and_random_inputs, quantize_ptq
 
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
-from nnc.kernels.m7_kernels import pack_weights
+from nnc.kernels import m7_kernels, m7_rowpair
+from nnc.kernels.m7_gemm import channel_blocks, pack_weights, pack_wide_weights
 from nnc.toolchains import CORTEX_M7_CC, HOST_CC, WARNING_FREE_FLAGS
 
 N_INPUTS = 1000
@@ -41,35 +42,64 @@ def _sxtb16(word):
     return lo, hi
 
 
-def test_packed_weights_give_the_dot_product():
-    """Emulates the kernel's inner loop on the packed layout in numpy."""
-    rng = np.random.default_rng(0)
-    for cout, k in ((1, 1), (2, 5), (3, 25), (7, 150), (4, 8)):
-        w = rng.integers(-128, 128, size=(cout, k)).astype(np.int8)
-        x = rng.integers(0, 256, size=k).astype(np.int32)
-        packed, kp = pack_weights(w)
-        assert kp % 4 == 0 and kp >= k and packed.size == cout * kp
-        col = np.zeros(kp, dtype=np.int32)
-        col[:k] = x
-        words = packed.view(np.uint8).reshape(-1, 4).astype(np.uint32)
-        words = words[:, 0] | (words[:, 1] << 8) | (words[:, 2] << 16) | (words[:, 3] << 24)
-        got = np.zeros(cout, dtype=np.int64)
-        n4, wi = kp // 4, 0
-        for p in range(cout // 2):
-            for g in range(n4):
-                for c in range(2):
-                    word = int(words[wi]); wi += 1
-                    lo, hi = _sxtb16(word)
-                    lo2, hi2 = _sxtb16(((word >> 8) | (word << 24)) & 0xFFFFFFFF)
-                    got[2 * p + c] += lo * col[4 * g] + hi * col[4 * g + 1] + lo2 * col[4 * g + 2] \
-                        + hi2 * col[4 * g + 3]
-        if cout % 2:
-            for g in range(n4):
+def _emulate_int8(words, col, cout, n4, block):
+    """The int8 layout's inner loops (dot1/dot2/dot4) in numpy: per block, per group of 4, one
+    word per channel of the block, widened by sxtb16 and sxtb16 ror 8."""
+    got, wi = np.zeros(cout, dtype=np.int64), 0
+    for oc, n in channel_blocks(cout, block):
+        for g in range(n4):
+            for c in range(n):
                 word = int(words[wi]); wi += 1
                 lo, hi = _sxtb16(word)
                 lo2, hi2 = _sxtb16(((word >> 8) | (word << 24)) & 0xFFFFFFFF)
-                got[-1] += lo * col[4 * g] + hi * col[4 * g + 1] + lo2 * col[4 * g + 2] + hi2 * col[4 * g + 3]
-        assert np.array_equal(got, w.astype(np.int64) @ x), (cout, k)
+                got[oc + c] += lo * col[4 * g] + hi * col[4 * g + 1] + lo2 * col[4 * g + 2] \
+                    + hi2 * col[4 * g + 3]
+    assert wi == len(words)
+    return got
+
+
+def _emulate_wide(words, col, cout, n4):
+    """The wide layout's inner loops (dot1w/dot2x2w): per block, per group of 4, two words
+    (int16 pairs, low half first) per channel of the block."""
+    got, wi = np.zeros(cout, dtype=np.int64), 0
+    halves = lambda word: (np.int64(np.uint16(word & 0xFFFF).view(np.int16)),
+                           np.int64(np.uint16(word >> 16).view(np.int16)))
+    for oc, n in channel_blocks(cout, 2):
+        for g in range(n4):
+            for c in range(n):
+                for j in range(2):
+                    lo, hi = halves(int(words[wi])); wi += 1
+                    got[oc + c] += lo * col[4 * g + 2 * j] + hi * col[4 * g + 2 * j + 1]
+    assert wi == len(words)
+    return got
+
+
+@pytest.mark.parametrize("block", [2, 4])
+def test_packed_weights_give_the_dot_product(block):
+    """Emulates the kernels' inner loops on the packed layouts in numpy."""
+    rng = np.random.default_rng(0)
+    for cout, k in ((1, 1), (2, 5), (3, 25), (7, 150), (4, 8), (10, 27), (13, 64)):
+        w = rng.integers(-128, 128, size=(cout, k)).astype(np.int8)
+        w[0, 0] = -128
+        x = rng.integers(-128, 128, size=k).astype(np.int32)
+        packed, kp = pack_weights(w, block)
+        assert packed.dtype == np.uint32 and kp % 4 == 0 and kp >= k and packed.size == cout * kp // 4
+        col = np.zeros(kp, dtype=np.int32)
+        col[:k] = x
+        want = w.astype(np.int64) @ x
+        assert np.array_equal(_emulate_int8(packed, col, cout, kp // 4, block), want), (cout, k)
+        wide, kp2 = pack_wide_weights(w)
+        assert wide.dtype == np.uint32 and kp2 == kp and wide.size == cout * kp // 2
+        assert np.array_equal(_emulate_wide(wide, col, cout, kp // 4), want), (cout, k)
+
+
+def test_channel_blocks_cover_every_channel_once():
+    for block in (2, 4):
+        for cout in range(1, 12):
+            blocks = channel_blocks(cout, block)
+            assert [c for oc, n in blocks for c in range(oc, oc + n)] == list(range(cout))
+            assert all(n in (1, 2, block) for _, n in blocks)
+            assert sum(n < block for _, n in blocks) <= 2
 
 
 # -- zoo models -----------------------------------------------------------------------------
@@ -92,14 +122,16 @@ def test_zoo_model_bit_exact(zoo_build):
     assert heavy and all(provs[n] == "m7" for n in heavy), provs
     if name == "lenet5":   # both conv+pool pairs run fused: the conv outputs are never stored
         assert [n for n in heavy if "+" in n] == ["conv1+maxpool2d", "conv2+maxpool2d_1"]
-    # both ways of padding are exercised: a padded copy of a small input, the border path of a
-    # large one (residual_cnn's conv2: 8x30x30 padded bytes, above PADDED_COPY_MAX)
+    # the ways of padding: lenet5's first layer copies its small input once with the padding;
+    # residual_cnn's 3x3 stride-1 convolutions fill their columns two windows at a time
+    # (m7_rowpair, padding at the edges); the generic border path: test_conv_grid_bit_exact
     sources = {op.name: compiled.kernels[id(op)].source for op in compiled.graph.ops
                if id(op) in compiled.kernels}
-    first = sources["conv1+maxpool2d" if name == "lenet5" else "conv1"]
-    assert "padded" in first and "border" not in first
-    if name == "residual_cnn":
-        assert "border" in sources["conv2"] and "padded" not in sources["conv2"]
+    if name == "lenet5":
+        first = sources["conv1+maxpool2d"]
+        assert "padded" in first and "border" not in first
+    else:
+        assert all("m7_rowpair" in sources[n] and "padded" not in sources[n] for n in ("conv1", "conv2"))
     x = edge_and_random_inputs(graph.inputs[0].shape, N_INPUTS, seed=5)
     assert len(x) >= 1000
     expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
@@ -149,7 +181,7 @@ def make_grid_model(scheme: str, seed: int):
             self.c7 = nn.Conv2d(6, 3, 7, stride=3, padding=3)           # 7x7 stride 3
             self.fc1 = nn.Linear(3 * 2 * 2, 9)
             self.rf = nn.ReLU()
-            self.fc2 = nn.Linear(9, 5)
+            self.fc2 = nn.Linear(9, 6)      # dense: channel blocks of 4 + 1 (fc1), 4 + 2 (fc2)
             self.dequant = torch.ao.quantization.DeQuantStub()
 
         def forward(self, x):
@@ -176,21 +208,190 @@ def make_grid_model(scheme: str, seed: int):
     return model, torch.randn(*GRID_SHAPE)
 
 
+@pytest.mark.parametrize("layout", ["wide", "int8"])
 @pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
-def test_conv_grid_bit_exact(scheme, tmp_path):
+def test_conv_grid_bit_exact(scheme, layout, tmp_path, monkeypatch):
+    """Both weight layouts of the convolutions: int16 (every layer here is small enough) and, with
+    the size limit at 0, the int8 layout that layers above WIDE_WEIGHTS_MAX keep; with the int8
+    layout the padded convolutions also take the border path of inputs too big to copy padded."""
+    if layout == "int8":
+        monkeypatch.setattr(m7_kernels, "WIDE_WEIGHTS_MAX", 0)
+        monkeypatch.setattr(m7_kernels, "PADDED_COPY_MAX", 0)
     qmodel, example = make_grid_model(scheme, seed=7 if scheme == "per_tensor" else 11)
     graph = import_torch_model(qmodel, example, f"m7grid_{scheme}")
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grid_{scheme}")
+    wide = {op.name for op in compiled.graph.ops if id(op) in compiled.kernels
+            and "nnc_m7_dot2x2w(" in compiled.kernels[id(op)].source}
+    assert wide == ({"c1+p1", "c2", "c3", "c4", "c6", "c7"} if layout == "wide" else set()), wide
+    padding = "padded" if layout == "wide" else "border"
+    assert all(padding in compiled.kernels[id(op)].source for op in compiled.graph.ops
+               if op.name in ("c1+p1", "c2", "c3", "c6", "c7")), padding
     provs = providers_of(compiled)
     assert provs["c5"] == "m7"  # depthwise: m7_depthwise
-    assert provs["p3"] == "c"   # an overlapping pool is not fused
+    assert provs["p3"] == "m7"  # an overlapping pool is not fused: the m7 max pool
     assert all(provs[n] == "m7" for n in ("c1+p1", "c2", "c3", "c4", "c6", "c7", "fc1", "fc2")), provs
-    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GRID_SHAPE, 3, tmp_path)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GRID_SHAPE, 3, tmp_path, on_m7=True)
 
 
-def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_path):
+ROWPAIR_SHAPE = (1, 1, 12, 10)
+
+
+def make_rowpair_model(scheme: str, seed: int):
+    """Convolutions with 3-wide windows at stride 1 along x (the m7_rowpair column fill): odd and
+    even input channels (an odd number of window rows leaves a lone row), kernel heights 1/3/5,
+    vertical stride 2, padding 0/1 along x and 0/1/2 along y (whole rows of padding), rows of
+    4 bytes where both edges are padding in the same pass, and both weight layouts."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.a = nn.Conv2d(1, 3, 3, padding=1)                         # 3 rows: a lone row
+            self.ra = nn.ReLU()
+            self.b = nn.Conv2d(3, 4, (5, 3), padding=(2, 1))              # 15 rows
+            self.c = nn.Conv2d(4, 5, (1, 3), padding=(0, 1))              # 1x3
+            self.d = nn.Conv2d(5, 6, 3, stride=(2, 1), padding=(1, 0))    # 12x10 -> 6x8
+            self.e = nn.Conv2d(6, 4, 3, padding=(2, 1))                   # 6x8 -> 8x8
+            self.f = nn.Conv2d(4, 3, 3)                                   # 8x8 -> 6x6
+            self.g = nn.Conv2d(3, 2, 3)                                   # 6x6 -> 4x4
+            self.h = nn.Conv2d(2, 3, 3, padding=1)                        # rows of 4 bytes
+            self.fc = nn.Linear(3 * 4 * 4, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            x = self.ra(self.a(x))
+            for conv in (self.b, self.c, self.d, self.e, self.f, self.g, self.h):
+                x = conv(x)
+            return self.dequant(self.fc(x.reshape(x.shape[0], -1)))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["a", "ra"]], inplace=True)
+
+    torch.manual_seed(seed)
+    model = quantize_ptq(Net(), scheme, torch.randn(64, *ROWPAIR_SHAPE[1:]) * 1.5 + 0.5)
+    return model, torch.randn(*ROWPAIR_SHAPE)
+
+
+@pytest.mark.parametrize("layout", ["wide", "int8"])
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
+    if layout == "int8":
+        monkeypatch.setattr(m7_kernels, "WIDE_WEIGHTS_MAX", 0)
+    qmodel, example = make_rowpair_model(scheme, seed=21 if scheme == "per_tensor" else 22)
+    graph = import_torch_model(qmodel, example, f"m7rowpair_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7rowpair_{scheme}")
+    convs = [op for op in compiled.graph.ops if op.kind == "conv2d"]
+    assert len(convs) == 8
+    for op in convs:
+        k = compiled.kernels[id(op)]
+        assert k.provider == "m7" and "m7_rowpair" in k.source, op.name
+        assert ("nnc_m7_dot2x2w(" in k.source) == (layout == "wide"), op.name
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, ROWPAIR_SHAPE, 9, tmp_path, on_m7=True)
+
+
+POOL_SHAPE = (1, 1, 13, 11)
+
+
+def make_maxpool_model(seed: int):
+    """Max pools on their own (the m7 max pool kernel): kernels 5/3/(2,3)/2, strides 1/2/(1,2),
+    padding 0/1/2 (-128 is neutral), ceil mode, rows that are not whole words and rows shorter
+    than a word, output rows that are not a multiple of 4 long."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.c = nn.Conv2d(1, 5, 3, padding=1)
+            self.pools = nn.Sequential(
+                nn.MaxPool2d(5, stride=1, padding=2),                       # 5x13x11
+                nn.MaxPool2d((2, 3), stride=(1, 2), padding=(1, 1)),        # 5x14x6
+                nn.MaxPool2d(3, stride=2, ceil_mode=True),                  # 5x7x3
+                nn.MaxPool2d(2, stride=1))                                  # 5x6x2
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            return self.dequant(self.pools(self.c(self.quant(x))))
+
+        def fuse_model(self, qat=False):
+            pass
+
+    torch.manual_seed(seed)
+    model = quantize_ptq(Net(), "per_tensor", torch.randn(64, *POOL_SHAPE[1:]) * 1.5)
+    return model, torch.randn(*POOL_SHAPE)
+
+
+def test_maxpool_bit_exact(tmp_path):
+    qmodel, example = make_maxpool_model(seed=31)
+    graph = import_torch_model(qmodel, example, "m7maxpool")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, "m7maxpool")
+    pools = [op for op in compiled.graph.ops if op.kind == "maxpool2d"]
+    assert len(pools) == 4 and all(compiled.kernels[id(op)].provider == "m7" for op in pools)
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, POOL_SHAPE, 12, tmp_path, on_m7=True)
+
+
+GROUPED_SHAPE = (1, 6, 12, 10)
+
+
+def make_grouped_model(scheme: str, seed: int):
+    """Grouped convolutions (not depthwise) on the m7 GEMM: 2 and 3 groups, odd channel counts per
+    group, 3x3 at stride 1 (the row-pair fill), stride 2 with padding, 5x3, 1x1, and one output
+    position (the dense-like path)."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.convs = nn.Sequential(
+                nn.Conv2d(6, 6, 3, padding=1, groups=2),                  # 3 -> 3 per group, rowpair
+                nn.Conv2d(6, 9, (5, 3), stride=2, padding=(2, 1), groups=3),   # 2 -> 3, 6x5
+                nn.Conv2d(9, 6, 1, groups=3),                             # 3 -> 2, 1x1
+                nn.Conv2d(6, 10, 3, stride=2, groups=2),                  # 3 -> 5, 2x2
+                nn.Conv2d(10, 4, 2, groups=2))                            # one position
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            return self.dequant(self.convs(self.quant(x)))
+
+        def fuse_model(self, qat=False):
+            pass
+
+    torch.manual_seed(seed)
+    model = quantize_ptq(Net(), scheme, torch.randn(64, *GROUPED_SHAPE[1:]) * 1.5)
+    return model, torch.randn(*GROUPED_SHAPE)
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_grouped_conv_bit_exact(scheme, tmp_path):
+    qmodel, example = make_grouped_model(scheme, seed=41 if scheme == "per_tensor" else 42)
+    graph = import_torch_model(qmodel, example, f"m7grouped_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grouped_{scheme}")
+    convs = [op for op in compiled.graph.ops if op.kind == "conv2d"]
+    assert [op.attrs["groups"] for op in convs] == [2, 3, 3, 2, 2]
+    for op in convs:
+        k = compiled.kernels[id(op)]
+        assert k.provider == "m7" and "groups, each a conv2d" in k.source, op.name
+    assert "m7_rowpair" in compiled.kernels[id(convs[0])].source
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, GROUPED_SHAPE, 13, tmp_path, on_m7=True)
+
+
+def test_rowpair_tap_order_is_a_permutation():
+    for rows in range(1, 12):
+        order = m7_rowpair.tap_order(rows)
+        assert sorted(t for t in order if t >= 0) == list(range(3 * rows))
+        assert len(order) == 3 * rows + rows % 2     # a lone row pads one slot
+
+
+def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_path, on_m7=False):
     """N_INPUTS inputs: the host library equals torch qnnpack; the source compiles warning-free
-    for the Cortex-M7."""
+    for the Cortex-M7. `on_m7`: the same inputs also through the very same C built for the
+    emulated Cortex-M7 (the inline assembly of the intrinsics), equal to torch too."""
     x = edge_and_random_inputs(shape, N_INPUTS, seed=seed)
     expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
     got = lib.run(x)
@@ -200,6 +401,30 @@ def assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, seed, tmp_p
     r = subprocess.run([CORTEX_M7_CC, *WARNING_FREE_FLAGS[CORTEX_M7_CC], "-c", source, "-I",
                         os.path.dirname(source), "-o", obj], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+    if on_m7:
+        m7 = emulated_m7_outputs(graph, source, x, tmp_path).reshape(expected.shape)
+        mismatches = int(np.count_nonzero(m7 != expected))
+        assert mismatches == 0, f"{graph.name} on the emulated M7: {mismatches} of {m7.size} outputs differ"
+
+
+def emulated_m7_outputs(graph, source, x, tmp_path):
+    """Outputs of the generated C on QEMU's Cortex-M7 (the semihosting check image of
+    tests/fixtures/m7/bench.py), one row per input."""
+    import json
+    import sys
+    from conftest import require_tools
+    require_tools(CORTEX_M7_CC, "qemu-system-arm", needed_for="running the kernels on the emulated M7")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures", "m7"))
+    import bench
+    gen = os.path.dirname(source)
+    meta = {"inputs": [{"shape": list(t.shape)} for t in graph.inputs],
+            "outputs": [{"shape": list(t.shape)} for t in graph.outputs]}
+    with open(os.path.join(gen, "model.json"), "w") as f:
+        json.dump(meta, f)
+    work = tmp_path / "m7bench"
+    work.mkdir()
+    (_, check_elf), _ = bench.build(gen, str(work), x[0].ravel())
+    return bench.firmware_outputs(check_elf, x)
 
 
 # -- the add and the average pool ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Cortex-M7 kernels: conv2d and dense on the DSP dual 16-bit MAC (`smlad`).
+"""Cortex-M7 kernels: conv2d (also grouped) and dense on the DSP dual 16-bit MAC (`smlad`).
 
 Same arithmetic as the portable kernels (`nnc.arith`: int32 accumulator including the bias,
 float32 requantization rounded half to even), so the same tests apply whichever kernel runs.
@@ -8,36 +8,38 @@ How a layer runs:
   int8; the input zero point is folded into the bias at export, see `folded_bias`), laid out like
   the flattened OIHW weight row (ic, ky, kx) and padded with zeros to a multiple of 4. Padded
   image positions are written as the zero point there (interior positions are copied with
-  constant bounds, border positions take a separate path), so the MAC loop has no bounds checks. One input channel (a first layer) needs nothing
-  special: its column is kh*kw long and the MAC loop runs over it like any other.
-- The weights are rearranged at export time: each group of 4 int8 weights is stored as
-  w0 w2 w1 w3, so that `sxtb16(word)` gives the int16 pair (w0, w1) and `sxtb16(word ror 8)`
-  gives (w2, w3), matching the column's pairs (x0, x1) and (x2, x3). Two output channels are
-  interleaved word by word, so the inner loop computes two channels at once: per 4 column values
-  two loads of activations, two loads of weights, four `sxtb16` and four `smlad` (8 MACs).
+  constant bounds, border positions take a separate path, a small input is copied once with its
+  padding), so the MAC loop has no bounds checks. 3-wide windows at stride 1 fill two columns
+  at once from shared row loads, in their own tap order (`m7_rowpair`).
+- The dot products and the weight layouts are in `m7_gemm`: a convolution's weights widened to
+  int16 at export (two output channels x two positions per pass, no widening in the loop) unless
+  they are large, then int8 (`sxtb16` in the loop); dense layers int8, four channels per pass.
 - Requantization is `nearbyintf` as in the portable kernels; on the M7 one `vcvtr.s32.f32`
   (convert in the FPSCR rounding mode, round half to even: vrintr + vcvt in one instruction).
 - Dense layers are the same with a single position whose column is the input vector.
+- A grouped convolution runs the code of one group once per group, on the group's slices.
 - A convolution followed by a non-overlapping max pool runs fused (`conv2d_maxpool2d`, see
   `nnc.passes.fuse_conv_maxpool`): per pooled position the columns of its window's positions
   are filled, each channel pair keeps the max of its accumulators, and only that is requantized
   and stored. The convolution's full output never exists: LeNet-5's arena shrinks from 5,880 B
   to the pooled tensors.
 
-The intrinsics (`nnc_m7_sxtb16`, `nnc_m7_sxtb16_ror8`, `nnc_m7_smlad`) are inline assembly when
+The intrinsics (`nnc_m7_sxtb16`, `nnc_m7_smlad`, `nnc_m7_pkhbt16`, ...) are inline assembly when
 `__ARM_FEATURE_DSP` is defined and portable C otherwise, so the very same kernel source is
 bit-exact-tested on the host. Scratch: the columns live in the arena (`Kernel.scratch_bytes`), in
 bytes that are free while the kernel runs, so they cost no RAM beyond the plan's peak.
 
-The qnnpack add and average pooling without padding have Cortex-M7 kernels too (`m7_pointwise`).
-Depthwise convolutions run `m7_depthwise`. Grouped convolutions, other pools, weight zero points
-and shift requantization are left to the portable provider (listed after this one).
+The qnnpack add, max pooling and average pooling without padding have Cortex-M7 kernels too
+(`m7_pointwise`). Depthwise convolutions run `m7_depthwise`. Average pooling with padding, weight
+zero points and shift requantization are left to the portable provider (listed after this one).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise
+from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise, m7_rowpair
+from .m7_gemm import DOT, WIDE_WEIGHTS_MAX, channel_blocks, pack_weights, pack_wide_weights
+from ..ir import Op, Tensor
 from .c_kernels import REQUANT_FLOAT, _signature
 from .m7_common import bias_folds as _bias_folds, folded_bias
 
@@ -69,6 +71,18 @@ static inline int32_t nnc_m7_ssat8(int32_t x)
     __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(x));
     return r;
 }
+static inline uint32_t nnc_m7_pkhbt16(uint32_t lo, uint32_t hi)
+{
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+static inline uint32_t nnc_m7_pkhtb16(uint32_t hi, uint32_t lo)
+{
+    uint32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(hi), "r"(lo));
+    return r;
+}
 #else
 /* Bytes 0 and 2, sign-extended to the two halfwords. */
 static inline uint32_t nnc_m7_sxtb16(uint32_t x)
@@ -92,6 +106,16 @@ static inline int32_t nnc_m7_smlad(uint32_t a, uint32_t b, int32_t acc)
 static inline int32_t nnc_m7_ssat8(int32_t x)
 {
     return x < -128 ? -128 : (x > 127 ? 127 : x);
+}
+/* The low halfword of lo below the low halfword of hi. */
+static inline uint32_t nnc_m7_pkhbt16(uint32_t lo, uint32_t hi)
+{
+    return (lo & 0xFFFFu) | (hi << 16);
+}
+/* The high halfword of hi above the high halfword of lo. */
+static inline uint32_t nnc_m7_pkhtb16(uint32_t hi, uint32_t lo)
+{
+    return (hi & 0xFFFF0000u) | (lo >> 16);
 }
 #endif
 /* f32(acc) * multiplier rounded to an integer in the current rounding mode (half to even), as
@@ -128,75 +152,10 @@ static inline uint32_t nnc_m7_load32(const void* p)
     __builtin_memcpy(&v, b, 4);
     return v;
 }
-"""
-
-DOT = """\
-/* The dot products of the kernels. `col` holds int16 values (the input, sign-extended), `w` the
- * weights as pack_weights() lays them out, n4 = column length / 4. Inlined into each kernel, where
- * n4 is a constant. */
-
-/* One output channel (the last of an odd count). */
-NNC_M7_INLINE int32_t nnc_m7_dot1(const int16_t* col, const int8_t* w, int32_t n4, int32_t acc)
+/* 32-bit store of any alignment (one STR on the Cortex-M7). */
+static inline void nnc_m7_store32(void* p, uint32_t v)
 {
-    for (int32_t g = 0; g < n4; ++g) {
-        const uint32_t w0 = nnc_m7_load32(w);
-        acc = nnc_m7_smlad(nnc_m7_sxtb16(w0), nnc_m7_load32(col), acc);
-        acc = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w0), nnc_m7_load32(col + 2), acc);
-        col += 4;
-        w += 4;
-    }
-    return acc;
-}
-
-/* Two output channels (their weights alternate word by word), one column:
- * acc[0] += w0 . col, acc[1] += w1 . col. */
-NNC_M7_INLINE void nnc_m7_dot2(const int16_t* col, const int8_t* w, int32_t n4, int32_t acc[2])
-{
-    int32_t a0 = acc[0], a1 = acc[1];
-    for (int32_t g = 0; g < n4; ++g) {
-        const uint32_t x01 = nnc_m7_load32(col), x23 = nnc_m7_load32(col + 2);
-        const uint32_t w0 = nnc_m7_load32(w), w1 = nnc_m7_load32(w + 4);
-        a0 = nnc_m7_smlad(nnc_m7_sxtb16(w0), x01, a0);
-        a1 = nnc_m7_smlad(nnc_m7_sxtb16(w1), x01, a1);
-        a0 = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w0), x23, a0);
-        a1 = nnc_m7_smlad(nnc_m7_sxtb16_ror8(w1), x23, a1);
-        col += 4;
-        w += 8;
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-}
-
-/* Two output channels, two columns a and b: each weight word is loaded and widened once for
- * both. acc = { w0 . a, w1 . a, w0 . b, w1 . b } (plus what acc held). */
-NNC_M7_INLINE void nnc_m7_dot2x2(const int16_t* a, const int16_t* b, const int8_t* w, int32_t n4,
-                                 int32_t acc[4])
-{
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    for (int32_t g = 0; g < n4; ++g) {
-        const uint32_t a01 = nnc_m7_load32(a), a23 = nnc_m7_load32(a + 2);
-        const uint32_t b01 = nnc_m7_load32(b), b23 = nnc_m7_load32(b + 2);
-        const uint32_t w0 = nnc_m7_load32(w), w1 = nnc_m7_load32(w + 4);
-        uint32_t s = nnc_m7_sxtb16(w0);
-        a0 = nnc_m7_smlad(s, a01, a0);
-        b0 = nnc_m7_smlad(s, b01, b0);
-        s = nnc_m7_sxtb16_ror8(w0);
-        a0 = nnc_m7_smlad(s, a23, a0);
-        b0 = nnc_m7_smlad(s, b23, b0);
-        s = nnc_m7_sxtb16(w1);
-        a1 = nnc_m7_smlad(s, a01, a1);
-        b1 = nnc_m7_smlad(s, b01, b1);
-        s = nnc_m7_sxtb16_ror8(w1);
-        a1 = nnc_m7_smlad(s, a23, a1);
-        b1 = nnc_m7_smlad(s, b23, b1);
-        a += 4;
-        b += 4;
-        w += 8;
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
+    __builtin_memcpy(p, &v, 4);
 }
 """
 
@@ -233,10 +192,16 @@ PADDED_COPY_MAX = 2048
 class _Shape:
     """The numbers every m7 kernel of one op is generated from."""
 
-    def __init__(self, op, kp: int):
+    def __init__(self, op, kp: int, wide: bool, rowpair: bool = False, k: int = 0):
         w = op.params["weight"]
         self.kp, self.n4 = kp, kp // 4
-        self.k = int(np.prod(w.shape[1:]))
+        self.rowpair = rowpair         # the column fill of m7_rowpair (columns in its tap order)
+        # weight layout (m7_gemm): the dot products that read it, the pointer type and the
+        # distance between two channels in its units
+        self.wide = wide
+        self.stride = kp // 2 if wide else kp // 4
+        self.dot2x2, self.dot1 = ("nnc_m7_dot2x2w", "nnc_m7_dot1w") if wide else ("nnc_m7_dot2x2", "nnc_m7_dot1")
+        self.k = k or int(np.prod(w.shape[1:]))    # column length (before the padding to kp)
         self.cout = int(w.shape[0])
         self.even = self.cout // 2 * 2
         self.npos = int(np.prod(op.output.shape[2:])) if op.kind != "dense" else 1
@@ -249,7 +214,7 @@ class _Shape:
         else:
             self.ncols = 1 if self.npos == 1 else 2
         self.padded_shape = None       # (c, h, w) of the padded input copy, if the kernel makes one
-        if op.kind != "dense" and any(op.attrs["padding"]):
+        if op.kind != "dense" and any(op.attrs["padding"]) and not rowpair:
             _, c, h, w = op.inputs[0].shape
             ph, pw = op.attrs["padding"]
             if c * (h + 2 * ph) * (w + 2 * pw) <= PADDED_COPY_MAX:
@@ -264,26 +229,6 @@ class _Shape:
         if self.ssat:
             return f"nnc_m7_requant({acc}, multiplier[{channel}], {self.zp}, {self.lo})"
         return f"nnc_requant_float({acc}, multiplier[{channel}], {self.zp}, {self.lo}, {self.hi})"
-
-
-def pack_weights(weight: np.ndarray) -> tuple:
-    """[cout, K] int8 -> (flat int8 array in the kernel's layout, K padded to a multiple of 4).
-
-    Each group of 4 becomes w0 w2 w1 w3; channels 2p and 2p+1 alternate word by word; an odd
-    last channel follows alone."""
-    w = np.asarray(weight, dtype=np.int8).reshape(weight.shape[0], -1)
-    cout, k = w.shape
-    kp = (k + 3) // 4 * 4
-    padded = np.zeros((cout, kp), dtype=np.int8)
-    padded[:, :k] = w
-    groups = padded.reshape(cout, kp // 4, 4)[:, :, [0, 2, 1, 3]]
-    parts = []
-    pairs = cout // 2
-    if pairs:
-        parts.append(groups[:2 * pairs].reshape(pairs, 2, kp // 4, 4).transpose(0, 2, 1, 3).ravel())
-    if cout % 2:
-        parts.append(groups[-1].ravel())
-    return np.concatenate(parts).astype(np.int8), kp
 
 
 class M7Kernels(KernelProvider):
@@ -312,6 +257,8 @@ class M7Kernels(KernelProvider):
             return m7_pointwise.add_is_exact(op)
         if op.kind == "avgpool2d":
             return m7_pointwise.avgpool_has_full_windows(op)
+        if op.kind == "maxpool2d":
+            return m7_pointwise.maxpool_supported(op)
         return op.kind in ("conv2d", "dense") and self._supports_conv(op)
 
     @staticmethod
@@ -321,25 +268,29 @@ class M7Kernels(KernelProvider):
         wzp = op.params.get("weight_zp")
         if wzp is not None and np.any(wzp != 0):
             return False
-        if op.kind != "dense" and op.attrs["groups"] != 1:
-            return False
         return op.inputs[0].qparams is not None and _bias_folds(op)
 
     def emit(self, op, function: str) -> Kernel:
-        if op.kind in ("add", "avgpool2d"):
+        if op.kind in ("add", "avgpool2d", "maxpool2d"):
             return self._emit_pointwise(op, function)
         if m7_depthwise.is_depthwise(op):
             return self._depthwise.emit(op, function)
-        w = op.params["weight"]
-        packed, kp = pack_weights(w.reshape(w.shape[0], -1))
-        consts = {"weight": packed, "bias": folded_bias(op),
-                  "multiplier": op.params["multiplier"].astype(np.float32)}
-        decls = ["const int8_t* weight", "const int32_t* bias", "const float* multiplier",
+        groups = op.attrs["groups"] if op.kind == "conv2d" else 1
+        # a grouped convolution: one convolution per group, the same code on slices (the
+        # groups' weights, biases and multipliers one after the other)
+        views = [_group_view(op, g, groups) for g in range(groups)] if groups > 1 else [op]
+        layouts = [self._layout(v) for v in views]
+        packed, kp, wide, rowpair, k, one_position = layouts[0]
+        consts = {"weight": np.concatenate([lay[0] for lay in layouts]),
+                  "bias": np.concatenate([folded_bias(v) for v in views]),
+                  "multiplier": np.concatenate([v.params["multiplier"] for v in views]).astype(np.float32)}
+        op = views[0]
+        shape = _Shape(op, kp, wide, rowpair, k)
+        decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier",
                  "void* scratch"]
-        shape = _Shape(op, kp)
         if op.kind == "conv2d_maxpool2d":
             body, header = self._conv_pool(op, shape)
-        elif op.kind == "dense" or shape.npos == 1:
+        elif one_position:
             body, header = self._one_position(op, shape)
         else:
             body, header = self._position_pairs(op, shape)
@@ -357,27 +308,59 @@ class M7Kernels(KernelProvider):
         if shape.padded_shape:
             zero_tail += self._padded_copy(op, shape)
             scratch_note += ", then the padded input ({}x{}x{} int8)".format(*shape.padded_shape)
+        signature = _signature(function, decls)
+        body = zero_tail + body
+        if groups > 1:
+            header = f"{groups} groups, each a {header}"
+            signature, body = _group_loop(signature, body, groups, op, packed.size)
         src = f"""\
 /* {op.name}: {header}.
- * Cortex-M7 DSP kernel: smlad on sxtb16-widened weights, two output channels per pass;
+ * Cortex-M7 DSP kernel: smlad on {"int16 weights" if shape.wide else "sxtb16-widened weights"}, {"four output channels per pass" if one_position else "two output channels x two positions per pass"};
  * scratch: {scratch_note}. */
-NNC_M7_NOINLINE {_signature(function, decls)}
+NNC_M7_NOINLINE {signature}
 {{
     int16_t* const col = (int16_t*)scratch;
-{zero_tail}{body}}}
+{body}}}
 """
         args = ["in0", "out0"] + [f"const:{c}" for c in consts] + ["scratch"]
         prelude = dict(self._prelude)
+        if rowpair:
+            prelude["m7_4_row4"] = m7_rowpair.ROW4
         prelude["m7_3_requant" if shape.ssat else "requant_float"] = (
             REQUANT_SSAT if shape.ssat else REQUANT_FLOAT)
         return Kernel(function, src, args, consts, self.name, prelude,
                       scratch_bytes=shape.scratch_bytes)
+
+    @staticmethod
+    def _layout(op) -> tuple:
+        """(packed weights, kp, wide, rowpair, column length, one position) of a convolution
+        (one group) or dense layer."""
+        w = op.params["weight"]
+        w2d = w.reshape(w.shape[0], -1)
+        one_position = op.kind == "dense" or int(np.prod(op.output.shape[2:])) == 1
+        # one position reads each weight once: int8, four channels per pass; a convolution reads
+        # them once per position: widened at export unless that costs too much flash
+        wide = not one_position and w.size <= WIDE_WEIGHTS_MAX
+        # 3-wide windows at stride 1: two windows' columns from shared row loads, in their own
+        # tap order (the weights follow it)
+        rowpair = m7_rowpair.applies(op)
+        if rowpair:
+            w2d = m7_rowpair.reorder(w2d, m7_rowpair.tap_order(w2d.shape[1] // 3))
+        if wide:
+            packed, kp = pack_wide_weights(w2d)
+        else:
+            packed, kp = pack_weights(w2d, block=4 if one_position else 2)
+        return packed, kp, wide, rowpair, w2d.shape[1], one_position
 
     def _emit_pointwise(self, op, function: str) -> Kernel:
         prelude = dict(self._prelude, m7_3_requant=REQUANT_SSAT)
         if op.kind == "add":
             return Kernel(function, m7_pointwise.emit_add(op, function), ["in0", "in1", "out0"], {},
                           self.name, prelude)
+        if op.kind == "maxpool2d":
+            return Kernel(function, m7_pointwise.emit_maxpool(op, function), ["in0", "out0", "scratch"], {},
+                          self.name, dict(prelude, m7_6_max4=m7_pointwise.MAX4),
+                          scratch_bytes=m7_pointwise.maxpool_scratch(op))
         return Kernel(function, m7_pointwise.emit_avgpool(op, function), ["in0", "out0"], {},
                       self.name, prelude)
 
@@ -413,18 +396,30 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         else:
             fill, header = self._conv_fill(op, sh.izp, "    ", sh.padded_shape)
             fill = "    const int32_t oy = 0, ox = 0;\n" + fill
-        body = f"""\
-{fill}    for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
-        int32_t acc[2] = {{ bias[oc], bias[oc + 1] }};
-        nnc_m7_dot2(col, weight + oc * {sh.kp}, {sh.n4}, acc);
-        output[oc] = {sh.requant("acc[0]", "oc")};
-        output[oc + 1] = {sh.requant("acc[1]", "oc + 1")};
+        blocks = channel_blocks(sh.cout, 4)
+        fours = sum(n == 4 for _, n in blocks) * 4
+        body = fill
+        if fours:
+            outs = "".join(f"        output[oc + {c}] = {sh.requant(f'acc[{c}]', f'oc + {c}')};\n" for c in range(4))
+            body += f"""\
+    for (int32_t oc = 0; oc < {fours}; oc += 4) {{
+        int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc + 2], bias[oc + 3] }};
+        nnc_m7_dot4(col, weight + oc * {sh.stride}, {sh.n4}, acc);
+{outs}    }}
+"""
+        for oc, n in blocks:
+            if n == 2:
+                body += f"""\
+    {{
+        int32_t acc[2] = {{ bias[{oc}], bias[{oc + 1}] }};
+        nnc_m7_dot2(col, weight + {oc * sh.stride}, {sh.n4}, acc);
+        output[{oc}] = {sh.requant("acc[0]", str(oc))};
+        output[{oc + 1}] = {sh.requant("acc[1]", str(oc + 1))};
     }}
 """
-        if sh.cout % 2:
-            last = sh.cout - 1
-            body += f"""\
-    output[{last}] = {sh.requant(f"nnc_m7_dot1(col, weight + {sh.even * sh.kp}, {sh.n4}, bias[{last}])", str(last))};
+            elif n == 1:
+                body += f"""\
+    output[{oc}] = {sh.requant(f"nnc_m7_dot1(col, weight + {oc * sh.stride}, {sh.n4}, bias[{oc}])", str(oc))};
 """
         return body, header
 
@@ -433,16 +428,23 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         stored once)."""
         fill, header = self._conv_fill(op, sh.izp, " " * 12, sh.padded_shape)
         ow, npos, kp = op.output.shape[3], sh.npos, sh.kp
-        body = f"""\
-    for (int32_t p = 0; p < {npos}; p += 2) {{
+        if sh.rowpair:   # npos is even: p + 1 is the next column of the same row
+            fill = f"""\
+        const int32_t pb = p + 1, oy = p / {ow}, ox = p % {ow};
+{m7_rowpair.emit_fill(op, kp)}"""
+        else:
+            fill = f"""\
         const int32_t pb = p + 1 < {npos} ? p + 1 : p;
         for (int32_t q = 0; q < 2; ++q) {{
             int16_t* const cb = col + q * {kp};
             const int32_t pos = q ? pb : p, oy = pos / {ow}, ox = pos % {ow};
 {fill.replace("col[", "cb[")}        }}
-        for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
+"""
+        body = f"""\
+    for (int32_t p = 0; p < {npos}; p += 2) {{
+{fill}        for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
             int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
-            nnc_m7_dot2x2(col, col + {kp}, weight + oc * {kp}, {sh.n4}, acc);
+            {sh.dot2x2}(col, col + {kp}, weight + oc * {sh.stride}, {sh.n4}, acc);
             output[oc * {npos} + p] = {sh.requant("acc[0]", "oc")};
             output[(oc + 1) * {npos} + p] = {sh.requant("acc[1]", "oc + 1")};
             output[oc * {npos} + pb] = {sh.requant("acc[2]", "oc")};
@@ -451,10 +453,10 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 """
         if sh.cout % 2:
             last = sh.cout - 1
-            w = f"weight + {sh.even * kp}"
+            w = f"weight + {sh.even * sh.stride}"
             body += f"""\
-        output[{last * npos} + p] = {sh.requant(f"nnc_m7_dot1(col, {w}, {sh.n4}, bias[{last}])", str(last))};
-        output[{last * npos} + pb] = {sh.requant(f"nnc_m7_dot1(col + {kp}, {w}, {sh.n4}, bias[{last}])", str(last))};
+        output[{last * npos} + p] = {sh.requant(f"{sh.dot1}(col, {w}, {sh.n4}, bias[{last}])", str(last))};
+        output[{last * npos} + pb] = {sh.requant(f"{sh.dot1}(col + {kp}, {w}, {sh.n4}, bias[{last}])", str(last))};
 """
         return body + "    }\n", header
 
@@ -480,7 +482,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
             int32_t max0 = INT32_MIN, max1 = INT32_MIN;
             for (int32_t q = 0; q < {win}; q += 2) {{
                 int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
-                nnc_m7_dot2x2(col + q * {kp}, col + (q + 1) * {kp}, weight + oc * {kp}, {sh.n4}, acc);
+                {sh.dot2x2}(col + q * {kp}, col + (q + 1) * {kp}, weight + oc * {sh.stride}, {sh.n4}, acc);
                 max0 = nnc_m7_max3(max0, acc[0], acc[2]);
                 max1 = nnc_m7_max3(max1, acc[1], acc[3]);
             }}
@@ -493,7 +495,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
             body += f"""\
         int32_t max = INT32_MIN;
         for (int32_t q = 0; q < {win}; ++q) {{
-            const int32_t acc = nnc_m7_dot1(col + q * {kp}, weight + {sh.even * kp}, {sh.n4}, bias[{last}]);
+            const int32_t acc = {sh.dot1}(col + q * {kp}, weight + {sh.even * sh.stride}, {sh.n4}, bias[{last}]);
             max = acc > max ? acc : max;
         }}
         output[{last * npos} + p] = {sh.requant("max", str(last))};
@@ -558,6 +560,38 @@ NNC_M7_NOINLINE {_signature(function, decls)}
 {rows("ky_lo", "ky_hi", "kx_lo", "kx_hi", i)}{i}}}
 """
         return fill, header
+
+
+def _group_view(op, g: int, groups: int) -> Op:
+    """Group g of a grouped convolution as a convolution of its own (groups 1): its slice of the
+    input channels, of the output channels and of the per-channel parameters."""
+    _, cin, h, w = op.inputs[0].shape
+    cout = op.output.shape[1]
+    ci, co = cin // groups, cout // groups
+    x = Tensor(op.inputs[0].name, (1, ci, h, w), qparams=op.inputs[0].qparams)
+    y = Tensor(op.output.name, (1, co) + tuple(op.output.shape[2:]), qparams=op.output.qparams)
+    params = {name: v[g * co:(g + 1) * co] if np.ndim(v) and len(v) == cout else v
+              for name, v in op.params.items()}
+    return Op(op.kind, op.name, [x], [y], dict(op.attrs, groups=1), params)
+
+
+def _group_loop(signature: str, body: str, groups: int, view, weight_words: int) -> tuple:
+    """The signature with the whole tensors renamed *_all, and `body` (written for group 0's
+    view) run once per group on the group's slices."""
+    _, ci, h, w = view.inputs[0].shape
+    co, npos = view.output.shape[1], int(np.prod(view.output.shape[2:]))
+    for name in ("input", "output", "weight", "bias", "multiplier"):
+        signature = signature.replace(f"* {name}", f"* {name}_all")
+    inner = "".join("    " + line + "\n" if line else "\n" for line in body.splitlines())
+    return signature, f"""\
+    for (int32_t grp = 0; grp < {groups}; ++grp) {{
+        const int8_t* const input = input_all + grp * {ci * h * w};
+        int8_t* const output = output_all + grp * {co * npos};
+        const uint32_t* const weight = weight_all + grp * {weight_words};
+        const int32_t* const bias = bias_all + grp * {co};
+        const float* const multiplier = multiplier_all + grp * {co};
+{inner}    }}
+"""
 
 
 def _times(var: str, n: int) -> str:

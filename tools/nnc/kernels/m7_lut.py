@@ -90,6 +90,6 @@ NNC_M7_NOINLINE {_signature(function, ["const int8_t* table"])}
     NNC_M7_OPAQUE(t);
 {body}}}
 """
-        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_lut_store32": STORE32, "m7_lut_lookup4": LOOKUP4,
+        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_lut_lookup4": LOOKUP4,
                    "m7_lut_opaque": OPAQUE}
         return Kernel(function, src, ["in0", "out0", "const:table"], consts, self.name, prelude)

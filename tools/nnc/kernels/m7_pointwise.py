@@ -1,17 +1,22 @@
-"""Cortex-M7 kernels for the ops around the convolutions: the qnnpack add and average pooling.
+"""Cortex-M7 kernels for the ops around the convolutions: the qnnpack add, max and average pooling.
 
 In a residual network these cost as much as a convolution when written as portable loops (the
 add's rounding shift, the pool's per-element bounds checks). Same arithmetic as `nnc.arith`:
 
 - add: acc = a*(x0 - zp0) + b*(x1 - zp1) with qnnpack's 22-bit multipliers, then a right shift
-  rounding half away from zero. Here the zero points are folded into one constant and the rounding
-  is `(acc + half - (acc < 0)) >> shift`, three instructions instead of qnnpack's mask/compare.
+  rounding half away from zero. Here the input zero points are folded into one constant and the
+  rounding is `(acc + half + zp_out * 2^shift - (acc < 0)) >> shift` (the output zero point
+  added before the shift), three instructions instead of qnnpack's mask/compare and the add.
   Whether this is exact (no int32 overflow on the way) depends on the multipliers, so it is not
   argued but checked at export time over all 65,536 input pairs against `arith.qnnpack_add`;
   an add that fails the check stays with the portable kernel.
 - average pool without padding (every window inside the input, so one divisor): four int8 values
   per load, widened by `sxtb16` and summed by `smlad` with (1, 1); the zero point is subtracted
   once per window.
+- max pool: per output row the vertical max of the window's rows, four bytes per `ssub8` + `sel`,
+  into a row buffer (scratch) whose padding is -128, neutral for the max as in the portable
+  kernel; then the horizontal max over the buffer, four outputs per step at stride 1. Bounds are
+  per output row (which input rows the window covers), never per element.
 """
 from __future__ import annotations
 
@@ -23,8 +28,11 @@ from .c_kernels import _signature
 
 def _add_constants(op) -> dict:
     p = arith.qnnpack_add_params(op.inputs[0].qparams, op.inputs[1].qparams, op.output.qparams)
-    return {"a": p["a_mult"], "b": p["b_mult"], "shift": p["shift"], "half": 1 << (p["shift"] - 1),
-            "k": -p["a_mult"] * p["a_zp"] - p["b_mult"] * p["b_zp"], "out_zp": p["out_zp"], "params": p}
+    half = 1 << (p["shift"] - 1)
+    # the output zero point goes in before the shift: (s + zp * 2^shift) >> shift = (s >> shift) + zp
+    return {"a": p["a_mult"], "b": p["b_mult"], "shift": p["shift"], "half": half,
+            "k": -p["a_mult"] * p["a_zp"] - p["b_mult"] * p["b_zp"], "out_zp": p["out_zp"],
+            "round": half + p["out_zp"] * (1 << p["shift"]), "params": p}
 
 
 def add_is_exact(op) -> bool:
@@ -36,13 +44,14 @@ def add_is_exact(op) -> bool:
     x0, x1 = np.meshgrid(np.arange(-128, 128, dtype=np.int64), np.arange(-128, 128, dtype=np.int64))
     partial = c["a"] * x0 + c["b"] * x1            # evaluation order of the C expression
     acc = partial + c["k"]
-    rounded = acc + c["half"] + np.where(acc < 0, -1, 0)
+    with_round = acc + c["round"]
+    rounded = with_round + np.where(acc < 0, -1, 0)
     lo32, hi32 = -(1 << 31), (1 << 31) - 1
-    for v in (c["a"] * x0, partial, acc, rounded):
+    for v in (c["a"] * x0, c["b"] * x1, partial, acc, with_round, rounded):
         if v.min() < lo32 or v.max() > hi32:
             return False
     lo, hi = op.attrs["clamp"]
-    got = np.clip((rounded >> c["shift"]) + c["out_zp"], lo, hi)
+    got = np.clip(rounded >> c["shift"], lo, hi)
     want = arith.qnnpack_add(x0.astype(np.int8), x1.astype(np.int8), c["params"], (lo, hi))
     return bool(np.array_equal(got, want))
 
@@ -54,14 +63,15 @@ def emit_add(op, function: str) -> str:
     return f"""\
 /* {op.name}: add of {n} elements, qnnpack integer arithmetic: {c['a']} * (x0 - {c['params']['a_zp']})
  * + {c['b']} * (x1 - {c['params']['b_zp']}), shifted right by {c['shift']} rounding half away from zero
- * (the `acc >> 31` term: -1 below zero), plus {c['out_zp']}. Cortex-M7 kernel: zero points folded
- * into {c['k']}, clamp on ssat; checked equal to qnnpack for all int8 pairs at export. */
+ * (the `acc >> 31` term: -1 below zero), plus {c['out_zp']}. Cortex-M7 kernel: input zero points folded
+ * into {c['k']}, the half and the output zero point (times 2^{c['shift']}) into {c['round']}, clamp on
+ * ssat; checked equal to qnnpack for all int8 pairs at export. */
 NNC_M7_NOINLINE {_signature(function, [], 2)}
 {{
     for (int32_t i = 0; i < {n}; ++i) {{
         const int32_t acc = {c['a']} * (int32_t)input0[i] + {c['b']} * (int32_t)input1[i] + {c['k']};
-        const int32_t q = nnc_m7_ssat8(((acc + {c['half']} + (acc >> 31)) >> {c['shift']}) + {c['out_zp']});
-        output[i] = (int8_t)(q < {lo} ? {lo} : q);
+        const int32_t q = nnc_m7_ssat8((acc + {c['round']} + (acc >> 31)) >> {c['shift']});
+        output[i] = (int8_t){"q" if lo == -128 else f"(q < {lo} ? {lo} : q)"};
     }}
 }}
 """
@@ -119,3 +129,128 @@ NNC_M7_NOINLINE {_signature(function, [])}
     }}
 }}
 """
+
+
+MAX4 = """\
+/* Four signed bytes at once: the bytewise max of a and b (ssub8 sets a flag per byte where
+ * a >= b, sel picks by it; one asm block so that nothing runs between them). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline uint32_t nnc_m7_max4(uint32_t a, uint32_t b)
+{
+    uint32_t d, r;
+    __asm__("ssub8 %0, %2, %3\\n\\tsel %1, %2, %3" : "=&r"(d), "=r"(r) : "r"(a), "r"(b) : "cc");
+    (void)d;
+    return r;
+}
+#else
+static inline uint32_t nnc_m7_max4(uint32_t a, uint32_t b)
+{
+    uint32_t r = 0;
+    for (int32_t i = 0; i < 32; i += 8) {
+        const int32_t x = (int8_t)(uint8_t)(a >> i), y = (int8_t)(uint8_t)(b >> i);
+        r |= (uint32_t)(uint8_t)(x > y ? x : y) << i;
+    }
+    return r;
+}
+#endif
+"""
+
+
+def maxpool_supported(op) -> bool:
+    return op.kind == "maxpool2d" and tuple(op.attrs["dilation"]) == (1, 1)
+
+
+def _maxpool_row(op) -> dict:
+    """The row buffer of the max pool: the vertical max of a window's rows, at offset pw, with
+    -128 (neutral for max, as the portable kernel's start value) in the padding on both sides and
+    room for the last 4-byte reads."""
+    a = op.attrs
+    (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
+    _, c, h, w = op.inputs[0].shape
+    _, _, oh, ow = op.output.shape
+    reach = (ow - 1) * sw + kw if sw > 1 else (ow + 3) // 4 * 4 + kw - 1
+    return dict(c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
+                length=(max(w + 2 * pw, reach) + 3) // 4 * 4 + 4)
+
+
+def maxpool_scratch(op) -> int:
+    return _maxpool_row(op)["length"]
+
+
+def emit_maxpool(op, function: str) -> str:
+    g = _maxpool_row(op)
+    w, pw, kw, ow = g["w"], g["pw"], g["kw"], g["ow"]
+    words, tail = divmod(w, 4)
+    # vertical: the first row of the window copied, the others max'ed in, 4 bytes per step (and
+    # the bytes after the last whole word one by one)
+    copy_tail = max_tail = ""
+    if tail:
+        copy_tail = f"""\
+            for (int32_t i = {words * 4}; i < {w}; ++i) {{
+                dst[i] = src[i];
+            }}
+"""
+        max_tail = f"""\
+                for (int32_t i = {words * 4}; i < {w}; ++i) {{
+                    dst[i] = src[i] > dst[i] ? src[i] : dst[i];
+                }}
+"""
+    vertical = f"""\
+            const int8_t* src = input + (ch * {g['h']} + iy_lo) * {w};
+            int8_t* const dst = row + {pw};
+            for (int32_t i = 0; i < {words * 4}; i += 4) {{
+                nnc_m7_store32(dst + i, nnc_m7_load32(src + i));
+            }}
+{copy_tail}            for (int32_t iy = iy_lo + 1; iy < iy_hi; ++iy) {{
+                src += {w};
+                for (int32_t i = 0; i < {words * 4}; i += 4) {{
+                    nnc_m7_store32(dst + i, nnc_m7_max4(nnc_m7_load32(dst + i), nnc_m7_load32(src + i)));
+                }}
+{max_tail}            }}
+"""
+    if g["sw"] == 1:   # 4 outputs per step from unaligned words of the row
+        taps = "".join(f"                m = nnc_m7_max4(m, nnc_m7_load32(row + ox + {kx}));\n"
+                       for kx in range(1, kw))
+        horizontal = f"""\
+            for (int32_t ox = 0; ox < {ow}; ox += 4) {{
+                uint32_t m = nnc_m7_load32(row + ox);
+{taps}                if (ox + 4 <= {ow}) {{
+                    nnc_m7_store32(out + ox, m);
+                }} else {{
+                    for (int32_t i = 0; ox + i < {ow}; ++i, m >>= 8) {{
+                        out[ox + i] = (int8_t)(uint8_t)m;
+                    }}
+                }}
+            }}
+"""
+    else:
+        taps = "".join(f"                v = x[{kx}];\n                m = v > m ? v : m;\n" for kx in range(1, kw))
+        horizontal = f"""\
+            for (int32_t ox = 0; ox < {ow}; ++ox) {{
+                const int8_t* const x = row + ox * {g['sw']};
+                int32_t m = x[0], v;
+{taps}                out[ox] = (int8_t)m;
+            }}
+"""
+    return f"""\
+/* {op.name}: max pool {g['kh']}x{kw}, stride {g['sh']}x{g['sw']}, padding {g['ph']}x{pw}: {g['c']}x{g['h']}x{w} -> {g['c']}x{g['oh']}x{ow}.
+ * Cortex-M7 kernel: per output row the vertical max of the window's rows (4 bytes per ssub8/sel),
+ * into a row buffer whose padding is -128, then the horizontal max{" of 4 outputs per step" if g['sw'] == 1 else ""};
+ * no bounds checks per element. Scratch: the row buffer ({g['length']} bytes). */
+NNC_M7_NOINLINE {_signature(function, ["void* scratch"])}
+{{
+    int8_t* const row = (int8_t*)scratch;
+    for (int32_t i = 0; i < {g['length']}; ++i) {{
+        row[i] = -128;
+    }}
+    for (int32_t ch = 0; ch < {g['c']}; ++ch) {{
+        for (int32_t oy = 0; oy < {g['oh']}; ++oy) {{
+            const int32_t top = oy * {g['sh']} - {g['ph']};
+            const int32_t iy_lo = top < 0 ? 0 : top;
+            const int32_t iy_hi = top + {g['kh']} < {g['h']} ? top + {g['kh']} : {g['h']};
+            int8_t* const out = output + (ch * {g['oh']} + oy) * {ow};
+{vertical}{horizontal}        }}
+    }}
+}}
+"""
+
