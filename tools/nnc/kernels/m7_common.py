@@ -22,14 +22,6 @@ def bias_folds(op) -> bool:
     return bool(np.all(np.abs(folded) + 128 * np.abs(w).sum(axis=1) < 2 ** 31))
 
 
-STORE32 = """\
-/* 32-bit store of any alignment (one STR on the Cortex-M7). */
-static inline void nnc_m7_store32(void* p, uint32_t v)
-{
-    __builtin_memcpy(p, &v, 4);
-}
-"""
-
 NO_PRESCHEDULE = """\
 /* gcc's scheduling before register allocation moves the loads of unrolled multiply-accumulate
  * code ahead; more values are then live than the core has registers and they go to the stack.

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import Kernel, KernelProvider
 from .c_kernels import REQUANT_FLOAT, _signature
-from .m7_common import NO_PRESCHEDULE, STORE32, bias_folds, folded_bias
+from .m7_common import NO_PRESCHEDULE, bias_folds, folded_bias
 
 
 ROW_INTRINSICS = """\
@@ -185,8 +185,7 @@ NNC_M7_NOINLINE {_signature(function, decls)}
                   "bias": folded_bias(op), "multiplier": op.params["multiplier"].astype(np.float32)}
         decls = ["const int16_t* taps", "const int32_t* bias", "const float* multiplier", "void* scratch"]
         requant, prelude = self._requant(op)
-        prelude.update(m7_4_depthwise_rows=ROW_INTRINSICS, m7_4_no_preschedule=NO_PRESCHEDULE,
-                       m7_lut_store32=STORE32)
+        prelude.update(m7_4_depthwise_rows=ROW_INTRINSICS, m7_4_no_preschedule=NO_PRESCHEDULE)
         taps = "".join(f"        const uint32_t w02_{ky} = nnc_m7_load32(t + {4 * ky}), "
                        f"w1_{ky} = nnc_m7_load32(t + {4 * ky + 2});\n" for ky in range(kh))
 

@@ -21,7 +21,6 @@ import numpy as np
 
 from . import Kernel, KernelProvider
 from .c_kernels import _signature
-from .m7_common import STORE32
 from .m7_kernels import INTRINSICS
 
 OPAQUE = """\

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import Kernel, KernelProvider
 from .c_kernels import REQUANT_FLOAT, _signature
-from .m7_common import NO_PRESCHEDULE, STORE32, bias_folds, folded_bias
+from .m7_common import NO_PRESCHEDULE, bias_folds, folded_bias
 from .m7_kernels import INTRINSICS, REQUANT_SSAT
 
 # The largest input channel count of a first layer, and K of a pointwise layer, taken here. The
@@ -218,8 +218,7 @@ class M7SmallK(KernelProvider):
                   "multiplier": op.params["multiplier"].astype(np.float32)}
         decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier", "void* scratch"]
         lo, hi = op.attrs["clamp"]
-        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_4_no_preschedule": NO_PRESCHEDULE, "m7_small_k_dot16": DOT16, "m7_small_k_pack": PACK,
-                   "m7_lut_store32": STORE32}
+        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_4_no_preschedule": NO_PRESCHEDULE, "m7_small_k_dot16": DOT16, "m7_small_k_pack": PACK}
         if hi == 127:
             prelude["m7_3_requant"] = REQUANT_SSAT
         else:
