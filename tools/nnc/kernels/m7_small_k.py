@@ -106,7 +106,10 @@ def _conv_ok(op) -> bool:
 
 
 def is_first_layer(op) -> bool:
-    return _conv_ok(op) and op.inputs[0].shape[1] <= FIRST_LAYER_MAX_CIN and op.output.shape[3] >= 2
+    """Layers that the general kernel's row-pair fill (m7_rowpair) takes stay with it."""
+    from .m7_rowpair import applies as rowpair_applies
+    return (_conv_ok(op) and op.inputs[0].shape[1] <= FIRST_LAYER_MAX_CIN and op.output.shape[3] >= 2
+            and not rowpair_applies(op))
 
 
 def is_small_pointwise(op) -> bool:
