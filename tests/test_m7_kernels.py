@@ -565,3 +565,130 @@ def test_mobilenet_v3_depthwise_on_m7_bit_exact(tmp_path):
     assert {tuple(op.params["weight"].shape[2:]) for op in depthwise} == {(3, 3), (5, 5)}
     assert all(compiled.kernels[id(op)].provider == "m7" for op in depthwise)
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, 4, tmp_path)
+
+
+THREE_TAP_SHAPE = (1, 7, 12, 10)
+
+
+def make_three_tap_model(scheme: str, seed: int):
+    """Depthwise layers with rows of three taps (the int8 kernel): 3x3 at stride 1 and 2, with and
+    without padding, odd and even input and output sizes, an odd channel count, a 2x3 kernel at
+    stride (1, 2), ReLU."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.t1 = nn.Conv2d(7, 7, 3, padding=1, groups=7)                    # 7x12x10, stride 1
+            self.r1 = nn.ReLU()
+            self.t2 = nn.Conv2d(7, 7, 3, stride=2, padding=1, groups=7)          # 6x5 from an even input
+            self.t3 = nn.Conv2d(7, 7, 3, groups=7)                               # 4x3, no padding
+            self.pw = nn.Conv2d(7, 6, 1)
+            self.t4 = nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6, bias=False)  # 2x2 from 4x3
+            self.r4 = nn.ReLU()
+            self.t5 = nn.Conv2d(6, 6, (2, 3), stride=(1, 2), padding=1, groups=6)    # 3x1
+            self.fc = nn.Linear(6 * 3 * 1, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            x = self.t3(self.t2(self.r1(self.t1(x))))
+            x = self.t5(self.r4(self.t4(self.pw(x))))
+            return self.dequant(self.fc(x.reshape(x.shape[0], -1)))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["t1", "r1"], ["t4", "r4"]], inplace=True)
+
+    torch.manual_seed(seed)
+    model = Net()
+    return (quantize_ptq(model, scheme, torch.randn(64, *THREE_TAP_SHAPE[1:]) * 1.5 + 0.5),
+            torch.randn(*THREE_TAP_SHAPE))
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_three_tap_depthwise_bit_exact(scheme, tmp_path):
+    qmodel, example = make_three_tap_model(scheme, seed=21 if scheme == "per_tensor" else 23)
+    graph = import_torch_model(qmodel, example, f"m7dw3_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7dw3_{scheme}")
+    kernels = {op.name: compiled.kernels[id(op)] for op in compiled.graph.ops if op.name.startswith("t")}
+    assert sorted(kernels) == ["t1", "t2", "t3", "t4", "t5"], sorted(kernels)
+    for name, k in kernels.items():   # every layer on the int8 three-tap kernel
+        assert k.provider == "m7" and "nnc_m7_smlabb" in k.source, name
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, THREE_TAP_SHAPE, 6, tmp_path)
+
+
+# -- first layers and small-K pointwise layers (m7_small_k) ---------------------------------------
+
+# name -> (input shape, [(layer name, Conv2d arguments, ReLU after)]): first layers with 1-3 input
+# channels (kernels 3x3, 5x3, 10x4, 7x7; strides 1, 2, (2, 1); the padded input copied whole or
+# through a band of rows), pointwise layers with K = 6 (a zero word of padding), 8, 16, 32, 64; odd
+# output channel counts, odd output widths, position counts that are not a multiple of 4.
+SMALL_K_MODELS = {
+    "whole": ((1, 2, 30, 27), [("f1", dict(in_channels=2, out_channels=8, kernel_size=(5, 3), stride=(2, 1),
+                                           padding=(2, 1)), True),
+                               ("pw8", dict(in_channels=8, out_channels=16, kernel_size=1), False),
+                               ("pw16", dict(in_channels=16, out_channels=5, kernel_size=1), True)]),
+    "band": ((1, 3, 39, 38), [("f1", dict(in_channels=3, out_channels=7, kernel_size=3, stride=2, padding=1),
+                                False),
+                               ("pw", dict(in_channels=7, out_channels=4, kernel_size=1), True)]),
+    "dscnn": ((1, 1, 49, 10), [("f1", dict(in_channels=1, out_channels=6, kernel_size=(10, 4), stride=2,
+                                            padding=(5, 1)), True),
+                                ("pw6", dict(in_channels=6, out_channels=3, kernel_size=1), False)]),
+    "stem7": ((1, 1, 11, 9), [("f1", dict(in_channels=1, out_channels=4, kernel_size=7, padding=3), False),
+                               ("pw4", dict(in_channels=4, out_channels=4, kernel_size=1), True)]),
+    "wide": ((1, 2, 9, 7), [("f1", dict(in_channels=2, out_channels=32, kernel_size=3, padding=1), True),
+                             ("pw32", dict(in_channels=32, out_channels=64, kernel_size=1), True),
+                             ("pw64", dict(in_channels=64, out_channels=7, kernel_size=1), False)]),
+}
+
+
+def make_small_k_model(name: str, scheme: str, seed: int):
+    import torch
+    import torch.nn as nn
+    shape, layers = SMALL_K_MODELS[name]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.names = [n for n, _, _ in layers]
+            for n, args, relu in layers:
+                setattr(self, n, nn.Conv2d(**args))
+                if relu:
+                    setattr(self, n + "_relu", nn.ReLU())
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            for n in self.names:
+                x = getattr(self, n)(x)
+                if hasattr(self, n + "_relu"):
+                    x = getattr(self, n + "_relu")(x)
+            return self.dequant(x)
+
+        def fuse_model(self, qat=False):
+            pairs = [[n, n + "_relu"] for n, _, relu in layers if relu]
+            if pairs:
+                torch.ao.quantization.fuse_modules(self, pairs, inplace=True)
+
+    torch.manual_seed(seed)
+    return quantize_ptq(Net(), scheme, torch.randn(64, *shape[1:]) * 1.5 + 0.5), torch.randn(*shape), shape
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+@pytest.mark.parametrize("name", sorted(SMALL_K_MODELS))
+def test_small_k_bit_exact(name, scheme, tmp_path):
+    qmodel, example, shape = make_small_k_model(name, scheme, seed=31 + len(name) + len(scheme))
+    graph = import_torch_model(qmodel, example, f"m7sk_{name}_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7sk_{name}_{scheme}")
+    expected = {n for n, args, _ in SMALL_K_MODELS[name][1]
+                if args["in_channels"] <= 3 or (args["kernel_size"] == 1 and args["in_channels"] % 2 == 0)}
+    for op in compiled.graph.ops:
+        k = compiled.kernels[id(op)]
+        if op.name in expected:      # on the small-K kernel
+            assert k.provider == "m7" and "nnc_m7_dot16_2x2" in k.source, op.name
+            expected.discard(op.name)
+    assert not expected, expected
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, 8, tmp_path)

@@ -73,9 +73,12 @@ def resolve_reshapes(graph: Graph) -> None:
 
 
 def _runs_fused(fused, providers) -> bool:
-    """Fuse only where the kernel that would run the convolution can run the fused op too."""
+    """Fuse only where the fused op runs on the same family of kernels as the convolution would
+    (e.g. m7: a first layer that m7_small_k would take alone still fuses with its pool on the m7
+    conv kernel, which never stores the convolution's output)."""
     p = first_provider(conv_maxpool_parts(fused)[0], providers)
-    return p is not None and p.supports(fused)
+    q = first_provider(fused, providers)
+    return p is not None and q is not None and q.name == p.name
 
 
 def as_graph(model_or_graph, target, example_input=None, name: str = None) -> Graph:

@@ -1,22 +1,30 @@
-"""Cortex-M7 kernel for depthwise convolution (groups == input channels == output channels).
+"""Cortex-M7 kernels for depthwise convolution (groups == input channels == output channels).
 
-The graph is NCHW, so a depthwise layer is one small single-channel convolution per channel.
-Per channel:
-- the channel's plane is copied once into int16 scratch as x - zp_in, with its padding (0 = the
-  real zero) around it and a few zero columns on the right: the MAC loop reads whole words
-  without any bounds check, and no padding test is left inside it;
-- the kernel taps of one row are paired, (w0, w1), (w2, w3), ...: one `smlad` on a 32-bit load of
-  two neighbouring int16 inputs does two MACs;
-- stride 1 computes two neighbouring outputs per pass from the *same* input words: output ox
-  uses the pairs (w0, w1), (w2, 0) on the words at ox, ox + 2; output ox + 1 uses (0, w0),
-  (w1, w2) on the same words. For 3x3 that is 6 loads and 12 `smlad` for 18 MACs;
-- other strides compute one output per pass with the first set of pairs.
-The pairs of every channel are built at export (`pack_taps`) and loaded into registers once per
-channel. Requantization is the float32 one of the other m7 kernels (`nnc_m7_requant`: vrintr.f32
-and ssat).
+The graph is NCHW, so a depthwise layer is one small single-channel convolution per channel. Two
+kernels, both with the padding outside the MAC loop (a padded copy of the channel's plane, whose
+border is written once per layer) and the per-channel bias, multiplier and taps loaded once per
+channel:
 
-Why not channels innermost (CMSIS-NN's layout): the activations are NCHW here, and pairing taps
-gives two MACs per `smlad`, where pairing channels with `smlabb`/`smlatt` gives one.
+- three-tap rows (3x3, 5x3, ...) at horizontal stride 1 or 2, the layers of DS-CNN and MobileNet:
+  the plane is copied as int8, padding at the input zero point (which is folded into the bias,
+  bias - zp * sum(w), as in the conv kernels), four bytes per load and store. One 32-bit load of
+  the plane row b0 b1 b2 b3 gives, by `sxtb16`, (b0, b2) and (b1, b3). With the taps of the row
+  packed as (w0, w2) and w1:
+      output at b0:  smlad((w0, w2), (b0, b2)) + smlabb((b1, b3), w1)      (stride 1 and 2)
+      output at b1:  smlad((w0, w2), (b1, b3)) + smlatb((b0, b2), w1)      (stride 1)
+  so at stride 1 two neighbouring outputs share the load and both `sxtb16`: 7 instructions for 6
+  MACs per kernel row, two tap registers per row. At stride 2 the next output starts 2 bytes on:
+  its own load, no plane of every other column is made.
+- any other kernel (5x5, 7x7, 1x5, ...): the plane is copied as int16 (x - zp) with zero
+  padding and the kernel taps of one row are paired, (w0, w1), (w2, w3), ...: one `smlad` on a
+  32-bit load of two neighbouring int16 inputs does two MACs; at stride 1 two neighbouring outputs
+  come from the same words: output ox uses (w0, w1), (w2, 0) on the words at ox, ox + 2, output
+  ox + 1 uses (0, w0), (w1, w2) (`pack_taps`).
+Requantization is the float32 one of the other m7 kernels (`nnc_m7_requant`: vcvtr and ssat).
+
+Why not channels innermost (CMSIS-NN's layout): the activations are NCHW here, and `smlad` on a
+pair of channels would add the two channels' products; pairing the taps of one channel keeps two
+MACs per `smlad`.
 """
 from __future__ import annotations
 
@@ -24,6 +32,39 @@ import numpy as np
 
 from . import Kernel, KernelProvider
 from .c_kernels import REQUANT_FLOAT, _signature
+from .m7_common import NO_PRESCHEDULE, bias_folds, folded_bias
+
+
+ROW_INTRINSICS = """\
+/* One-product DSP intrinsics of the three-tap depthwise kernel. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+/* acc + bottom(a) * bottom(b), signed halfwords */
+static inline int32_t nnc_m7_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+/* acc + top(a) * bottom(b), signed halfwords */
+static inline int32_t nnc_m7_smlatb(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlatb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+#else
+static inline int32_t nnc_m7_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    const int32_t p = (int32_t)(int16_t)(uint16_t)(a & 0xFFFFu) * (int32_t)(int16_t)(uint16_t)(b & 0xFFFFu);
+    return (int32_t)((uint32_t)acc + (uint32_t)p);
+}
+static inline int32_t nnc_m7_smlatb(uint32_t a, uint32_t b, int32_t acc)
+{
+    const int32_t p = (int32_t)(int16_t)(uint16_t)(a >> 16) * (int32_t)(int16_t)(uint16_t)(b & 0xFFFFu);
+    return (int32_t)((uint32_t)acc + (uint32_t)p);
+}
+#endif
+"""
 
 
 def is_depthwise(op) -> bool:
@@ -44,6 +85,20 @@ def _geometry(op) -> dict:
     wp = max(w + 2 * pw, (ow - 1) * sw + 2 * words)        # room for the last pass's words
     return dict(c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
                 pairs_out=pairs_out, words=words, hp=hp, wp=wp)
+
+
+def is_three_tap(op) -> bool:
+    """Rows of three taps at horizontal stride 1 or 2: the int8 kernel (any height, any vertical
+    stride)."""
+    return int(op.params["weight"].shape[3]) == 3 and op.attrs["stride"][1] in (1, 2)
+
+
+def pack_row_taps(weight: np.ndarray) -> np.ndarray:
+    """[c, 1, kh, 3] int8 -> int16 [c, kh, 4]: per kernel row the words (w0, w2) and (w1, 0)."""
+    c, _, kh, _ = weight.shape
+    taps = np.zeros((c, kh, 4), dtype=np.int16)
+    taps[:, :, 0], taps[:, :, 1], taps[:, :, 2] = weight[:, 0, :, 0], weight[:, 0, :, 2], weight[:, 0, :, 1]
+    return taps.reshape(-1)
 
 
 def pack_taps(weight: np.ndarray, words: int, pairs_out: bool) -> np.ndarray:
@@ -74,19 +129,14 @@ class M7Depthwise(KernelProvider):
         return tuple(op.attrs["dilation"]) == (1, 1) and op.inputs[0].qparams is not None
 
     def emit(self, op, function: str) -> Kernel:
+        if is_three_tap(op) and bias_folds(op):
+            return self._emit_three_tap(op, function)
         g = _geometry(op)
         consts = {"taps": pack_taps(op.params["weight"].astype(np.int8), g["words"], g["pairs_out"]),
                   "bias": op.params["bias"].astype(np.int32),
                   "multiplier": op.params["multiplier"].astype(np.float32)}
         decls = ["const int16_t* taps", "const int32_t* bias", "const float* multiplier", "void* scratch"]
-        lo, hi = op.attrs["clamp"]
-        zp_out = op.output.qparams.zero_point
-        if hi == 127:
-            requant = f"nnc_m7_requant({{acc}}, m, {zp_out}, {lo})"
-            prelude = dict(self._prelude)
-        else:
-            requant = f"nnc_requant_float({{acc}}, m, {zp_out}, {lo}, {hi})"
-            prelude = dict(self._prelude, requant_float=REQUANT_FLOAT)
+        requant, prelude = self._requant(op)
         src = f"""\
 /* {op.name}: depthwise conv2d {g['c']}x{g['h']}x{g['w']} -> {g['c']}x{g['oh']}x{g['ow']}, kernel {g['kh']}x{g['kw']},
  * stride {g['sh']}x{g['sw']}, padding {g['ph']}x{g['pw']}. Cortex-M7 kernel: per channel the plane as int16 (x - zp)
@@ -111,6 +161,116 @@ NNC_M7_NOINLINE {_signature(function, decls)}
         args = ["in0", "out0"] + [f"const:{k}" for k in consts] + ["scratch"]
         return Kernel(function, src, args, consts, self.name, prelude,
                       scratch_bytes=2 * g["hp"] * g["wp"])
+
+    def _requant(self, op):
+        """The requantization expression (of {acc} and the channel's multiplier m) and the
+        prelude it needs."""
+        lo, hi = op.attrs["clamp"]
+        zp_out = op.output.qparams.zero_point
+        if hi == 127:
+            return f"nnc_m7_requant({{acc}}, m, {zp_out}, {lo})", dict(self._prelude)
+        return (f"nnc_requant_float({{acc}}, m, {zp_out}, {lo}, {hi})",
+                dict(self._prelude, requant_float=REQUANT_FLOAT))
+
+    def _emit_three_tap(self, op, function: str) -> Kernel:
+        _, c, h, w = op.inputs[0].shape
+        _, _, oh, ow = op.output.shape
+        kh = int(op.params["weight"].shape[2])
+        (sh, sw), (ph, pw) = op.attrs["stride"], op.attrs["padding"]
+        zp = op.inputs[0].qparams.zero_point
+        hp, wp = h + 2 * ph, w + 2 * pw
+        # The last pass loads 4 bytes of which it uses 3: one byte past the plane.
+        plane_bytes = hp * wp + 1
+        consts = {"taps": pack_row_taps(op.params["weight"].astype(np.int8)),
+                  "bias": folded_bias(op), "multiplier": op.params["multiplier"].astype(np.float32)}
+        decls = ["const int16_t* taps", "const int32_t* bias", "const float* multiplier", "void* scratch"]
+        requant, prelude = self._requant(op)
+        prelude.update(m7_4_depthwise_rows=ROW_INTRINSICS, m7_4_no_preschedule=NO_PRESCHEDULE)
+        taps = "".join(f"        const uint32_t w02_{ky} = nnc_m7_load32(t + {4 * ky}), "
+                       f"w1_{ky} = nnc_m7_load32(t + {4 * ky + 2});\n" for ky in range(kh))
+
+        def macs(pair: bool, x: str) -> str:
+            lines = []
+            for ky in range(kh):
+                lines.append(f"                const uint32_t v{ky} = nnc_m7_load32({x} + {ky * wp});\n"
+                             f"                const uint32_t s{ky} = nnc_m7_sxtb16(v{ky}), "
+                             f"r{ky} = nnc_m7_sxtb16_ror8(v{ky});\n"
+                             f"                acc0 = nnc_m7_smlabb(r{ky}, w1_{ky}, nnc_m7_smlad(w02_{ky}, s{ky}, acc0));\n")
+                if pair:
+                    lines.append(f"                acc1 = nnc_m7_smlatb(s{ky}, w1_{ky}, nnc_m7_smlad(w02_{ky}, r{ky}, acc1));\n")
+            return "".join(lines)
+
+        if sw == 1:
+            pass_body = f"""\
+            for (int32_t ox = 0; ox < {ow // 2 * 2}; ox += 2) {{
+                const int8_t* const x = row + ox;
+                int32_t acc0 = b, acc1 = b;
+{macs(True, "x")}                out[ox] = {requant.format(acc="acc0")};
+                out[ox + 1] = {requant.format(acc="acc1")};
+            }}
+"""
+        else:
+            pass_body = f"""\
+            for (int32_t ox = 0; ox < {ow}; ++ox) {{
+                const int8_t* const x = row + {sw} * ox;
+                int32_t acc0 = b;
+{macs(False, "x")}                out[ox] = {requant.format(acc="acc0")};
+            }}
+"""
+        if sw == 1 and ow % 2:
+            pass_body += f"""\
+            {{   /* the last (odd) output of the row */
+                const int8_t* const x = row + {ow - 1};
+                int32_t acc0 = b;
+{macs(False, "x")}                out[{ow - 1}] = {requant.format(acc="acc0")};
+            }}
+"""
+        src = f"""\
+/* {op.name}: depthwise conv2d {c}x{h}x{w} -> {c}x{oh}x{ow}, kernel {kh}x3, stride {sh}x{sw},
+ * padding {ph}x{pw}. Cortex-M7 kernel: per channel the plane as int8 inside its padding ({hp}x{wp}
+ * in the scratch, padding at the zero point {zp}, folded into the bias); per kernel row one load,
+ * sxtb16 (b0, b2) and (b1, b3), smlad with (w0, w2) and smlabb with w1{"; two outputs share them" if sw == 1 else ""}. */
+NNC_M7_NOINLINE NNC_M7_NO_PRESCHEDULE {_signature(function, decls)}
+{{
+    int8_t* const plane = (int8_t*)scratch;
+    /* the padding stays at the zero point for every channel */
+    for (int32_t i = 0; i < {plane_bytes}; ++i) {{
+        plane[i] = {zp};
+    }}
+    for (int32_t ch = 0; ch < {c}; ++ch) {{
+{self._copy_int8(h, w, wp, ph * wp + pw)}        const int16_t* const t = taps + ch * {4 * kh};
+{taps}        const int32_t b = bias[ch];
+        const float m = multiplier[ch];
+        int8_t* out = output + ch * {oh * ow};
+        for (int32_t oy = 0; oy < {oh}; ++oy, out += {ow}) {{
+            const int8_t* const row = plane + oy * {sh * wp};
+{pass_body}        }}
+    }}
+}}
+"""
+        args = ["in0", "out0"] + [f"const:{k}" for k in consts] + ["scratch"]
+        return Kernel(function, src, args, consts, self.name, prelude, scratch_bytes=plane_bytes)
+
+    @staticmethod
+    def _copy_int8(h, w, wp, offset) -> str:
+        """C that copies the channel's h x w plane into rows of wp bytes from plane + offset:
+        whole words, then the rest of the row byte by byte."""
+        tail = "".join(f"                dst[{x}] = src[{x}];\n" for x in range(w // 4 * 4, w))
+        words = ""
+        if w // 4:
+            words = f"""\
+                for (int32_t i = 0; i < {w // 4 * 4}; i += 4) {{
+                    nnc_m7_store32(dst + i, nnc_m7_load32(src + i));
+                }}
+"""
+        return f"""\
+        {{   /* the channel's plane inside its padding */
+            const int8_t* src = input + ch * {h * w};
+            int8_t* dst = plane + {offset};
+            for (int32_t y = 0; y < {h}; ++y, src += {w}, dst += {wp}) {{
+{words}{tail}            }}
+        }}
+"""
 
     @staticmethod
     def _copy(op, g) -> str:

@@ -41,6 +41,7 @@ from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise, m7_rowpair
 from .m7_gemm import DOT, WIDE_WEIGHTS_MAX, channel_blocks, pack_weights, pack_wide_weights
 from ..ir import Op, Tensor
 from .c_kernels import REQUANT_FLOAT, _signature
+from .m7_common import bias_folds as _bias_folds, folded_bias
 
 INTRINSICS = """\
 /* Cortex-M DSP intrinsics: inline assembly on an ARM core with the DSP extension, portable C
@@ -178,23 +179,6 @@ NNC_M7_INLINE int8_t nnc_m7_requant(int32_t acc, float multiplier, int32_t zero_
     return (int8_t)(q < lo ? lo : q);
 }
 """
-
-
-def _folded_bias64(op) -> tuple:
-    w = op.params["weight"].reshape(op.params["weight"].shape[0], -1).astype(np.int64)
-    return w, op.params["bias"].astype(np.int64) - op.inputs[0].qparams.zero_point * w.sum(axis=1)
-
-
-def folded_bias(op) -> np.ndarray:
-    """bias - zp_in * sum(weights) per output channel: the columns then hold the raw input values
-    (padding at the zero point) and sum(w * x) + this equals bias + sum(w * (x - zp_in)) exactly."""
-    return _folded_bias64(op)[1].astype(np.int32)
-
-
-def _bias_folds(op) -> bool:
-    """The folded bias and every partial sum stay inside int32 (else: the portable kernel)."""
-    w, folded = _folded_bias64(op)
-    return bool(np.all(np.abs(folded) + 128 * np.abs(w).sum(axis=1) < 2 ** 31))
 
 
 # Window rows up to this long are copied with straight-line code.
