@@ -55,8 +55,7 @@ def test_all_builds_the_whole_matrix_only(extra):
 
 
 FIT_SCONSTRUCT = """\
-import os, sys
-sys.path.insert(0, {site!r})
+import os
 import firmware_arm
 env = Environment(ENV=os.environ.copy())
 Default(firmware_arm.fit_check(env, "mps2-an500", "big", Dir({gen!r}), {build!r}, Dir({fw!r})))
@@ -72,15 +71,16 @@ def test_a_model_that_does_not_fit_is_listed_not_fatal(tmp_path):
     (gen / "tvmgen_big.c").write_text(OVERSIZE_SOURCE.format(weights=1200 * 1024))
     build = tmp_path / "build"
     (tmp_path / "SConstruct").write_text(FIT_SCONSTRUCT.format(
-        site=os.path.join(ROOT, "site_scons"), gen=str(gen), build=str(build),
+        gen=str(gen), build=str(build),
         fw=os.path.join(ROOT, "firmware", "riot")))
-    r = scons(cwd=str(tmp_path))
+    site_dir = f"--site-dir={os.path.join(ROOT, 'site_scons')}"   # the project's builders
+    r = scons(site_dir, cwd=str(tmp_path))
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "note: model 'big' does not fit the mps2-an500" in out and "listed as 'does not fit'" in out, out
     fit = json.load(open(build / "fit.json"))
     assert not fit["fits"] and fit["regions"]["FLASH"]["needed"] > fit["regions"]["FLASH"]["available"]
     assert sorted(os.listdir(build)) == ["fit.json", "obj"], "an image or a half-linked file was left"
-    r = scons(cwd=str(tmp_path))
+    r = scons(site_dir, cwd=str(tmp_path))
     assert r.returncode == 0 and "arm-none-eabi-gcc" not in r.stdout, "the fit check ran again:\n" + r.stdout
     shutil.rmtree(build)

@@ -414,8 +414,7 @@ def emulated_m7_outputs(graph, source, x, tmp_path):
     import sys
     from conftest import require_tools
     require_tools(CORTEX_M7_CC, "qemu-system-arm", needed_for="running the kernels on the emulated M7")
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures", "m7"))
-    import bench
+    from fixtures.m7 import bench
     gen = os.path.dirname(source)
     meta = {"inputs": [{"shape": list(t.shape)} for t in graph.inputs],
             "outputs": [{"shape": list(t.shape)} for t in graph.outputs]}

@@ -263,7 +263,7 @@ def test_x86_quantizer_inexact_float_ops_refused(name, node, op, line):
     prog = _x86_program(spec.load_float(), torch.as_tensor(spec.example_input()), calib)
     with pytest.raises(NncError) as e:
         import_pt2e(prog, name)
-    msg = str(e.value)
+    msg = e.value.format()
     assert msg.startswith("error: cannot compute exactly in integers"), msg
     assert f"PT2E node '{node}'" in msg and f"({op})" in msg and "pt2e_zoo.py" in msg and line in msg, msg
 

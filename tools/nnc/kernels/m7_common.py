@@ -25,9 +25,11 @@ def bias_folds(op) -> bool:
 NO_PRESCHEDULE = """\
 /* gcc's scheduling before register allocation moves the loads of unrolled multiply-accumulate
  * code ahead; more values are then live than the core has registers and they go to the stack.
- * Off for the kernels that say so (the M7's own pipeline still pairs the instructions). */
+ * Off for the kernels that say so (the M7's own pipeline still pairs the instructions).
+ * Variable-tracking assignments off too: these long straight-line functions exceed its size
+ * limit with -g, and gcc would print a note and retry without it anyway (same debug info). */
 #if defined(__GNUC__) && !defined(__clang__)
-#define NNC_M7_NO_PRESCHEDULE __attribute__((optimize("no-schedule-insns")))
+#define NNC_M7_NO_PRESCHEDULE __attribute__((optimize("no-schedule-insns", "no-var-tracking-assignments")))
 #else
 #define NNC_M7_NO_PRESCHEDULE
 #endif
