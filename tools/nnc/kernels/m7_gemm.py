@@ -49,6 +49,10 @@ DOT = """\
     } while (0)
 #endif
 
+/* The four accumulators a kernel keeps in registers through its loop, back into acc[]. */
+#define NNC_M7_STORE4(acc, x0, x1, x2, x3) \\
+    do { (acc)[0] = (x0); (acc)[1] = (x1); (acc)[2] = (x2); (acc)[3] = (x3); } while (0)
+
 /* int8 weights (pack_weights): the pair (w0, w1) and (w2, w3) of a word, widened. */
 #define NNC_M7_MAC4(word, x01, x23, acc) \\
     do { \\
@@ -99,10 +103,7 @@ NNC_M7_INLINE void nnc_m7_dot4(const int16_t* col, const uint32_t* w, int32_t n4
         NNC_M7_MAC4(w0, x01, x23, a2);
         NNC_M7_MAC4(w1, x01, x23, a3);
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    NNC_M7_STORE4(acc, a0, a1, a2, a3);
 }
 
 /* Two output channels, two columns a and b: each weight word is loaded and widened once for
@@ -129,10 +130,7 @@ NNC_M7_INLINE void nnc_m7_dot2x2(const int16_t* a, const int16_t* b, const uint3
         a1 = nnc_m7_smlad(s, a23, a1);
         b1 = nnc_m7_smlad(s, b23, b1);
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
+    NNC_M7_STORE4(acc, a0, a1, b0, b1);
 }
 
 /* Wide weights (pack_wide_weights): one output channel, one column. */
@@ -170,10 +168,7 @@ NNC_M7_INLINE void nnc_m7_dot2x2w(const int16_t* a, const int16_t* b, const uint
         a1 = nnc_m7_smlad(w23, a23, a1);
         b1 = nnc_m7_smlad(w23, b23, b1);
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
+    NNC_M7_STORE4(acc, a0, a1, b0, b1);
 }
 """
 
