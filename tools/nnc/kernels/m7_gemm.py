@@ -49,6 +49,16 @@ DOT = """\
     } while (0)
 #endif
 
+/* Two output channels (their weight words alternate at w, which advances) against one column's
+ * words x01, x23: acc0 += w0 . col, acc1 += w1 . col. */
+#define NNC_M7_MAC2CH(w, x01, x23, acc0, acc1) \\
+    do { \\
+        uint32_t w0_, w1_; \\
+        NNC_M7_LOAD2(w, w0_, w1_); \\
+        NNC_M7_MAC4(w0_, (x01), (x23), (acc0)); \\
+        NNC_M7_MAC4(w1_, (x01), (x23), (acc1)); \\
+    } while (0)
+
 /* The four accumulators a kernel keeps in registers through its loop, back into acc[]. */
 #define NNC_M7_STORE4(acc, x0, x1, x2, x3) \\
     do { (acc)[0] = (x0); (acc)[1] = (x1); (acc)[2] = (x2); (acc)[3] = (x3); } while (0)
@@ -77,11 +87,9 @@ NNC_M7_INLINE void nnc_m7_dot2(const int16_t* col, const uint32_t* w, int32_t n4
 {
     int32_t a0 = acc[0], a1 = acc[1];
     for (int32_t g = 0; g < n4; ++g) {
-        uint32_t x01, x23, w0, w1;
+        uint32_t x01, x23;
         NNC_M7_LOAD2(col, x01, x23);
-        NNC_M7_LOAD2(w, w0, w1);
-        NNC_M7_MAC4(w0, x01, x23, a0);
-        NNC_M7_MAC4(w1, x01, x23, a1);
+        NNC_M7_MAC2CH(w, x01, x23, a0, a1);
     }
     acc[0] = a0;
     acc[1] = a1;
@@ -94,14 +102,10 @@ NNC_M7_INLINE void nnc_m7_dot4(const int16_t* col, const uint32_t* w, int32_t n4
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     NNC_M7_UNROLL2
     for (int32_t g = 0; g < n4; ++g) {
-        uint32_t x01, x23, w0, w1;
+        uint32_t x01, x23;
         NNC_M7_LOAD2(col, x01, x23);
-        NNC_M7_LOAD2(w, w0, w1);
-        NNC_M7_MAC4(w0, x01, x23, a0);
-        NNC_M7_MAC4(w1, x01, x23, a1);
-        NNC_M7_LOAD2(w, w0, w1);
-        NNC_M7_MAC4(w0, x01, x23, a2);
-        NNC_M7_MAC4(w1, x01, x23, a3);
+        NNC_M7_MAC2CH(w, x01, x23, a0, a1);
+        NNC_M7_MAC2CH(w, x01, x23, a2, a3);
     }
     NNC_M7_STORE4(acc, a0, a1, a2, a3);
 }
