@@ -686,8 +686,9 @@ def test_small_k_bit_exact(name, scheme, tmp_path):
                 if args["in_channels"] <= 3 or (args["kernel_size"] == 1 and args["in_channels"] % 2 == 0)}
     for op in compiled.graph.ops:
         k = compiled.kernels[id(op)]
-        if op.name in expected:      # on the small-K kernel
-            assert k.provider == "m7" and "nnc_m7_dot16_2x2" in k.source, op.name
+        if op.name in expected:      # on the small-K kernel (pointwise: the shared function)
+            marker = "nnc_m7_pointwise_" if op.params["weight"].shape[2:] == (1, 1) else "nnc_m7_dot16_2x2"
+            assert k.provider == "m7" and marker in k.source, op.name
             expected.discard(op.name)
     assert not expected, expected
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, 8, tmp_path)

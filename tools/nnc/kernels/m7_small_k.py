@@ -26,6 +26,7 @@ import numpy as np
 from . import Kernel, KernelProvider
 from .c_kernels import REQUANT_FLOAT, _signature
 from .m7_common import NO_PRESCHEDULE, bias_folds, folded_bias
+from .m7_gemm import DOT as GEMM_DOT
 from .m7_kernels import INTRINSICS, REQUANT_SSAT
 
 # The largest input channel count of a first layer, and K of a pointwise layer, taken here. The
@@ -93,6 +94,193 @@ NNC_M7_INLINE void nnc_m7_dot16_2x2(const uint32_t* col, const uint32_t* w, int3
     acc[2] = b0;
     acc[3] = b1;
 }
+"""
+
+POINTWISE_SHARED = """\\
+/* The shape of a stride-1 pointwise layer, for the shared nnc_m7_pointwise_* functions. */
+typedef struct {
+    int32_t npos;        /* positions (h * w), at least 4 */
+    int32_t pairs;       /* input channel pairs (cin / 2) */
+    int32_t nw;          /* column words per position: pairs rounded up to even */
+    int32_t records;     /* output channel pairs (an odd last channel is a pair of its own) */
+    int32_t zero_point;  /* of the output */
+    int32_t lo, hi;      /* the clamp */
+} nnc_m7_pointwise_shape;
+/* One copy for every layer: no inlining, and no clones specialised to one layer's constants. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NNC_M7_SHARED __attribute__((noinline, noclone))
+#else
+#define NNC_M7_SHARED NNC_M7_NOINLINE
+#endif
+
+/* One step of nnc_m7_dot16_2x2 (2 positions x 2 channels x one word pair), both pointers advancing. */
+#define NNC_M7_DOT16_STEP(col, w, a0, a1, b0, b1) \\
+    do { \\
+        uint32_t x0_, x1_, y0_, y1_, k0_, k1_; \\
+        NNC_M7_LOAD2(col, x0_, x1_); \\
+        NNC_M7_LOAD2(col, y0_, y1_); \\
+        NNC_M7_LOAD2(w, k0_, k1_); \\
+        (a0) = nnc_m7_smlad(k0_, x0_, nnc_m7_smlad(k1_, x1_, (a0))); \\
+        (b0) = nnc_m7_smlad(k0_, y0_, nnc_m7_smlad(k1_, y1_, (b0))); \\
+        NNC_M7_LOAD2(w, k0_, k1_); \\
+        (a1) = nnc_m7_smlad(k0_, x0_, nnc_m7_smlad(k1_, x1_, (a1))); \\
+        (b1) = nnc_m7_smlad(k0_, y0_, nnc_m7_smlad(k1_, y1_, (b1))); \\
+    } while (0)
+
+/* The column words of input channels i, j (planes a, b; 4 neighbouring positions from one word
+ * of each): (x_i, x_j) of positions 0, 1 to c0[0], c0[2], of positions 2, 3 to c2[0], c2[2]. */
+#define NNC_M7_PW_PAIR(a, b, c0, c2) \\
+    do { \\
+        const uint32_t va_ = nnc_m7_load32(a), vb_ = nnc_m7_load32(b); \\
+        const uint32_t si_ = nnc_m7_sxtb16(va_), ri_ = nnc_m7_sxtb16_ror8(va_); \\
+        const uint32_t sj_ = nnc_m7_sxtb16(vb_), rj_ = nnc_m7_sxtb16_ror8(vb_); \\
+        (c0)[0] = nnc_m7_pkh_lo(si_, sj_); \\
+        (c0)[2] = nnc_m7_pkh_lo(ri_, rj_); \\
+        (c2)[0] = nnc_m7_pkh_hi(si_, sj_); \\
+        (c2)[2] = nnc_m7_pkh_hi(ri_, rj_); \\
+    } while (0)
+
+/* The columns of positions p .. p + 3 (two column pairs of nw words at col): two input channel
+ * pairs per step, in the word order of nnc_m7_dot16_2x2. Once per four positions: a call of
+ * its own (one copy for every variant). */
+static NNC_M7_SHARED void nnc_m7_pw_fill(const int8_t* in, uint32_t* col, int32_t npos, int32_t pairs, int32_t nw)
+{
+    uint32_t* c = col;
+    int32_t j = pairs;
+    for (; j >= 2; j -= 2) {
+        NNC_M7_PW_PAIR(in, in + npos, c, c + 2 * nw);
+        NNC_M7_PW_PAIR(in + 2 * npos, in + 3 * npos, c + 1, c + 2 * nw + 1);
+        in += 4 * npos;
+        c += 4;
+    }
+    if (j) {
+        NNC_M7_PW_PAIR(in, in + npos, c, c + 2 * nw);
+    }
+}
+
+/* A float stored as the bits of a 32-bit word of a record (gcc: one vldr; memcpy loads it into a
+ * core register first). */
+#if defined(__GNUC__)
+typedef float __attribute__((may_alias)) nnc_m7_f32_word;
+#define nnc_m7_word_f32(p) (*(const nnc_m7_f32_word*)(p))
+#else
+NNC_M7_INLINE float nnc_m7_word_f32(const uint32_t* p)
+{
+    float f;
+    __builtin_memcpy(&f, p, 4);
+    return f;
+}
+#endif
+"""
+
+# The requantization of each variant of the shared pointwise function, by the layer's clamp.
+POINTWISE_REQUANT = {
+    "ssat": "nnc_m7_requant((acc), (m), zp, -128)",     # no ReLU: ssat alone
+    "relu": "nnc_m7_requant((acc), (m), zp, lo)",       # ssat, then the fused ReLU's lower bound
+    "clamp": "nnc_m7_clamp_round((acc), (m), zp, lo, hi)",
+}
+# The dot product's steps (word pairs) per loop pass: the largest power of two up to this that
+# divides the layer's step count (one variant of the shared function per unroll in use).
+POINTWISE_MAX_UNROLL = 8
+
+
+def pointwise_variant(lo: int, hi: int) -> str:
+    if hi == 127:
+        return "ssat" if lo == -128 else "relu"
+    return "clamp"
+
+
+def pointwise_name(variant: str, unroll: int, exact: bool) -> str:
+    return f"nnc_m7_pointwise_{variant}_{'n' if exact else 'u'}{unroll}"
+
+
+def pointwise_unroll(nw: int) -> int:
+    n2, u = nw // 2, 1
+    while u < POINTWISE_MAX_UNROLL and n2 % (2 * u) == 0:
+        u *= 2
+    return u
+
+
+def pack_pointwise_records(weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, npos: int) -> np.ndarray:
+    """The stream the shared pointwise function reads, one record per pair of output channels
+    (an odd last channel paired with itself): bias a, bias b twice (the accumulators of both
+    positions start from them: two ldrd), the pair's weight words in the
+    order of nnc_m7_dot16_2x2, multiplier a, multiplier b (float bits), the offset of channel
+    b's plane from channel a's (npos; 0 for the odd last channel: its duplicate writes the
+    same values again)."""
+    words = interleave_channel_pairs(pack_pointwise(weight))
+    cout = weight.shape[0]
+    records = (cout + 1) // 2
+    per_pair = words.reshape(records, -1)
+    pick = np.minimum(np.arange(2 * records), cout - 1).reshape(records, 2)
+    offsets = np.full((records, 1), npos, dtype=np.uint32)
+    if cout % 2:
+        offsets[-1] = 0
+    biases = bias.astype(np.int32).view(np.uint32)[pick]
+    return np.concatenate([biases, biases, per_pair,
+                           multiplier.astype(np.float32).view(np.uint32)[pick], offsets], axis=1).ravel()
+
+
+def pointwise_function(variant: str, unroll: int, exact: bool) -> str:
+    """C of the shared stride-1 pointwise function of one requantization variant and unroll:
+    blocks of four positions (the last block overlaps the one before when the position count is
+    not a multiple of 4; its outputs are written twice, equal), each filling two column pairs,
+    then every record (pair of output channels) against them. The loop bounds are run-time
+    values, so one copy serves all the layers of a network that share the variant. `exact`: the
+    dot product is `unroll` steps long, straight-line code (no loop test, no pointer moves)."""
+    clamp = """\\
+NNC_M7_INLINE int8_t nnc_m7_clamp_round(int32_t acc, float m, int32_t zp, int32_t lo, int32_t hi)
+{
+    const int32_t q = nnc_m7_round(acc, m) + zp;
+    return (int8_t)(q < lo ? lo : (q > hi ? hi : q));
+}
+""" if variant == "clamp" else ""
+    if exact:
+        loop = "".join("                NNC_M7_DOT16_STEP(c, s, a0, a1, b0, b1);\n" for _ in range(unroll))
+        loop += "                (void)cols_end;\n"
+    else:
+        loop = ("                do {   /* %d steps per pass */\n" % unroll
+                + "".join("                    NNC_M7_DOT16_STEP(c, s, a0, a1, b0, b1);\n" for _ in range(unroll))
+                + "                } while (c != cols_end);\n")
+    rq = POINTWISE_REQUANT[variant]
+    return clamp + f"""\\
+#define NNC_M7_PW_RQ(acc, m) {rq}
+static NNC_M7_SHARED NNC_M7_NO_PRESCHEDULE void {pointwise_name(variant, unroll, exact)}(
+    const int8_t* input, int8_t* output, const uint32_t* records, uint32_t* col, const nnc_m7_pointwise_shape* shape)
+{{
+    const int32_t npos = shape->npos, nw = shape->nw, zp = shape->zero_point, lo = shape->lo, hi = shape->hi;
+    const uint32_t* const end = records + shape->records * (2 * shape->nw + 7);
+    (void)lo;
+    (void)hi;
+    if (nw > shape->pairs) {{   /* the padding word of an odd pair count, never written by the fill */
+        col[nw * 2 - 3] = col[nw * 2 - 1] = 0;
+        col[nw * 4 - 3] = col[nw * 4 - 1] = 0;
+    }}
+    for (int32_t b = 0; b < npos; b += 4) {{
+        const int32_t p = b < npos - 4 ? b : npos - 4;
+        nnc_m7_pw_fill(input + p, col, npos, shape->pairs, nw);
+        for (int32_t q = 0; q < 4; q += 2) {{
+            const uint32_t* const cols = col + q * nw;
+            const uint32_t* const cols_end = cols + 2 * nw;
+            const uint32_t* s = records;
+            int8_t* o = output + p + q;
+            do {{
+                int32_t a0 = (int32_t)s[0], a1 = (int32_t)s[1], b0 = (int32_t)s[2], b1 = (int32_t)s[3];
+                const uint32_t* c = cols;
+                s += 4;
+{loop}                const float m0 = nnc_m7_word_f32(s), m1 = nnc_m7_word_f32(s + 1);
+                const int32_t off = (int32_t)s[2];
+                s += 3;
+                o[0] = NNC_M7_PW_RQ(a0, m0);
+                o[off] = NNC_M7_PW_RQ(a1, m1);
+                o[1] = NNC_M7_PW_RQ(b0, m0);
+                o[off + 1] = NNC_M7_PW_RQ(b1, m1);
+                o += 2 * off;
+            }} while (s != end);
+        }}
+    }}
+}}
+#undef NNC_M7_PW_RQ
 """
 
 
@@ -211,26 +399,29 @@ class M7SmallK(KernelProvider):
         return is_first_layer(op) or is_small_pointwise(op)
 
     def emit(self, op, function: str) -> Kernel:
+        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_4_no_preschedule": NO_PRESCHEDULE, "m7_small_k_pack": PACK}
         if is_small_pointwise(op):
-            weight = pack_pointwise(op.params["weight"].astype(np.int8))
-            body, scratch, header = self._pointwise(op, weight.shape[1])
+            body, consts, scratch, header, shared = self._pointwise(op)
+            prelude.update(shared, m7_1_dot=GEMM_DOT, m7_3_requant=REQUANT_SSAT)
+            decls = ["const uint32_t* records", "void* scratch"]
+            attributes = ""
         else:
             weight = pack_first_layer(op.params["weight"].astype(np.int8))
             body, scratch, header = self._first_layer(op, weight.shape[1])
-        consts = {"weight": interleave_channel_pairs(weight), "bias": folded_bias(op),
-                  "multiplier": op.params["multiplier"].astype(np.float32)}
-        decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier", "void* scratch"]
-        lo, hi = op.attrs["clamp"]
-        prelude = {"m7_0_intrinsics": INTRINSICS, "m7_4_no_preschedule": NO_PRESCHEDULE, "m7_small_k_dot16": DOT16, "m7_small_k_pack": PACK}
-        if hi == 127:
-            prelude["m7_3_requant"] = REQUANT_SSAT
-        else:
-            prelude["requant_float"] = REQUANT_FLOAT
+            consts = {"weight": interleave_channel_pairs(weight), "bias": folded_bias(op),
+                      "multiplier": op.params["multiplier"].astype(np.float32)}
+            decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier", "void* scratch"]
+            attributes = "NNC_M7_NOINLINE NNC_M7_NO_PRESCHEDULE "
+            prelude["m7_small_k_dot16"] = DOT16
+            if op.attrs["clamp"][1] == 127:
+                prelude["m7_3_requant"] = REQUANT_SSAT
+            else:
+                prelude["requant_float"] = REQUANT_FLOAT
         src = f"""\
 /* {op.name}: {header}.
  * Cortex-M7 kernel: int16 pairs on both sides (weights widened at export, columns by sxtb16),
  * ldrd + smlad, two positions x two output channels per pass. */
-NNC_M7_NOINLINE NNC_M7_NO_PRESCHEDULE {_signature(function, decls)}
+{attributes}{_signature(function, decls)}
 {{
 {body}}}
 """
@@ -274,35 +465,26 @@ NNC_M7_NOINLINE NNC_M7_NO_PRESCHEDULE {_signature(function, decls)}
 """
         return text
 
-    def _pointwise(self, op, nw: int):
-        """1x1, stride 1: blocks of four positions; the last block overlaps the one before when
-        the position count is not a multiple of 4 (its outputs are written twice, equal)."""
+    def _pointwise(self, op):
+        """1x1, stride 1: a call of the shared function of its requantization variant and
+        unroll, with the layer's shape (a constant struct) and its records."""
         _, cin, h, w = op.inputs[0].shape
-        npos = h * w
-        pairs = cin // 2
-        fill = "".join(f"""\
-        {{
-            const uint32_t si = nnc_m7_sxtb16(nnc_m7_load32(input + {2 * j * npos} + p)), ri = nnc_m7_sxtb16_ror8(nnc_m7_load32(input + {2 * j * npos} + p));
-            const uint32_t sj = nnc_m7_sxtb16(nnc_m7_load32(input + {(2 * j + 1) * npos} + p)), rj = nnc_m7_sxtb16_ror8(nnc_m7_load32(input + {(2 * j + 1) * npos} + p));
-            col[{column_word(j, 0)}] = nnc_m7_pkh_lo(si, sj);
-            col[{column_word(j, 1)}] = nnc_m7_pkh_lo(ri, rj);
-            col[{2 * nw + column_word(j, 0)}] = nnc_m7_pkh_hi(si, sj);
-            col[{2 * nw + column_word(j, 1)}] = nnc_m7_pkh_hi(ri, rj);
-        }}
-""" for j in range(pairs))
-        zero = "".join(f"    col[{2 * nw * (q // 2) + column_word(pairs, q % 2)}] = 0;\n"
-                       for q in range(4)) if nw > pairs else ""
+        cout = op.output.shape[1]
+        lo, hi = op.attrs["clamp"]
+        zp = op.output.qparams.zero_point
+        nw = pack_pointwise(op.params["weight"][:1].astype(np.int8)).shape[1]
+        variant, unroll = pointwise_variant(lo, hi), pointwise_unroll(nw)
+        function = pointwise_name(variant, unroll, unroll == nw // 2)
+        records = pack_pointwise_records(op.params["weight"].astype(np.int8), folded_bias(op),
+                                         op.params["multiplier"], h * w)
         body = f"""\
-    uint32_t* const col = (uint32_t*)scratch;   /* two column pairs of {nw} words each: positions p .. p + 3 */
-{zero}    for (int32_t b = 0; b < {(npos + 3) // 4}; ++b) {{
-        const int32_t p = b * 4 < {npos - 4} ? b * 4 : {npos - 4};
-{fill}        for (int32_t q = 0; q < 4; q += 2) {{
-            const uint32_t* const cols = col + q * {nw};
-{self._channels(op, nw, "p + q", "p + q + 1", " " * 12)}        }}
-    }}
+    static const nnc_m7_pointwise_shape shape = {{ {h * w}, {cin // 2}, {nw}, {(cout + 1) // 2}, {zp}, {lo}, {hi} }};
+    {function}(input, output, records, (uint32_t*)scratch, &shape);
 """
-        header = f"pointwise conv2d {cin}x{h}x{w} -> {op.output.shape[1]}x{h}x{w}"
-        return body, 4 * 4 * nw, header
+        header = f"pointwise conv2d {cin}x{h}x{w} -> {cout}x{h}x{w}, through {function}"
+        prelude = {"m7_small_k_pw_0": POINTWISE_SHARED,
+                   f"m7_small_k_pw_1_{function}": pointwise_function(variant, unroll, unroll == nw // 2)}
+        return body, {"records": records}, 4 * 4 * nw, header, prelude
 
     def _first_layer(self, op, nw: int):
         _, cin, h, w = op.inputs[0].shape
