@@ -295,10 +295,8 @@ def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
 POOL_SHAPE = (1, 1, 13, 11)
 
 
-def make_maxpool_model(seed: int):
-    """Max pools on their own (the m7 max pool kernel): kernels 5/3/(2,3)/2, strides 1/2/(1,2),
-    padding 0/1/2 (-128 is neutral), ceil mode, rows that are not whole words and rows shorter
-    than a word, output rows that are not a multiple of 4 long."""
+def make_pool_model(shape, channels: int, pools: list, seed: int):
+    """A 3x3 convolution to `channels` channels, then the pools in turn (per-tensor)."""
     import torch
     import torch.nn as nn
 
@@ -306,12 +304,8 @@ def make_maxpool_model(seed: int):
         def __init__(self):
             super().__init__()
             self.quant = torch.ao.quantization.QuantStub()
-            self.c = nn.Conv2d(1, 5, 3, padding=1)
-            self.pools = nn.Sequential(
-                nn.MaxPool2d(5, stride=1, padding=2),                       # 5x13x11
-                nn.MaxPool2d((2, 3), stride=(1, 2), padding=(1, 1)),        # 5x14x6
-                nn.MaxPool2d(3, stride=2, ceil_mode=True),                  # 5x7x3
-                nn.MaxPool2d(2, stride=1))                                  # 5x6x2
+            self.c = nn.Conv2d(1, channels, 3, padding=1)
+            self.pools = nn.Sequential(*pools)
             self.dequant = torch.ao.quantization.DeQuantStub()
 
         def forward(self, x):
@@ -321,8 +315,20 @@ def make_maxpool_model(seed: int):
             pass
 
     torch.manual_seed(seed)
-    model = quantize_ptq(Net(), "per_tensor", torch.randn(64, *POOL_SHAPE[1:]) * 1.5)
-    return model, torch.randn(*POOL_SHAPE)
+    model = quantize_ptq(Net(), "per_tensor", torch.randn(64, *shape[1:]) * 1.5)
+    return model, torch.randn(*shape)
+
+
+def make_maxpool_model(seed: int):
+    """Max pools on their own (the m7 max pool kernel): kernels 5/3/(2,3)/2, strides 1/2/(1,2),
+    padding 0/1/2 (-128 is neutral), ceil mode, rows that are not whole words and rows shorter
+    than a word, output rows that are not a multiple of 4 long."""
+    import torch.nn as nn
+    return make_pool_model(POOL_SHAPE, 5, [
+        nn.MaxPool2d(5, stride=1, padding=2),                       # 5x13x11
+        nn.MaxPool2d((2, 3), stride=(1, 2), padding=(1, 1)),        # 5x14x6
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),                  # 5x7x3
+        nn.MaxPool2d(2, stride=1)], seed)                           # 5x6x2
 
 
 def test_maxpool_bit_exact(tmp_path):
@@ -332,6 +338,34 @@ def test_maxpool_bit_exact(tmp_path):
     pools = [op for op in compiled.graph.ops if op.kind == "maxpool2d"]
     assert len(pools) == 4 and all(compiled.kernels[id(op)].provider == "m7" for op in pools)
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, POOL_SHAPE, 12, tmp_path, on_m7=True)
+
+
+AVGPOOL_SHAPE = (1, 1, 27, 23)
+
+
+def make_padded_avgpool_model(channels: int, seed: int):
+    """Average pools with padding (the m7_pool kernel): kernels 3, 5, (2, 3); strides 1, 2,
+    (1, 2); padding 1, 2, (1, 1); rows that are not whole words and rows shorter than a word.
+    count_include_pad=False and ceil mode are not here: torch's quantized average pool differs
+    from nnc.reference there (the portable kernel as much as this one; see the README)."""
+    import torch.nn as nn
+    return make_pool_model(AVGPOOL_SHAPE, channels, [
+        nn.AvgPool2d(3, stride=1, padding=1),                       # 27x23
+        nn.AvgPool2d(5, stride=2, padding=2),                       # 14x12
+        nn.AvgPool2d((2, 3), stride=(1, 2), padding=(1, 1)),        # 15x6
+        nn.AvgPool2d(3, stride=2, padding=1)], seed)                # 8x3
+
+
+@pytest.mark.parametrize("channels", [5, 8])
+def test_padded_avgpool_bit_exact(channels, tmp_path):
+    qmodel, example = make_padded_avgpool_model(channels, seed=40 + channels)
+    tag = f"m7avgpool{channels}"
+    graph = import_torch_model(qmodel, example, tag)
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, tag)
+    pools = [op for op in compiled.graph.ops if op.kind == "avgpool2d"]
+    assert len(pools) == 4 and all(compiled.kernels[id(op)].provider == "m7" for op in pools), providers_of(compiled)
+    assert all("frame" in compiled.kernels[id(op)].source for op in pools)   # the padded-frame kernel
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, AVGPOOL_SHAPE, 13 + channels, tmp_path, on_m7=True)
 
 
 GROUPED_SHAPE = (1, 6, 12, 10)

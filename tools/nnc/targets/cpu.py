@@ -20,7 +20,8 @@ class CpuTarget(Target):
         elif self.kernel_choice == "m7":
             from ..kernels.m7_kernels import M7Kernels
             from ..kernels.m7_lut import M7Lut
+            from ..kernels.m7_pool import M7AvgPool
             from ..kernels.m7_small_k import M7SmallK
-            providers += [M7SmallK(), M7Kernels(), M7Lut()]
+            providers += [M7SmallK(), M7Kernels(), M7Lut(), M7AvgPool()]
         providers.append(PortableCKernels())
         return providers
