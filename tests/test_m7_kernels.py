@@ -656,8 +656,9 @@ def test_three_tap_depthwise_bit_exact(scheme, tmp_path):
 
 # name -> (input shape, [(layer name, Conv2d arguments, ReLU after)]): first layers with 1-3 input
 # channels (kernels 3x3, 5x3, 10x4, 7x7; strides 1, 2, (2, 1); the padded input copied whole or
-# through a band of rows), pointwise layers with K = 6 (a zero word of padding), 8, 16, 32, 64; odd
-# output channel counts, odd output widths, position counts that are not a multiple of 4.
+# through a band of rows), pointwise layers with K = 6 (a zero word of padding), 8, 12 (three dot
+# steps: one per loop pass), 16, 32, 64, 128, 256 (several passes); odd output channel counts, odd
+# output widths, position counts that are not a multiple of 4.
 SMALL_K_MODELS = {
     "whole": ((1, 2, 30, 27), [("f1", dict(in_channels=2, out_channels=8, kernel_size=(5, 3), stride=(2, 1),
                                            padding=(2, 1)), True),
@@ -671,6 +672,11 @@ SMALL_K_MODELS = {
                                 ("pw6", dict(in_channels=6, out_channels=3, kernel_size=1), False)]),
     "stem7": ((1, 1, 11, 9), [("f1", dict(in_channels=1, out_channels=4, kernel_size=7, padding=3), False),
                                ("pw4", dict(in_channels=4, out_channels=4, kernel_size=1), True)]),
+    "k12": ((1, 2, 5, 9), [("f1", dict(in_channels=2, out_channels=12, kernel_size=3, padding=1), True),
+                            ("pw12", dict(in_channels=12, out_channels=5, kernel_size=1), False)]),
+    "k256": ((1, 3, 3, 5), [("f1", dict(in_channels=3, out_channels=128, kernel_size=3, padding=1), True),
+                             ("pw128", dict(in_channels=128, out_channels=256, kernel_size=1), True),
+                             ("pw256", dict(in_channels=256, out_channels=9, kernel_size=1), False)]),
     "wide": ((1, 2, 9, 7), [("f1", dict(in_channels=2, out_channels=32, kernel_size=3, padding=1), True),
                              ("pw32", dict(in_channels=32, out_channels=64, kernel_size=1), True),
                              ("pw64", dict(in_channels=64, out_channels=7, kernel_size=1), False)]),
@@ -725,4 +731,29 @@ def test_small_k_bit_exact(name, scheme, tmp_path):
             assert k.provider == "m7" and marker in k.source, op.name
             expected.discard(op.name)
     assert not expected, expected
-    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, 8, tmp_path)
+    # on the emulated M7 too: the pointwise dot step is inline assembly there
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, shape, 8, tmp_path, on_m7=True)
+
+
+def test_small_k_pointwise_clamp_variants_equal_portable(tmp_path):
+    """The shared pointwise function's other requantization variants (a fused ReLU above -128:
+    `relu`; an upper bound below 127, as a ReLU6 from the PT2E frontend: `clamp`), which eager
+    models do not produce: the same graph with those clamps through the m7 and the portable
+    kernels, 1000 inputs, equal."""
+    from conftest import build_host_library
+    qmodel, example, shape = make_small_k_model("whole", "per_channel", seed=77)
+    graph = import_torch_model(qmodel, example, "m7sk_clamps")
+    x = edge_and_random_inputs(shape, N_INPUTS, seed=78)
+    unclamped = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
+    clamps = {"pw8": (-100, 90), "pw16": (-50, 127)}
+    for op in graph.ops:
+        if op.name in clamps:
+            op.attrs["clamp"] = clamps[op.name]
+    compiled, m7_lib, _ = build(copy.deepcopy(graph), tmp_path / "m7", "m7sk_clamps_m7")
+    sources = {op.name: compiled.kernels[id(op)].source for op in compiled.graph.ops if op.name in clamps}
+    assert "nnc_m7_pointwise_clamp_" in sources["pw8"] and "nnc_m7_pointwise_relu_" in sources["pw16"], sources
+    _, c_lib, _ = build_host_library(copy.deepcopy(graph), "c", tmp_path / "c", "m7sk_clamps_c")
+    got, want = m7_lib.run(x), c_lib.run(x)
+    assert int(np.count_nonzero(got != want)) == 0
+    assert np.count_nonzero(want != unclamped) > want.size // 10   # the clamps take effect
+    assert len(np.unique(want)) > 10                                # not a saturated output

@@ -97,15 +97,17 @@ NNC_M7_INLINE void nnc_m7_dot16_2x2(const uint32_t* col, const uint32_t* w, int3
 """
 
 POINTWISE_SHARED = """\\
-/* The shape of a stride-1 pointwise layer, for the shared nnc_m7_pointwise_* functions. */
-typedef struct {
-    int32_t npos;        /* positions (h * w), at least 4 */
-    int32_t pairs;       /* input channel pairs (cin / 2) */
-    int32_t nw;          /* column words per position: pairs rounded up to even */
-    int32_t records;     /* output channel pairs (an odd last channel is a pair of its own) */
-    int32_t zero_point;  /* of the output */
-    int32_t lo, hi;      /* the clamp */
-} nnc_m7_pointwise_shape;
+/* The header of a stride-1 pointwise layer's records (nnc_m7_pointwise_*): its shape. */
+enum {
+    NNC_M7_PW_NPOS,        /* positions (h * w), at least 4 */
+    NNC_M7_PW_PAIRS,       /* input channel pairs (cin / 2) */
+    NNC_M7_PW_NW,          /* column words per position: pairs rounded up to even */
+    NNC_M7_PW_RECORDS,     /* output channel pairs (an odd last channel is a pair of its own) */
+    NNC_M7_PW_ZERO_POINT,  /* of the output */
+    NNC_M7_PW_LO,          /* the clamp */
+    NNC_M7_PW_HI,
+    NNC_M7_PW_HEADER       /* words */
+};
 /* One copy for every layer: no inlining, and no clones specialised to one layer's constants. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define NNC_M7_SHARED __attribute__((noinline, noclone))
@@ -113,7 +115,31 @@ typedef struct {
 #define NNC_M7_SHARED NNC_M7_NOINLINE
 #endif
 
-/* One step of nnc_m7_dot16_2x2 (2 positions x 2 channels x one word pair), both pointers advancing. */
+/* One step of nnc_m7_dot16_2x2 (2 positions x 2 channels x one word pair), both pointers advancing.
+ * On the M7 one asm block: its operands keep their registers from step to step (as separate
+ * intrinsics, gcc moves the pointers between registers at every pass of the loop). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
+#define NNC_M7_DOT16_STEP(col, w, a0, a1, b0, b1) \\
+    do { \\
+        uint32_t x0_, x1_, y0_, y1_, k0_, k1_; \\
+        __asm__("ldrd %[rx0], %[rx1], [%[pc]], #8\\n\\t" \\
+                "ldrd %[ry0], %[ry1], [%[pc]], #8\\n\\t" \\
+                "ldrd %[rk0], %[rk1], [%[pw]], #8\\n\\t" \\
+                "smlad %[ra0], %[rk1], %[rx1], %[ra0]\\n\\t" \\
+                "smlad %[ra0], %[rk0], %[rx0], %[ra0]\\n\\t" \\
+                "smlad %[rb0], %[rk1], %[ry1], %[rb0]\\n\\t" \\
+                "smlad %[rb0], %[rk0], %[ry0], %[rb0]\\n\\t" \\
+                "ldrd %[rk0], %[rk1], [%[pw]], #8\\n\\t" \\
+                "smlad %[ra1], %[rk1], %[rx1], %[ra1]\\n\\t" \\
+                "smlad %[ra1], %[rk0], %[rx0], %[ra1]\\n\\t" \\
+                "smlad %[rb1], %[rk1], %[ry1], %[rb1]\\n\\t" \\
+                "smlad %[rb1], %[rk0], %[ry0], %[rb1]" \\
+                : [pc] "+r"(col), [pw] "+r"(w), [ra0] "+r"(a0), [ra1] "+r"(a1), [rb0] "+r"(b0), [rb1] "+r"(b1), \\
+                  [rx0] "=&r"(x0_), [rx1] "=&r"(x1_), [ry0] "=&r"(y0_), [ry1] "=&r"(y1_), \\
+                  [rk0] "=&r"(k0_), [rk1] "=&r"(k1_) \\
+                : : "memory"); \\
+    } while (0)
+#else
 #define NNC_M7_DOT16_STEP(col, w, a0, a1, b0, b1) \\
     do { \\
         uint32_t x0_, x1_, y0_, y1_, k0_, k1_; \\
@@ -126,6 +152,7 @@ typedef struct {
         (a1) = nnc_m7_smlad(k0_, x0_, nnc_m7_smlad(k1_, x1_, (a1))); \\
         (b1) = nnc_m7_smlad(k0_, y0_, nnc_m7_smlad(k1_, y1_, (b1))); \\
     } while (0)
+#endif
 
 /* The column words of input channels i, j (planes a, b; 4 neighbouring positions from one word
  * of each): (x_i, x_j) of positions 0, 1 to c0[0], c0[2], of positions 2, 3 to c2[0], c2[2]. */
@@ -201,6 +228,17 @@ def pointwise_unroll(nw: int) -> int:
     return u
 
 
+def pack_pointwise_layer(weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, npos: int,
+                         zero_point: int, clamp: tuple) -> np.ndarray:
+    """What the shared pointwise function reads: the header (NNC_M7_PW_*: positions, input
+    channel pairs, column words, records, output zero point, clamp), then the records."""
+    cout, cin = weight.shape[:2]
+    nw = pack_pointwise(weight[:1]).shape[1]
+    header = np.array([npos, cin // 2, nw, (cout + 1) // 2, zero_point, *clamp], dtype=np.int64)
+    return np.concatenate([header.astype(np.int32).view(np.uint32),
+                           pack_pointwise_records(weight, bias, multiplier, npos)])
+
+
 def pack_pointwise_records(weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, npos: int) -> np.ndarray:
     """The stream the shared pointwise function reads, one record per pair of output channels
     (an odd last channel paired with itself): bias a, bias b twice (the accumulators of both
@@ -246,19 +284,22 @@ NNC_M7_INLINE int8_t nnc_m7_clamp_round(int32_t acc, float m, int32_t zp, int32_
     return clamp + f"""\\
 #define NNC_M7_PW_RQ(acc, m) {rq}
 static NNC_M7_SHARED NNC_M7_NO_PRESCHEDULE void {pointwise_name(variant, unroll, exact)}(
-    const int8_t* input, int8_t* output, const uint32_t* records, uint32_t* col, const nnc_m7_pointwise_shape* shape)
+    const int8_t* input, int8_t* output, const uint32_t* layer, uint32_t* col)
 {{
-    const int32_t npos = shape->npos, nw = shape->nw, zp = shape->zero_point, lo = shape->lo, hi = shape->hi;
-    const uint32_t* const end = records + shape->records * (2 * shape->nw + 7);
+    const int32_t npos = (int32_t)layer[NNC_M7_PW_NPOS], pairs = (int32_t)layer[NNC_M7_PW_PAIRS];
+    const int32_t nw = (int32_t)layer[NNC_M7_PW_NW], zp = (int32_t)layer[NNC_M7_PW_ZERO_POINT];
+    const int32_t lo = (int32_t)layer[NNC_M7_PW_LO], hi = (int32_t)layer[NNC_M7_PW_HI];
+    const uint32_t* const records = layer + NNC_M7_PW_HEADER;
+    const uint32_t* const end = records + layer[NNC_M7_PW_RECORDS] * (uint32_t)(2 * nw + 7);
     (void)lo;
     (void)hi;
-    if (nw > shape->pairs) {{   /* the padding word of an odd pair count, never written by the fill */
+    if (nw > pairs) {{   /* the padding word of an odd pair count, never written by the fill */
         col[nw * 2 - 3] = col[nw * 2 - 1] = 0;
         col[nw * 4 - 3] = col[nw * 4 - 1] = 0;
     }}
     for (int32_t b = 0; b < npos; b += 4) {{
         const int32_t p = b < npos - 4 ? b : npos - 4;
-        nnc_m7_pw_fill(input + p, col, npos, shape->pairs, nw);
+        nnc_m7_pw_fill(input + p, col, npos, pairs, nw);
         for (int32_t q = 0; q < 4; q += 2) {{
             const uint32_t* const cols = col + q * nw;
             const uint32_t* const cols_end = cols + 2 * nw;
@@ -403,7 +444,7 @@ class M7SmallK(KernelProvider):
         if is_small_pointwise(op):
             body, consts, scratch, header, shared = self._pointwise(op)
             prelude.update(shared, m7_1_dot=GEMM_DOT, m7_3_requant=REQUANT_SSAT)
-            decls = ["const uint32_t* records", "void* scratch"]
+            decls = ["const uint32_t* layer", "void* scratch"]
             attributes = ""
         else:
             weight = pack_first_layer(op.params["weight"].astype(np.int8))
@@ -467,24 +508,20 @@ class M7SmallK(KernelProvider):
 
     def _pointwise(self, op):
         """1x1, stride 1: a call of the shared function of its requantization variant and
-        unroll, with the layer's shape (a constant struct) and its records."""
+        unroll, with the layer's constants (pack_pointwise_layer)."""
         _, cin, h, w = op.inputs[0].shape
         cout = op.output.shape[1]
         lo, hi = op.attrs["clamp"]
-        zp = op.output.qparams.zero_point
         nw = pack_pointwise(op.params["weight"][:1].astype(np.int8)).shape[1]
         variant, unroll = pointwise_variant(lo, hi), pointwise_unroll(nw)
         function = pointwise_name(variant, unroll, unroll == nw // 2)
-        records = pack_pointwise_records(op.params["weight"].astype(np.int8), folded_bias(op),
-                                         op.params["multiplier"], h * w)
-        body = f"""\
-    static const nnc_m7_pointwise_shape shape = {{ {h * w}, {cin // 2}, {nw}, {(cout + 1) // 2}, {zp}, {lo}, {hi} }};
-    {function}(input, output, records, (uint32_t*)scratch, &shape);
-"""
+        layer = pack_pointwise_layer(op.params["weight"].astype(np.int8), folded_bias(op), op.params["multiplier"],
+                                     h * w, op.output.qparams.zero_point, (lo, hi))
+        body = f"    {function}(input, output, layer, (uint32_t*)scratch);\n"
         header = f"pointwise conv2d {cin}x{h}x{w} -> {cout}x{h}x{w}, through {function}"
         prelude = {"m7_small_k_pw_0": POINTWISE_SHARED,
                    f"m7_small_k_pw_1_{function}": pointwise_function(variant, unroll, unroll == nw // 2)}
-        return body, {"records": records}, 4 * 4 * nw, header, prelude
+        return body, {"layer": layer}, 4 * 4 * nw, header, prelude
 
     def _first_layer(self, op, nw: int):
         _, cin, h, w = op.inputs[0].shape
