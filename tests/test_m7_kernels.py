@@ -757,3 +757,52 @@ def test_small_k_pointwise_clamp_variants_equal_portable(tmp_path):
     assert int(np.count_nonzero(got != want)) == 0
     assert np.count_nonzero(want != unclamped) > want.size // 10   # the clamps take effect
     assert len(np.unique(want)) > 10                                # not a saturated output
+
+
+# -- cat (m7_cat) ----------------------------------------------------------------------------
+
+CAT_SHAPE = (1, 1, 11, 13)
+
+
+def make_cat_model(scheme: str, seed: int):
+    """Concatenations along the channels (odd counts: 5 + 3 + 5, one tensor twice), the height
+    (the same tensor twice: its own quantization, copied) and the width (13 + 13: rows that are
+    not whole words, many outer steps)."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.a = nn.Conv2d(1, 5, 3, padding=1)
+            self.a_relu = nn.ReLU()
+            self.b = nn.Conv2d(1, 3, 3, padding=1)
+            self.d = nn.Conv2d(13, 13, 3, padding=1)
+            self.cats = nn.ModuleList(torch.ao.nn.quantized.FloatFunctional() for _ in range(3))
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            a, b = self.a_relu(self.a(x)), self.b(x)
+            c = self.cats[0].cat([a, b, a], dim=1)            # 13x11x13
+            d = self.cats[1].cat([c, self.d(c)], dim=3)       # 13x11x26
+            return self.dequant(self.cats[2].cat([d, d], dim=2))   # 13x22x26
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["a", "a_relu"]], inplace=True)
+
+    torch.manual_seed(seed)
+    return quantize_ptq(Net(), scheme, torch.randn(64, *CAT_SHAPE[1:]) * 1.5), torch.randn(*CAT_SHAPE)
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_cat_bit_exact(scheme, tmp_path):
+    qmodel, example = make_cat_model(scheme, seed=51 if scheme == "per_tensor" else 52)
+    graph = import_torch_model(qmodel, example, f"m7cat_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7cat_{scheme}")
+    cats = [compiled.kernels[id(op)] for op in compiled.graph.ops if op.kind == "cat"]
+    assert len(cats) == 3 and all(k.provider == "m7" for k in cats), providers_of(compiled)
+    text = "".join(k.source for k in cats)
+    assert "requantized through its table" in text and "copied" in text   # both paths
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, CAT_SHAPE, 17, tmp_path, on_m7=True)

@@ -18,10 +18,11 @@ class CpuTarget(Target):
             from ..kernels.tvm_kernels import TvmKernels
             providers.append(TvmKernels())
         elif self.kernel_choice == "m7":
+            from ..kernels.m7_cat import M7Cat
             from ..kernels.m7_kernels import M7Kernels
             from ..kernels.m7_lut import M7Lut
             from ..kernels.m7_pool import M7AvgPool
             from ..kernels.m7_small_k import M7SmallK
-            providers += [M7SmallK(), M7Kernels(), M7Lut(), M7AvgPool()]
+            providers += [M7SmallK(), M7Kernels(), M7Lut(), M7AvgPool(), M7Cat()]
         providers.append(PortableCKernels())
         return providers
