@@ -345,15 +345,14 @@ AVGPOOL_SHAPE = (1, 1, 27, 23)
 
 def make_padded_avgpool_model(channels: int, seed: int):
     """Average pools with padding (the m7_pool kernel): kernels 3, 5, (2, 3); strides 1, 2,
-    (1, 2); padding 1, 2, (1, 1); rows that are not whole words and rows shorter than a word.
-    count_include_pad=False and ceil mode are not here: torch's quantized average pool differs
-    from nnc.reference there (the portable kernel as much as this one; see the README)."""
+    (1, 2); padding 1, 2, (1, 1); count_include_pad both ways (qnnpack divides by kh * kw either
+    way); rows that are not whole words and rows shorter than a word."""
     import torch.nn as nn
     return make_pool_model(AVGPOOL_SHAPE, channels, [
-        nn.AvgPool2d(3, stride=1, padding=1),                       # 27x23
-        nn.AvgPool2d(5, stride=2, padding=2),                       # 14x12
-        nn.AvgPool2d((2, 3), stride=(1, 2), padding=(1, 1)),        # 15x6
-        nn.AvgPool2d(3, stride=2, padding=1)], seed)                # 8x3
+        nn.AvgPool2d(3, stride=1, padding=1),                                           # 27x23
+        nn.AvgPool2d(5, stride=2, padding=2, count_include_pad=False),                  # 14x12
+        nn.AvgPool2d((2, 3), stride=(1, 2), padding=(1, 1)),                            # 15x6
+        nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)], seed)           # 8x3
 
 
 @pytest.mark.parametrize("channels", [5, 8])
@@ -366,6 +365,37 @@ def test_padded_avgpool_bit_exact(channels, tmp_path):
     assert len(pools) == 4 and all(compiled.kernels[id(op)].provider == "m7" for op in pools), providers_of(compiled)
     assert all("frame" in compiled.kernels[id(op)].source for op in pools)   # the padded-frame kernel
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, AVGPOOL_SHAPE, 13 + channels, tmp_path, on_m7=True)
+
+
+def test_padded_avgpool_per_position_divisors_equal_portable(tmp_path):
+    """A divisor per output position (count_include_pad=False, as the PT2E frontend may give;
+    eager models are qnnpack's kh * kw): the same graph through the m7 and the portable kernels,
+    1000 inputs, equal."""
+    from conftest import build_host_library
+    qmodel, example = make_padded_avgpool_model(5, seed=61)
+    graph = import_torch_model(qmodel, example, "m7avgpool_div")
+    for op in graph.ops:
+        if op.kind == "avgpool2d":
+            op.attrs["count_include_pad"] = False
+    compiled, m7_lib, _ = build(copy.deepcopy(graph), tmp_path / "m7", "m7avgpool_div_m7")
+    pools = [compiled.kernels[id(op)] for op in compiled.graph.ops if op.kind == "avgpool2d"]
+    assert all(k.provider == "m7" and "multiplier" in k.consts for k in pools)
+    _, c_lib, _ = build_host_library(copy.deepcopy(graph), "c", tmp_path / "c", "m7avgpool_div_c")
+    x = edge_and_random_inputs(AVGPOOL_SHAPE, N_INPUTS, seed=62)
+    got, want = m7_lib.run(x), c_lib.run(x)
+    assert int(np.count_nonzero(got != want)) == 0
+
+
+def test_avgpool_ceil_mode_is_refused_clearly():
+    """torch's quantized average pool with ceil_mode=True is not qnnpack's arithmetic (it rounds
+    after adding the zero point): a clear error naming the layer, not outputs that differ."""
+    import torch.nn as nn
+    from nnc.errors import NncError
+    qmodel, example = make_pool_model(AVGPOOL_SHAPE, 3, [nn.AvgPool2d(3, stride=2, ceil_mode=True)], seed=3)
+    with pytest.raises(NncError) as e:
+        import_torch_model(qmodel, example, "m7avgpool_ceil")
+    msg = e.value.format()
+    assert "ceil_mode=True" in msg and "pools" in msg and "use ceil_mode=False" in msg
 
 
 GROUPED_SHAPE = (1, 6, 12, 10)

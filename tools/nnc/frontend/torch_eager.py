@@ -23,7 +23,7 @@ from .torch_eager_ops import LUT_FUNCTIONS, LUT_MODULES, MUL_FUNCTIONS, EagerOps
 # What the importer accepts, listed in every "unsupported" error.
 SUPPORTED = (
     "QuantStub/DeQuantStub, quantized Conv2d/ConvReLU2d, Linear/LinearReLU, ReLU, MaxPool2d, "
-    "AvgPool2d, AdaptiveAvgPool2d, mean over H,W, Flatten/flatten/reshape/view/squeeze/unsqueeze, "
+    "AvgPool2d (ceil_mode=False), AdaptiveAvgPool2d, mean over H,W, Flatten/flatten/reshape/view/squeeze/unsqueeze, "
     "Dropout/Identity/contiguous (no-ops), FloatFunctional/QFunctional add, add_relu, mul, mul_relu, "
     "cat; activations Hardswish, Hardsigmoid, Sigmoid, Tanh, GELU, LeakyReLU, ELU, Hardtanh, ReLU6 "
     "(modules, functions, methods; a 256-entry table each); softmax with output scale 1/256; "
@@ -386,9 +386,16 @@ class _GraphBuilder(EagerOpsMixin):
         s = k if s is None or s == [] else s
         if divisor_override:
             raise _unsupported(node, "AvgPool2d with divisor_override")
+        if ceil:
+            # torch runs it on its generic quantized kernel, which adds the output zero point before
+            # rounding (ties go another way than qnnpack's round-then-add): no kernel here does that
+            raise _unsupported(node, "AvgPool2d with ceil_mode=True (torch's quantized kernel for it "
+                                     "rounds after adding the zero point, unlike qnnpack's; use "
+                                     "ceil_mode=False, with padding if the border windows matter)")
+        # qnnpack's average pool (the one torch runs without ceil_mode) divides every window by
+        # kh * kw, its padding included, whatever count_include_pad says: the IR records that
         self.add_op("avgpool2d", node, [x], {"kernel": pair(k), "stride": pair(s), "padding": pair(p),
-                                            "ceil_mode": bool(ceil),
-                                            "count_include_pad": bool(count_include_pad)})
+                                            "ceil_mode": False, "count_include_pad": True})
 
     def adaptive_avgpool(self, node):
         x = self.input_of(node, node.args[0])
