@@ -115,42 +115,63 @@ enum {
 #define NNC_M7_SHARED NNC_M7_NOINLINE
 #endif
 
-/* One step of nnc_m7_dot16_2x2 (2 positions x 2 channels x one word pair), both pointers advancing.
- * On the M7 one asm block: its operands keep their registers from step to step (as separate
- * intrinsics, gcc moves the pointers between registers at every pass of the loop). */
+/* Steps of nnc_m7_dot16_2x2 (2 positions x 2 channels x one word pair each), both pointers
+ * advancing: NNC_M7_DOT16_STEPS(n, text, ...) runs n steps; `text` is NNC_M7_DOT16_ASM n times.
+ * On the M7 the n steps are one asm block, whose operands keep their registers from step to step
+ * and from pass to pass (as separate intrinsics, gcc moves the pointers between registers). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
-#define NNC_M7_DOT16_STEP(col, w, a0, a1, b0, b1) \\
+#define NNC_M7_DOT16_ASM \\
+    "ldrd %[rx0], %[rx1], [%[pc]], #8\\n\\t" \\
+    "ldrd %[ry0], %[ry1], [%[pc]], #8\\n\\t" \\
+    "ldrd %[rk0], %[rk1], [%[pw]], #8\\n\\t" \\
+    "smlad %[ra0], %[rk1], %[rx1], %[ra0]\\n\\t" \\
+    "smlad %[ra0], %[rk0], %[rx0], %[ra0]\\n\\t" \\
+    "smlad %[rb0], %[rk1], %[ry1], %[rb0]\\n\\t" \\
+    "smlad %[rb0], %[rk0], %[ry0], %[rb0]\\n\\t" \\
+    "ldrd %[rk0], %[rk1], [%[pw]], #8\\n\\t" \\
+    "smlad %[ra1], %[rk1], %[rx1], %[ra1]\\n\\t" \\
+    "smlad %[ra1], %[rk0], %[rx0], %[ra1]\\n\\t" \\
+    "smlad %[rb1], %[rk1], %[ry1], %[rb1]\\n\\t" \\
+    "smlad %[rb1], %[rk0], %[ry0], %[rb1]\\n\\t"
+#define NNC_M7_DOT16_STEPS(n, text, col, w, a0, a1, b0, b1) \\
     do { \\
         uint32_t x0_, x1_, y0_, y1_, k0_, k1_; \\
-        __asm__("ldrd %[rx0], %[rx1], [%[pc]], #8\\n\\t" \\
-                "ldrd %[ry0], %[ry1], [%[pc]], #8\\n\\t" \\
-                "ldrd %[rk0], %[rk1], [%[pw]], #8\\n\\t" \\
-                "smlad %[ra0], %[rk1], %[rx1], %[ra0]\\n\\t" \\
-                "smlad %[ra0], %[rk0], %[rx0], %[ra0]\\n\\t" \\
-                "smlad %[rb0], %[rk1], %[ry1], %[rb0]\\n\\t" \\
-                "smlad %[rb0], %[rk0], %[ry0], %[rb0]\\n\\t" \\
-                "ldrd %[rk0], %[rk1], [%[pw]], #8\\n\\t" \\
-                "smlad %[ra1], %[rk1], %[rx1], %[ra1]\\n\\t" \\
-                "smlad %[ra1], %[rk0], %[rx0], %[ra1]\\n\\t" \\
-                "smlad %[rb1], %[rk1], %[ry1], %[rb1]\\n\\t" \\
-                "smlad %[rb1], %[rk0], %[ry0], %[rb1]" \\
+        __asm__(text \\
                 : [pc] "+r"(col), [pw] "+r"(w), [ra0] "+r"(a0), [ra1] "+r"(a1), [rb0] "+r"(b0), [rb1] "+r"(b1), \\
                   [rx0] "=&r"(x0_), [rx1] "=&r"(x1_), [ry0] "=&r"(y0_), [ry1] "=&r"(y1_), \\
                   [rk0] "=&r"(k0_), [rk1] "=&r"(k1_) \\
                 : : "memory"); \\
     } while (0)
-#else
-#define NNC_M7_DOT16_STEP(col, w, a0, a1, b0, b1) \\
+/* Passes of n steps until col reaches end (the loop inside the asm block too: no register moves
+ * between passes, 2 instructions per pass). */
+#define NNC_M7_DOT16_LOOP(n, text, col, end, w, a0, a1, b0, b1) \\
     do { \\
         uint32_t x0_, x1_, y0_, y1_, k0_, k1_; \\
-        NNC_M7_LOAD2(col, x0_, x1_); \\
-        NNC_M7_LOAD2(col, y0_, y1_); \\
-        NNC_M7_LOAD2(w, k0_, k1_); \\
-        (a0) = nnc_m7_smlad(k0_, x0_, nnc_m7_smlad(k1_, x1_, (a0))); \\
-        (b0) = nnc_m7_smlad(k0_, y0_, nnc_m7_smlad(k1_, y1_, (b0))); \\
-        NNC_M7_LOAD2(w, k0_, k1_); \\
-        (a1) = nnc_m7_smlad(k0_, x0_, nnc_m7_smlad(k1_, x1_, (a1))); \\
-        (b1) = nnc_m7_smlad(k0_, y0_, nnc_m7_smlad(k1_, y1_, (b1))); \\
+        __asm__("1:\\n\\t" text "cmp %[pc], %[pe]\\n\\tbne 1b" \\
+                : [pc] "+r"(col), [pw] "+r"(w), [ra0] "+r"(a0), [ra1] "+r"(a1), [rb0] "+r"(b0), [rb1] "+r"(b1), \\
+                  [rx0] "=&r"(x0_), [rx1] "=&r"(x1_), [ry0] "=&r"(y0_), [ry1] "=&r"(y1_), \\
+                  [rk0] "=&r"(k0_), [rk1] "=&r"(k1_) \\
+                : [pe] "r"(end) : "memory", "cc"); \\
+    } while (0)
+#else
+#define NNC_M7_DOT16_LOOP(n, text, col, end, w, a0, a1, b0, b1) \\
+    do { \\
+        NNC_M7_DOT16_STEPS(n, text, col, w, a0, a1, b0, b1); \\
+    } while ((col) != (end))
+#define NNC_M7_DOT16_ASM ""
+#define NNC_M7_DOT16_STEPS(n, text, col, w, a0, a1, b0, b1) \\
+    do { \\
+        for (int32_t i_ = 0; i_ < (n); ++i_) { \\
+            uint32_t x0_, x1_, y0_, y1_, k0_, k1_; \\
+            NNC_M7_LOAD2(col, x0_, x1_); \\
+            NNC_M7_LOAD2(col, y0_, y1_); \\
+            NNC_M7_LOAD2(w, k0_, k1_); \\
+            (a0) = nnc_m7_smlad(k0_, x0_, nnc_m7_smlad(k1_, x1_, (a0))); \\
+            (b0) = nnc_m7_smlad(k0_, y0_, nnc_m7_smlad(k1_, y1_, (b0))); \\
+            NNC_M7_LOAD2(w, k0_, k1_); \\
+            (a1) = nnc_m7_smlad(k0_, x0_, nnc_m7_smlad(k1_, x1_, (a1))); \\
+            (b1) = nnc_m7_smlad(k0_, y0_, nnc_m7_smlad(k1_, y1_, (b1))); \\
+        } \\
     } while (0)
 #endif
 
@@ -273,13 +294,12 @@ NNC_M7_INLINE int8_t nnc_m7_clamp_round(int32_t acc, float m, int32_t zp, int32_
     return (int8_t)(q < lo ? lo : (q > hi ? hi : q));
 }
 """ if variant == "clamp" else ""
+    text = " ".join(["NNC_M7_DOT16_ASM"] * unroll)
     if exact:
-        loop = "".join("                NNC_M7_DOT16_STEP(c, s, a0, a1, b0, b1);\n" for _ in range(unroll))
-        loop += "                (void)cols_end;\n"
+        loop = (f"                NNC_M7_DOT16_STEPS({unroll}, {text}, c, s, a0, a1, b0, b1);\n"
+                "                (void)cols_end;\n")
     else:
-        loop = ("                do {   /* %d steps per pass */\n" % unroll
-                + "".join("                    NNC_M7_DOT16_STEP(c, s, a0, a1, b0, b1);\n" for _ in range(unroll))
-                + "                } while (c != cols_end);\n")
+        loop = f"                NNC_M7_DOT16_LOOP({unroll}, {text}, c, cols_end, s, a0, a1, b0, b1);   /* {unroll} steps per pass */\n"
     rq = POINTWISE_REQUANT[variant]
     return clamp + f"""\\
 #define NNC_M7_PW_RQ(acc, m) {rq}
