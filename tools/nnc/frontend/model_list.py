@@ -68,8 +68,8 @@ def read_model_list(path: str, reserved: dict) -> list:
         if not words:
             continue
         if words[0] in reserved:
-            raise NncError(f"{words[0]} is {reserved[words[0]]}", where,
-                           "remove the line: `scons all` builds it already")
+            raise NncError(f"{words[0]} is {reserved[words[0]]}, not a model file", where,
+                           "remove the line: `scons all` builds the zoo's models itself")
         entry = _entry(words, folder, number, where)
         if entry.name in reserved:
             raise NncError(f"{words[0]} would build as {entry.name!r}, the name of {reserved[entry.name]}",
