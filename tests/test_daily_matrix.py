@@ -214,3 +214,32 @@ def test_a_model_that_does_not_fit_is_listed_not_fatal(tmp_path):
     r = scons(site_dir, cwd=str(tmp_path))
     assert r.returncode == 0 and "arm-none-eabi-gcc" not in r.stdout, "the fit check ran again:\n" + r.stdout
     shutil.rmtree(build)
+
+
+TEAM_LIST = os.path.join(ROOT, "team", "models.txt")
+
+
+def team_files():
+    """The model files of the committed team list (its PT2E zoo variants: tests/test_pt2e.py)."""
+    from nnc.frontend.model_list import read_model_list
+    return [e for e in read_model_list(TEAM_LIST, {}) if e.source != e.name]
+
+
+@pytest.mark.parametrize("entry", team_files(), ids=lambda e: e.name)
+@pytest.mark.parametrize("kernels", ["c", "m7"])
+def test_the_team_list_models_are_bit_exact(entry, kernels, tmp_path):
+    """Every model file of team/models.txt: its C == nnc.reference on >= 1000 inputs (edge values,
+    random, held-out digits), with the portable and the Cortex-M7 kernels."""
+    import copy
+
+    import numpy as np
+
+    from conftest import build_host_library
+    from nnc import reference
+    from nnc.frontend.model_files import load_model
+    from test_pt2e import inputs_for
+    graph = load_model(entry.source, calibration=entry.calibration, progress=False).graph()
+    _, lib, _ = build_host_library(copy.deepcopy(graph), kernels, tmp_path, entry.name)
+    x = inputs_for(graph)
+    assert int(np.count_nonzero(lib.run(x) != reference.run(graph, [x])[0])) == 0, \
+        f"{entry.name} ({kernels}): C != nnc.reference"
