@@ -108,7 +108,8 @@ def format_matrix(models: list, cells: dict, graphs: list, listed=()) -> str:
              f"{len(not_fitting)} that do not fit; {diana}.",
              "host: the shared library's size; boards: the firmware's flash and static RAM "
              "(arm-none-eabi-size); imx681: the host frame library's size; '-': not a target of "
-             "the model (stateful models run on the imx681 only).", "",
+             "the model (stateful models run on the imx681 only, listed model files on the host "
+             "and the Cortex-M7 boards).", "",
              line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
     if not_fitting:
         lines += ["", "Do not fit (not an error; the table above has the numbers):"] + \

@@ -1,6 +1,7 @@
 """The team's factory file (listed in models.txt): dwsep_pt2e's trained depthwise-separable block,
-quantized with one weight scale per tensor instead of one per output channel (fewer constants in
-the image, at some accuracy). It returns the converted program, so its line needs no calibration=.
+quantized with one weight scale per tensor instead of one per output channel, so that the daily
+matrix's table shows both variants' footprints side by side. It returns the converted program, so
+its line needs no calibration=.
 
     nnc export --model team/dwsep_per_tensor.py:build --out gen/
 """
