@@ -115,11 +115,12 @@ def test_all_plans_every_model_for_every_board_it_fits(tmp_path, team_list):
         assert f"build/imx681/{name}/" not in plan and f"build/diana/{name}/" not in plan, name
 
 
-def test_listed_model_files_build_for_host_and_both_cortex_m7_boards(tmp_path, team_list):
+def test_listed_model_files_build_for_host_and_both_cortex_m7_boards_and_are_cached(tmp_path, team_list):
     require_tools("arm-none-eabi-gcc", "arm-none-eabi-objcopy", needed_for="the Cortex-M7 images")
     checkout = copy_checkout(str(tmp_path / "nnc"))
+    cache = f"cache={tmp_path / 'cache'}"
     # zoo=0: the list alone (the zoo's part of the matrix is the plan above)
-    r = scons("-j2", "all", f"models={team_list}", "zoo=0", cwd=checkout, timeout=1800)
+    r = scons("-j2", "all", f"models={team_list}", "zoo=0", cache, cwd=checkout, timeout=1800)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-5000:]
     build = os.path.join(checkout, "build")
@@ -145,9 +146,19 @@ def test_listed_model_files_build_for_host_and_both_cortex_m7_boards(tmp_path, t
     assert f"{TOO_BIG} on stm32f746g-disco: does not fit" in table
     # a second run exports and compiles nothing (the big model is linked again: its fit is only
     # known from its link)
-    r = scons("-j2", "all", f"models={team_list}", "zoo=0", cwd=checkout, timeout=600)
+    r = scons("-j2", "all", f"models={team_list}", "zoo=0", cache, cwd=checkout, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "tools/export.py" not in r.stdout and " -c " not in r.stdout, r.stdout
+    # a second checkout with the same cache= fetches the listed models' exports, objects and images
+    second = copy_checkout(str(tmp_path / "second"))
+    r = scons("-j2", "all", f"models={team_list}", "zoo=0", cache, cwd=second, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "tools/export.py" not in r.stdout and " -c " not in r.stdout, r.stdout
+    for name in LISTED:
+        for part in (("host", name, f"lib{name}.so"), ("mps2-an500", name, "fw.bin"),
+                     ("stm32f746g-disco", name, "fw.hex")):
+            assert open(os.path.join(second, "build", *part), "rb").read() == \
+                open(os.path.join(build, *part), "rb").read(), part
 
 
 BAD_LISTS = [
