@@ -227,6 +227,13 @@ def _is_converted(model) -> bool:
         "quantize_per_tensor" in str(n.target) for n in model.graph.nodes)
 
 
+def pt2e_variants() -> dict:
+    """{PT2E zoo variant: the float checkpoint it is quantized from (absolute path)}."""
+    from models import pt2e_zoo
+    from models.registry import REPO_ROOT
+    return {name: os.path.join(REPO_ROOT, m.weights) for name, m in pt2e_zoo.MODELS.items()}
+
+
 def load_model(source: str, checkpoint: str = None, calibration: str = None,
                progress: bool = True) -> LoadedModel:
     """See the module docstring."""

@@ -27,7 +27,7 @@ import shlex
 from dataclasses import dataclass
 
 from ..errors import NncError
-from .model_files import check_pt2_archive, name_of
+from .model_files import check_pt2_archive, name_of, pt2e_variants
 
 OPTIONS = ("calibration",)
 ENTRY_HELP = ("one model per line: a .pt2 program, a factory 'net.py:build' (optionally "
@@ -177,9 +177,8 @@ def _check_factory(path: str, function: str, where: str) -> None:
 def _pt2e_variant(model: str, where: str) -> str:
     """A PT2E zoo variant's float checkpoint (what its export reads), or the error for an
     unknown name."""
-    from models import pt2e_zoo   # imports torch: only for lists that name a variant
-    from models.registry import REPO_ROOT
-    if model not in pt2e_zoo.MODELS:
+    variants = pt2e_variants()   # imports torch: only for lists that name a variant
+    if model not in variants:
         raise NncError(f"unknown model {model!r}", where,
-                       f"PT2E zoo variants: {', '.join(pt2e_zoo.MODELS)}; or {ENTRY_HELP}")
-    return os.path.join(REPO_ROOT, pt2e_zoo.MODELS[model].weights)
+                       f"PT2E zoo variants: {', '.join(variants)}; or {ENTRY_HELP}")
+    return variants[model]
