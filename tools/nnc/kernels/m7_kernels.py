@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise, m7_rowpair
-from .m7_gemm import DOT, WIDE_WEIGHTS_MAX, channel_blocks, pack_weights, pack_wide_weights
+from .m7_gemm import DOT, WIDE_WEIGHTS_MAX, channel_blocks, dot2x2, pack_weights, pack_wide_weights
 from ..ir import Op, Tensor
 from .c_kernels import REQUANT_FLOAT, _signature
 from .m7_common import bias_folds as _bias_folds, folded_bias
@@ -71,6 +71,14 @@ static inline int32_t nnc_m7_ssat8(int32_t x)
     __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(x));
     return r;
 }
+static inline int32_t nnc_m7_mla(int32_t a, int32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("mla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+/* r = x >> n (arithmetic, n a literal 1..31) saturated to the int8 range, one instruction. */
+#define NNC_M7_SSAT8_ASR(r, x, n) __asm__("ssat %0, #8, %1, asr #" #n : "=r"(r) : "r"(x))
 static inline uint32_t nnc_m7_pkhbt16(uint32_t lo, uint32_t hi)
 {
     uint32_t r;
@@ -107,6 +115,12 @@ static inline int32_t nnc_m7_ssat8(int32_t x)
 {
     return x < -128 ? -128 : (x > 127 ? 127 : x);
 }
+/* acc + a * b, wrapping like the instruction. */
+static inline int32_t nnc_m7_mla(int32_t a, int32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)a * (uint32_t)b);
+}
+#define NNC_M7_SSAT8_ASR(r, x, n) ((r) = nnc_m7_ssat8((x) >> (n)))
 /* The low halfword of lo below the low halfword of hi. */
 static inline uint32_t nnc_m7_pkhbt16(uint32_t lo, uint32_t hi)
 {
@@ -192,7 +206,7 @@ PADDED_COPY_MAX = 2048
 class _Shape:
     """The numbers every m7 kernel of one op is generated from."""
 
-    def __init__(self, op, kp: int, wide: bool, rowpair: bool = False, k: int = 0):
+    def __init__(self, op, kp: int, wide: bool, rowpair: bool = False, k: int = 0, groups: int = 1):
         w = op.params["weight"]
         self.kp, self.n4 = kp, kp // 4
         self.rowpair = rowpair         # the column fill of m7_rowpair (columns in its tap order)
@@ -200,19 +214,22 @@ class _Shape:
         # distance between two channels in its units
         self.wide = wide
         self.stride = kp // 2 if wide else kp // 4
-        self.dot2x2, self.dot1 = ("nnc_m7_dot2x2w", "nnc_m7_dot1w") if wide else ("nnc_m7_dot2x2", "nnc_m7_dot1")
-        self.k = k or int(np.prod(w.shape[1:]))    # column length (before the padding to kp)
+        self.dot1 = "nnc_m7_dot1w" if wide else "nnc_m7_dot1"
         self.cout = int(w.shape[0])
         self.even = self.cout // 2 * 2
         self.npos = int(np.prod(op.output.shape[2:])) if op.kind != "dense" else 1
+        if op.kind == "conv2d_maxpool2d":
+            self.ncols = int(np.prod(op.attrs["pool"]["kernel"]))
+            calls = self.npos * self.ncols // 2 * (self.even // 2)
+        else:
+            self.ncols = 1 if self.npos == 1 else 2
+            calls = (self.npos + 1) // 2 * (self.even // 2)
+        self.dot2x2, self.dot2x2_source = dot2x2(wide, self.n4, calls * groups)
+        self.k = k or int(np.prod(w.shape[1:]))    # column length (before the padding to kp)
         self.izp = op.inputs[0].qparams.zero_point
         self.zp = op.output.qparams.zero_point
         self.lo, self.hi = op.attrs["clamp"]
         self.ssat = self.hi == 127     # saturate with ssat, then apply a ReLU's lower bound
-        if op.kind == "conv2d_maxpool2d":
-            self.ncols = int(np.prod(op.attrs["pool"]["kernel"]))
-        else:
-            self.ncols = 1 if self.npos == 1 else 2
         self.padded_shape = None       # (c, h, w) of the padded input copy, if the kernel makes one
         if op.kind != "dense" and any(op.attrs["padding"]) and not rowpair:
             _, c, h, w = op.inputs[0].shape
@@ -285,7 +302,7 @@ class M7Kernels(KernelProvider):
                   "bias": np.concatenate([folded_bias(v) for v in views]),
                   "multiplier": np.concatenate([v.params["multiplier"] for v in views]).astype(np.float32)}
         op = views[0]
-        shape = _Shape(op, kp, wide, rowpair, k)
+        shape = _Shape(op, kp, wide, rowpair, k, groups)
         decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier",
                  "void* scratch"]
         if op.kind == "conv2d_maxpool2d":
@@ -324,6 +341,8 @@ NNC_M7_NOINLINE {signature}
 """
         args = ["in0", "out0"] + [f"const:{c}" for c in consts] + ["scratch"]
         prelude = dict(self._prelude)
+        if not one_position:
+            prelude[f"m7_1_{shape.dot2x2}"] = shape.dot2x2_source
         if rowpair:
             prelude["m7_4_row4"] = m7_rowpair.ROW4
         prelude["m7_3_requant" if shape.ssat else "requant_float"] = (
@@ -356,7 +375,7 @@ NNC_M7_NOINLINE {signature}
         prelude = dict(self._prelude, m7_3_requant=REQUANT_SSAT)
         if op.kind == "add":
             return Kernel(function, m7_pointwise.emit_add(op, function), ["in0", "in1", "out0"], {},
-                          self.name, prelude)
+                          self.name, dict(prelude, m7_6_add_round=m7_pointwise.ADD_SIGNED_ROUND))
         if op.kind == "maxpool2d":
             return Kernel(function, m7_pointwise.emit_maxpool(op, function), ["in0", "out0", "scratch"], {},
                           self.name, dict(prelude, m7_6_max4=m7_pointwise.MAX4),
