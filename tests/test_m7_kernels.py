@@ -104,6 +104,47 @@ def test_unroll_factor_divides_the_column_or_pays_for_its_code():
         assert u == 2 or (u <= m7_gemm.MAX_UNROLL and n4 % u == 0), (n4, u)
 
 
+@pytest.mark.parametrize("multiplier", [0.5, 0.25, 0.0009765625, 0.00123456, 0.3333333])
+def test_magic_requant_equals_the_float_contract(multiplier, tmp_path):
+    """nnc_m7_requant_magic (the rounding by adding 1.5 * 2^23 + zp) against nearbyintf(f32(acc) *
+    m) + zp, saturated, for every accumulator whose product stays inside the bound it is used
+    for, at even zero points incl. -128 and a ReLU's lower bound above -128; multipliers 0.5 and
+    0.25 put exact ties (x.5) at every other / fourth accumulator."""
+    import ctypes
+    from conftest import compile_host_library
+    src = tmp_path / "requant.c"
+    src.write_text("#include <stdint.h>\n#include <math.h>\n" + m7_kernels.INTRINSICS + m7_kernels.REQUANT_MAGIC
+                   + "void run(const int32_t* acc, int32_t n, float m, float magic, int32_t lo, int8_t* out)"
+                   " { for (int32_t i = 0; i < n; ++i) out[i] = nnc_m7_requant_magic(acc[i], m, magic, lo); }\n")
+    compile_host_library(str(src), str(tmp_path / "requant.so"))
+    run = ctypes.CDLL(str(tmp_path / "requant.so")).run
+    m = np.float32(multiplier)
+    reach = int(m7_kernels.MAGIC_BOUND / multiplier)
+    acc = np.arange(-reach, reach + 1, dtype=np.int32)
+    for zp, lo in ((-128, -128), (0, -128), (126, -128), (-40, -40), (4, 4)):
+        got = np.zeros(acc.size, dtype=np.int8)
+        run(acc.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), ctypes.c_int32(acc.size), ctypes.c_float(m),
+            ctypes.c_float(1.5 * 2 ** 23 + zp), ctypes.c_int32(lo), got.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)))
+        want = np.clip(np.rint(acc.astype(np.float32) * m).astype(np.int64) + zp, lo, 127)
+        assert int(np.count_nonzero(got != want)) == 0, (zp, lo)
+
+
+def test_magic_requant_refuses_odd_zero_points_and_large_products():
+    from nnc.ir import Op, QParams, Tensor
+    w = np.full((2, 1, 3, 3), 100, dtype=np.int8)
+    params = {"weight": w, "bias": np.zeros(2, dtype=np.int32), "multiplier": np.full(2, 0.01, np.float32)}
+
+    def conv(zp, multiplier):
+        x = Tensor("x", (1, 1, 8, 8), qparams=QParams.make(0.1, 0))
+        y = Tensor("y", (1, 2, 8, 8), qparams=QParams.make(0.1, zp))
+        return Op("conv2d", "c", [x], [y], {"clamp": (-128, 127)},
+                  dict(params, multiplier=np.full(2, multiplier, np.float32)))
+    bias = np.zeros(2, dtype=np.int64)
+    assert m7_kernels.magic_requant_applies(conv(-128, 0.01), bias)    # |acc| <= 115,200: 1,152
+    assert not m7_kernels.magic_requant_applies(conv(-127, 0.01), bias)  # odd: ties would flip
+    assert not m7_kernels.magic_requant_applies(conv(-128, 0.3), bias)   # 34,560: past the bound
+
+
 def test_channel_blocks_cover_every_channel_once():
     for block in (2, 4):
         for cout in range(1, 12):
@@ -305,6 +346,9 @@ def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
         k = compiled.kernels[id(op)]
         assert k.provider == "m7" and "m7_rowpair" in k.source, op.name
         assert ("nnc_m7_dot2x2w_u" in k.source) == (layout == "wide"), op.name
+    # the ReLU layer (output zero point -128) requantizes by the float add, the others by vcvtr
+    magic = {op.name for op in convs if "nnc_m7_requant_magic(" in compiled.kernels[id(op)].source}
+    assert "a" in magic and len(magic) < len(convs), magic
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, ROWPAIR_SHAPE, 9, tmp_path, on_m7=True)
 
 

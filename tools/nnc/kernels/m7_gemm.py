@@ -116,45 +116,42 @@ NNC_M7_INLINE void nnc_m7_dot4(const int16_t* col, const uint32_t* w, int32_t n4
     NNC_M7_STORE4(acc, a0, a1, a2, a3);
 }
 
-/* Two output channels, two columns a and b, one group of 4 values (a, b, w advance): each weight
- * word is loaded and widened once for both. a0, a1 += w0 . a, w1 . a; b0, b1 += w0 . b, w1 . b.
+/* Two output channels, two columns a and b, one group of 4 values (their words a01, a23 and b01,
+ * b23 loaded; w advances): each weight word is loaded and widened once for both.
+ * a0, a1 += w0 . a, w1 . a; b0, b1 += w0 . b, w1 . b.
  * The loops around it are generated per kernel (`dot2x2`), unrolled to fit their length. */
-#define NNC_M7_STEP2X2(a, b, w, a0, a1, b0, b1) \\
+#define NNC_M7_MAC2X2(w, a01, a23, b01, b23, a0, a1, b0, b1) \\
     do { \\
-        uint32_t a01_, a23_, b01_, b23_, w0_, w1_, s_; \\
-        NNC_M7_LOAD2(a, a01_, a23_); \\
-        NNC_M7_LOAD2(b, b01_, b23_); \\
+        uint32_t w0_, w1_, s_; \\
         NNC_M7_LOAD2(w, w0_, w1_); \\
         s_ = nnc_m7_sxtb16(w0_); \\
-        (a0) = nnc_m7_smlad(s_, a01_, (a0)); \\
-        (b0) = nnc_m7_smlad(s_, b01_, (b0)); \\
+        (a0) = nnc_m7_smlad(s_, (a01), (a0)); \\
+        (b0) = nnc_m7_smlad(s_, (b01), (b0)); \\
         s_ = nnc_m7_sxtb16_ror8(w0_); \\
-        (a0) = nnc_m7_smlad(s_, a23_, (a0)); \\
-        (b0) = nnc_m7_smlad(s_, b23_, (b0)); \\
+        (a0) = nnc_m7_smlad(s_, (a23), (a0)); \\
+        (b0) = nnc_m7_smlad(s_, (b23), (b0)); \\
         s_ = nnc_m7_sxtb16(w1_); \\
-        (a1) = nnc_m7_smlad(s_, a01_, (a1)); \\
-        (b1) = nnc_m7_smlad(s_, b01_, (b1)); \\
+        (a1) = nnc_m7_smlad(s_, (a01), (a1)); \\
+        (b1) = nnc_m7_smlad(s_, (b01), (b1)); \\
         s_ = nnc_m7_sxtb16_ror8(w1_); \\
-        (a1) = nnc_m7_smlad(s_, a23_, (a1)); \\
-        (b1) = nnc_m7_smlad(s_, b23_, (b1)); \\
+        (a1) = nnc_m7_smlad(s_, (a23), (a1)); \\
+        (b1) = nnc_m7_smlad(s_, (b23), (b1)); \\
     } while (0)
 
 /* The same with wide weights (pack_wide_weights): every loaded word is used twice. */
-#define NNC_M7_STEP2X2W(a, b, w, a0, a1, b0, b1) \\
+#define NNC_M7_MAC2X2W(w, a01, a23, b01, b23, a0, a1, b0, b1) \\
     do { \\
-        uint32_t a01_, a23_, b01_, b23_, w01_, w23_; \\
-        NNC_M7_LOAD2(a, a01_, a23_); \\
-        NNC_M7_LOAD2(b, b01_, b23_); \\
+        uint32_t w01_, w23_; \\
         NNC_M7_LOAD2(w, w01_, w23_); \\
-        (a0) = nnc_m7_smlad(w01_, a01_, (a0)); \\
-        (b0) = nnc_m7_smlad(w01_, b01_, (b0)); \\
-        (a0) = nnc_m7_smlad(w23_, a23_, (a0)); \\
-        (b0) = nnc_m7_smlad(w23_, b23_, (b0)); \\
+        (a0) = nnc_m7_smlad(w01_, (a01), (a0)); \\
+        (b0) = nnc_m7_smlad(w01_, (b01), (b0)); \\
+        (a0) = nnc_m7_smlad(w23_, (a23), (a0)); \\
+        (b0) = nnc_m7_smlad(w23_, (b23), (b0)); \\
         NNC_M7_LOAD2(w, w01_, w23_); \\
-        (a1) = nnc_m7_smlad(w01_, a01_, (a1)); \\
-        (b1) = nnc_m7_smlad(w01_, b01_, (b1)); \\
-        (a1) = nnc_m7_smlad(w23_, a23_, (a1)); \\
-        (b1) = nnc_m7_smlad(w23_, b23_, (b1)); \\
+        (a1) = nnc_m7_smlad(w01_, (a01), (a1)); \\
+        (b1) = nnc_m7_smlad(w01_, (b01), (b1)); \\
+        (a1) = nnc_m7_smlad(w23_, (a23), (a1)); \\
+        (b1) = nnc_m7_smlad(w23_, (b23), (b1)); \\
     } while (0)
 
 /* Wide weights (pack_wide_weights): one output channel, one column. */
@@ -206,7 +203,10 @@ NNC_M7_INLINE void {name}(const int16_t* a, const int16_t* b, const uint32_t* w,
     int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
     NNC_M7_UNROLL({u})
     for (int32_t g = 0; g < n4; ++g) {{
-        NNC_M7_STEP2X2{'W' if wide else ''}(a, b, w, a0, a1, b0, b1);
+        uint32_t a01, a23, b01, b23;
+        NNC_M7_LOAD2(a, a01, a23);
+        NNC_M7_LOAD2(b, b01, b23);
+        {"NNC_M7_MAC2X2W" if wide else "NNC_M7_MAC2X2"}(w, a01, a23, b01, b23, a0, a1, b0, b1);
     }}
     NNC_M7_STORE4(acc, a0, a1, b0, b1);
 }}
@@ -256,3 +256,16 @@ def pack_wide_weights(weight: np.ndarray) -> tuple:
     groups = words.reshape(len(words), kp // 4, 2)
     parts = [groups[oc:oc + n].transpose(1, 0, 2).ravel() for oc, n in channel_blocks(len(groups), 2)]
     return np.concatenate(parts).astype(np.uint32), kp
+
+
+def with_epilogue_constants(packed: np.ndarray, stride: int, bias: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+    """The weight words of a block layout (channel_blocks of 2; a channel's weights are `stride`
+    words) with, before each block, its channels' int32 biases and then their float32
+    multipliers (as their bits): one pointer walks a layer's constants in the order its kernel
+    reads them, so that none of its loop's registers holds a bias or multiplier pointer."""
+    bias = np.asarray(bias, dtype=np.int32).view(np.uint32)
+    multiplier = np.asarray(multiplier, dtype=np.float32).view(np.uint32)
+    parts = []
+    for oc, n in channel_blocks(len(bias), 2):
+        parts += [bias[oc:oc + n], multiplier[oc:oc + n], packed[oc * stride:(oc + n) * stride]]
+    return np.concatenate(parts).astype(np.uint32)
