@@ -120,6 +120,22 @@ def qnnpack_oracle_layers(graph, x) -> int:
     return checked
 
 
+def check_imported_program(prog, graph, x, tmp_path, what):
+    """The checks every imported third-party program gets: its C (host library) equals
+    nnc.reference on all of x with 0 mismatches; at least two of its conv/linear layers equal
+    torch's qnnpack kernel with the same parameters; the mismatch count and max abs diff against
+    the float-simulated PT2E program are printed (reported, not asserted: the program's float
+    arithmetic is not the integer contract). Returns the reference's outputs."""
+    _, lib, _ = build_host_library(graph, "c", tmp_path, graph.name)
+    ref = reference.run(graph, [x])[0]
+    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
+    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
+    diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
+    print(f"\n{what}: {int(np.count_nonzero(diff))} of {diff.size} elements differ from the "
+          f"float-simulated program, max abs diff {int(diff.max())}")
+    return ref
+
+
 def small_ffn():
     torch.manual_seed(1)
     return nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 1)).eval()
@@ -166,14 +182,8 @@ def test_xnnpack_quantizer_program_imports(fold, tmp_path):
     q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prog, x0 = _convert(Block().eval(), q, fold)
     graph = import_pt2e(prog, "xnn", x0)
-    _, lib, _ = build_host_library(graph, "c", tmp_path, "xnn")
     x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 7)
-    ref = reference.run(graph, [x])[0]
-    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
-    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
-    diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
-    print(f"\nXNNPACK-style program (fold={fold}): {int(np.count_nonzero(diff))} of {diff.size} "
-          f"differ from the float-simulated program, max abs diff {int(diff.max())}")
+    check_imported_program(prog, graph, x, tmp_path, f"XNNPACK-style program (fold={fold})")
 
 
 class DepthwiseBlock(nn.Module):
@@ -230,14 +240,8 @@ def test_x86_quantizer_program_imports(which, tmp_path):
     conv/linear equals torch's qnnpack kernel with the same parameters."""
     prog = _x86_case(which)
     graph = import_pt2e(prog, f"x86_{which}")
-    _, lib, _ = build_host_library(graph, "c", tmp_path, f"x86_{which}")
     x = inputs_for(graph) if which != "ffn" else edge_and_random_inputs(graph.inputs[0].shape, 1000, 5)
-    ref = reference.run(graph, [x])[0]
-    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
-    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
-    diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
-    print(f"\nx86 quantizer, {which}: {int(np.count_nonzero(diff))} of {diff.size} elements differ "
-          f"from the float-simulated program, max abs diff {int(diff.max())}")
+    check_imported_program(prog, graph, x, tmp_path, f"x86 quantizer, {which}")
     if which == "lenet5":
         from models.registry import get
         held = get("lenet5").heldout()
@@ -282,14 +286,8 @@ def test_uint8_activations_map_onto_int8(tmp_path):
     torch.manual_seed(0)
     prog, x0 = _convert(Block().eval(), NncQuantizer(uint8_activations=True))
     graph = import_pt2e(prog, "u8", x0)
-    _, lib, _ = build_host_library(graph, "c", tmp_path, "u8")
     x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 8)
-    ref = reference.run(graph, [x])[0]
-    assert int(np.count_nonzero(lib.run(x) != ref)) == 0
-    assert qnnpack_oracle_layers(graph, x[:200]) >= 2
-    diff = np.abs(run_pt2e_int8(prog, [x], [graph.inputs[0].qparams])[0].astype(int) - ref)
-    print(f"\nuint8 program: {int(np.count_nonzero(diff))} of {diff.size} differ from the "
-          f"float-simulated program, max abs diff {int(diff.max())}")
+    check_imported_program(prog, graph, x, tmp_path, "uint8 program")
 
 
 # -- bad programs ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ variables; with CI=true they fail.
 import fcntl
 import os
 import re
+import signal
 import shutil
 import subprocess
 import sys
@@ -341,6 +342,33 @@ def test_native64_text_mode_needs_the_large_stdin_buffer(native_fw, native_host)
     r_text = native_fw.infer_text(px)
     assert np.array_equal(r_text["output"], native_fw.infer_u8(px)["output"])
     good_frame_works(native_fw, native_host, seed=7)
+
+
+def test_native64_answers_thousands_of_back_to_back_requests(native_fw):
+    """RIOT native's idle thread sleeps in pause() and loses a SIGIO (stdin) that lands just
+    before it; a firmware that blocked in stdio_read() there slept for ever with a request unread
+    (seen about once in 90,000 requests on loaded cores). The application waits in host
+    nanosleep() on native instead: 5000 requests in a row, each answered."""
+    for i in range(5000):
+        native_fw._info = None   # a fresh INFO request each time, not the cached reply
+        assert native_fw.info()["model"] == "lenet5", f"request {i}"
+
+
+def test_native64_process_stops_at_once(native_elf):
+    """RIOT native blocks SIGTERM while its threads run; the client stops it with SIGINT (its
+    Ctrl-C), so stopping it with the port still open (an error path) does not wait for
+    `timeout`'s kill."""
+    nat = sc.Native(native_elf, time_limit=60)
+    fw = sc.Firmware(nat.start(), timeout=20)
+    nat.connected()
+    try:
+        assert fw.info()["board"] == "native64"
+    finally:
+        nat.stop()
+        fw.close()
+    assert nat.proc.returncode is not None
+    assert nat.proc.returncode != -signal.SIGKILL and nat.proc.returncode != 128 + signal.SIGKILL, \
+        "the native64 process had to be killed"
 
 
 def test_scons_native64_run(riotbase, native_elf):

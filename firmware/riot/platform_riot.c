@@ -5,6 +5,9 @@
  */
 #include <stdint.h>
 #include <stdio.h>
+#ifdef CPU_NATIVE
+#include <time.h>
+#endif
 
 #include "clk.h"
 #include "cpu.h"
@@ -34,17 +37,35 @@ void plat_init(void)
 #endif
 }
 
+/* Wait for input for about a millisecond. */
+static void wait_a_little(void)
+{
+#ifdef CPU_NATIVE
+    /* RIOT native's idle thread sleeps in pause() and loses a signal that arrives just before
+     * it (the signal handler defers it and pause() then waits for the next one): a blocked
+     * reader would sleep for ever with a whole request unread. The host's nanosleep() has no
+     * such window (a signal before it is handled at once, one during it ends it), so on native
+     * the application never blocks through RIOT while it waits for input. */
+    nanosleep(&(const struct timespec){ .tv_sec = 0, .tv_nsec = 1000000 }, NULL);
+#else
+    ztimer_sleep(ZTIMER_MSEC, 1); /* the stdin buffer holds several ms of input */
+#endif
+}
+
 int plat_getc(uint32_t timeout_ms)
 {
     uint8_t c;
-    if (timeout_ms) {
-        uint32_t start = ztimer_now(ZTIMER_MSEC);
-        while (stdio_available() <= 0) {
-            if (ztimer_now(ZTIMER_MSEC) - start >= timeout_ms) {
-                return -1;
-            }
-            ztimer_sleep(ZTIMER_MSEC, 1); /* the stdin buffer holds several ms of input */
+    uint32_t start = ztimer_now(ZTIMER_MSEC);
+#ifdef CPU_NATIVE
+    while (!timeout_ms && stdio_available() <= 0) {
+        wait_a_little();
+    }
+#endif
+    while (timeout_ms && stdio_available() <= 0) {
+        if (ztimer_now(ZTIMER_MSEC) - start >= timeout_ms) {
+            return -1;
         }
+        wait_a_little();
     }
     while (stdio_read(&c, 1) != 1) {
     }

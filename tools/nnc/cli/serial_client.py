@@ -346,6 +346,7 @@ class ChildProcess:
     """A firmware this client starts (QEMU, a native64 process): start() -> the port to open,
     connected() once it is open, wait() for its exit status after EXIT, stop() -> its stderr."""
     what = "the firmware process"
+    stop_signal = signal.SIGTERM
     proc = None
 
     def connected(self):
@@ -379,7 +380,7 @@ class ChildProcess:
         if self.proc is None:
             return ""
         if self.proc.poll() is None:
-            self.proc.terminate()   # `timeout` passes SIGTERM on
+            self.proc.send_signal(self.stop_signal)   # `timeout` passes it on
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -457,6 +458,9 @@ class Native(ChildProcess):
     UART) is the slave side of a pseudo-terminal; the client opens that pty as its serial port.
     The pty is raw (no echo, no line editing) before the process starts, so no byte is changed."""
     what = "the native64 process"
+    # RIOT native blocks every signal it has no interrupt for (SIGTERM too) while its threads
+    # run; SIGINT, its Ctrl-C, is always open and shuts it down
+    stop_signal = signal.SIGINT
 
     def __init__(self, elf: str, time_limit: float = 900):
         if not os.path.isfile(elf):
