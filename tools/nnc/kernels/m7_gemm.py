@@ -46,7 +46,16 @@ DOT = """\
  * post-increment on the M7 (gcc splits or reorders plain loads, and spends an add per pointer). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
 #define NNC_M7_LOAD2(p, lo, hi) __asm__("ldrd %0, %1, [%2], #8" : "=r"(lo), "=r"(hi), "+r"(p) : : "memory")
+/* lo, hi stored as the two 32-bit words `off` bytes (a literal, a multiple of 4 up to 1020) past p
+ * (4-byte aligned): one `strd` (volatile: it has no output; gcc keeps two stores apart). */
+#define NNC_M7_STORE2_AT(p, off, lo, hi) \\
+    __asm__ volatile("strd %1, %2, [%0, #" #off "]" : : "r"(p), "r"(lo), "r"(hi) : "memory")
 #else
+#define NNC_M7_STORE2_AT(p, off, lo, hi) \\
+    do { \\
+        nnc_m7_store32((uint8_t*)(p) + (off), lo); \\
+        nnc_m7_store32((uint8_t*)(p) + (off) + 4, hi); \\
+    } while (0)
 #define NNC_M7_LOAD2(p, lo, hi) \\
     do { \\
         (lo) = nnc_m7_load32(p); \\
