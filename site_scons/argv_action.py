@@ -17,7 +17,7 @@ import sys
 from SCons.Script import Action, Dir, Exit
 
 # Options whose values become arguments of the tools the build runs.
-TEXT_OPTIONS = ("port", "deploy", "RIOTBASE", "tests", "model", "calibration", "cache", "jobs")
+TEXT_OPTIONS = ("port", "deploy", "RIOTBASE", "tests", "model", "calibration", "cache", "jobs", "models")
 
 # An action's signature (what SCons compares to decide a rebuild, and the key of a shared build
 # cache, cache=DIR) must not depend on where the checkout is: the same build in another clone

@@ -1,11 +1,15 @@
 """Options of a firmware team's daily builds: a shared build cache (cache=DIR), parallel tests
-(jobs=N), and the model x board matrix (`scons all`, see matrix.py)."""
+(jobs=N), and the model x board matrix (`scons all`, see matrix.py) with the team's list of model
+files (models=FILE, nnc.frontend.model_list) beside the zoo (zoo=0: the list alone)."""
 from __future__ import annotations
 
 import os
 
 import SCons.CacheDir
-from SCons.Script import Exit, PathVariable
+from SCons.Script import COMMAND_LINE_TARGETS, BoolVariable, Exit, PathVariable
+
+from nnc.errors import NncError
+from nnc.frontend.model_list import read_model_list
 
 import matrix  # noqa: F401  (SConstruct: daily.matrix)
 
@@ -19,6 +23,12 @@ def add_options(variables) -> None:
                                "or CI machine with the same cache= fetches generated C, objects, "
                                "libraries and firmware instead of rebuilding them", "",
                                PathVariable.PathAccept))
+    variables.Add(PathVariable("models", "scons all: a list of the team's model files to build beside the "
+                               "zoo, one per line as model= takes it (net.pt2, net.py:build "
+                               "calibration=digits, lenet5_pt2e); paths relative to the list", "",
+                               PathVariable.PathAccept))
+    variables.Add(BoolVariable("zoo", "scons all: build the zoo models, DIANA's and the IMX681's too "
+                               "(zoo=0: only the models= list)", True))
     variables.Add("jobs", "tests: pytest-xdist worker processes: auto (one per core), N, or 1 (serial, "
                   "no workers)", "auto")
 
@@ -37,6 +47,28 @@ def check_options(env) -> None:
                   "  fix:   give a folder for the build cache (it is created if missing)")
             Exit(2)
         env.CacheDir(cache, custom_class=BuildCache)
+    if (env["models"] or not env["zoo"]) and "all" not in COMMAND_LINE_TARGETS:
+        option = f"models={env['models']}" if env["models"] else "zoo=0"
+        print(f"error: {option} chooses the models of the daily matrix, `scons all`\n"
+              f"  fix:   add the target all (./scons all {option}), or drop the option")
+        Exit(2)
+    if not env["zoo"] and not env["models"]:
+        print("error: zoo=0 leaves `scons all` nothing to build\n"
+              "  fix:   add models=FILE (the team's list of model files), or drop zoo=0")
+        Exit(2)
+
+
+def listed_models(env, reserved: dict) -> list:
+    """The entries of the models= list (nnc.frontend.model_list.ListedModel), checked before
+    anything is built: a bad list stops the build with its file and line (exit 2).
+    reserved: {name: what already builds under it}."""
+    if not env["models"]:
+        return []
+    try:
+        return read_model_list(env["models"], reserved)
+    except NncError as e:
+        print(e.format())
+        Exit(2)
 
 
 class BuildCache(SCons.CacheDir.CacheDir):

@@ -180,6 +180,33 @@ def fit_check(env, board, model, gen_dir, build_dir, fw_dir):
     return bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, fit_only=True)[3]
 
 
+def image_if_fits(env, board, model, gen_dir, build_dir, fw_dir):
+    """The image of a model whose fit is known only from its link (a listed model file of `scons
+    all`; the zoo's registry says which zoo models fit): fw.elf, fw.map and fit.json, then fw.bin,
+    fw.hex and size.json when it fits. When it does not, the link leaves fit.json alone (listed
+    with the bytes it needs, not an error), and as fw.elf is missing the next build links again."""
+    src_c, hdr, _ = _model_files(gen_dir, model)
+    bdir = Dir(build_dir if os.path.isabs(str(build_dir)) else "#" + str(build_dir))
+    e, elf, map_file, fit = bare_metal(env, board, model, src_c, hdr, bdir, fw_dir, nofit_ok=True)
+    images = e.Command([bdir.File("fw.bin"), bdir.File("fw.hex"), bdir.File("size.json")], [elf, map_file, fit],
+                       e.Action(_images_if_fit(board, model), None))
+    return [elf, fit] + images
+
+
+def _images_if_fit(board, model):
+    def act(target, source, env):
+        elf, map_file, fit = (str(s) for s in source)
+        if not json.load(open(fit))["fits"]:
+            return 0
+        for fmt, out in (("binary", target[0]), ("ihex", target[1])):
+            cmd = [tc.CORTEX_M7_OBJCOPY, "-O", fmt, elf, str(out)]
+            print(shlex.join(cmd), flush=True)
+            if subprocess.run(cmd).returncode != 0:
+                return 1
+        return _size_action(board, model)([target[2]], [elf, map_file], env)
+    return act
+
+
 def firmware(env, board, model, gen_dir, build_dir, fw_dir):
     """Defines the firmware of one board/model and its aliases; returns the default targets.
 

@@ -9,6 +9,7 @@ import os
 from SCons.Script import Action, AlwaysBuild, Dir
 
 from argv_action import argv_action
+from nnc.frontend.model_files import name_of
 from nnc.outdir import MARKER as OUTPUT_MARKER
 from nnc.toolchains import HOST_CC, HOST_CFLAGS
 
@@ -54,18 +55,21 @@ def model_file(value):
     checks the file itself and explains what is wrong with it."""
     if not value:
         return None
-    path = value.split(":")[0]
-    if value.endswith(".pt2") or path.endswith(".py"):
-        base = os.path.splitext(os.path.basename(path))[0]
-        return "".join(c if c.isalnum() else "_" for c in base) or "model", value
+    if value.endswith(".pt2") or value.split(":")[0].endswith(".py"):
+        return name_of(value), value
     if value.endswith("_pt2e"):
         return value, value
     return None
 
 
-def export_model(env, name, kernels, source=None):
+# The host inference program, build/host/<INFERENCE_APP>: no model may build as this name.
+INFERENCE_APP = "inference"
+
+
+def export_model(env, name, kernels, source=None, calibration=None, inputs=()):
     """build/gen/<kernels>/<name>/tvmgen_<name>.{h,c} + model.json, shared by every board.
-    `source`: a model file or PT2E zoo variant (model=FILE) instead of the zoo model `name`."""
+    `source`: a model file or PT2E zoo variant (model=FILE, a models= list) instead of the zoo
+    model `name`; `calibration`: its --calibration; `inputs`: more files the export reads."""
     gen = f"#build/gen/{kernels}/{name}"
     # the output folder's marker is a target too: a checkout that fetched the export from a shared
     # cache (cache=) must have it, or the next export would refuse to replace the folder
@@ -77,9 +81,8 @@ def export_model(env, name, kernels, source=None):
         ckpt = os.path.abspath(source.split(":")[0])
     if ckpt and os.path.exists(ckpt):
         deps.append(ckpt)
-    extra = []
-    if source is not None and env.get("calibration"):
-        extra = ["--calibration", env["calibration"]]
+    deps += [path for path in inputs if path not in deps]
+    extra = ["--calibration", calibration] if calibration else []
     nodes = env.Command(targets + [f"{gen}/{SIGNATURES}"], deps,
                         [argv_action([env["PYTHON"], "tools/export.py", "--model", source or name,
                                       "--kernels", kernels, f"--out={Dir(gen).path}", "--quiet"] + extra,

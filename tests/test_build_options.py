@@ -69,7 +69,7 @@ def test_hostile_riotbase_and_model_stop_early(tmp_path, option):
         assert ("no such directory" if option == "RIOTBASE" else "unknown model") in r.stdout
 
 
-@pytest.mark.parametrize("option", ["port", "deploy", "tests", "RIOTBASE"])
+@pytest.mark.parametrize("option", ["port", "deploy", "tests", "RIOTBASE", "models"])
 def test_control_character_in_option_is_refused(option):
     r = scons("host", f"model={MODEL}", f"{option}=a\nb", lock=False)
     assert r.returncode == 2 and f"option {option}= contains the control character '\\n'" in r.stdout, \
@@ -142,7 +142,7 @@ def test_scons_help_lists_every_option():
     assert r.returncode == 0
     for option in ("board", "model", "kernels", "programmer", "port", "RIOTBASE", "layout", "deploy",
                    "full", "tests", "baseline", "max_instructions_growth", "max_flash_growth", "max_ram_growth",
-                   "cache", "jobs"):
+                   "cache", "jobs", "models", "zoo"):
         assert f"\n{option}:" in r.stdout, option
     assert "\n  report  " in r.stdout and "\n  all  " in r.stdout
 

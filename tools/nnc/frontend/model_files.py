@@ -67,7 +67,9 @@ class LoadedModel:
         return run_torch_int8(self.model, inputs, qparams)
 
 
-def _name_of(path: str) -> str:
+def name_of(path: str) -> str:
+    """The name a model file builds as (tvmgen_<name>, build/host/<name>): its base name, with
+    every character but letters and digits written as '_'."""
     base = os.path.splitext(os.path.basename(path.split(":")[0]))[0]
     return "".join(c if c.isalnum() else "_" for c in base) or "model"
 
@@ -76,8 +78,9 @@ def _name_of(path: str) -> str:
 _PICKLED_PREFIXES = ("custom_obj", "opaque_obj")
 
 
-def check_pt2_archive(path: str) -> None:
-    """Refuse a .pt2 whose loading would unpickle anything beyond plain tensors."""
+def check_pt2_archive(path: str, members: bool = True) -> None:
+    """Refuse a .pt2 whose loading would unpickle anything beyond plain tensors. members=False:
+    only that it is a PT2 archive (no torch import: a build reading a list of model files)."""
     where = f"file {path}"
     try:
         z = zipfile.ZipFile(path)
@@ -92,7 +95,7 @@ def check_pt2_archive(path: str) -> None:
             if not formats or z.read(formats[0]).strip() != b"pt2":
                 raise NncError("not a PT2 archive (no archive_format 'pt2')", where,
                                "write it with torch.export.save")
-            for n in names:
+            for n in names if members else ():
                 base = os.path.basename(n)
                 if n.endswith("_config.json") and "/data/" in n:
                     config = json.loads(z.read(n)).get("config", {})
@@ -188,7 +191,7 @@ def load_factory_model(target: str):
     path, _, fn_name = target.rpartition(":")
     if not os.path.isfile(path):
         raise NncError(f"factory file {path} does not exist", f"model {target}", FILE_HELP)
-    spec = importlib.util.spec_from_file_location(f"nnc_user_{_name_of(path)}", path)
+    spec = importlib.util.spec_from_file_location(f"nnc_user_{name_of(path)}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -224,6 +227,13 @@ def _is_converted(model) -> bool:
         "quantize_per_tensor" in str(n.target) for n in model.graph.nodes)
 
 
+def pt2e_variants() -> dict:
+    """{PT2E zoo variant: the float checkpoint it is quantized from (absolute path)}."""
+    from models import pt2e_zoo
+    from models.registry import REPO_ROOT
+    return {name: os.path.join(REPO_ROOT, m.weights) for name, m in pt2e_zoo.MODELS.items()}
+
+
 def load_model(source: str, checkpoint: str = None, calibration: str = None,
                progress: bool = True) -> LoadedModel:
     """See the module docstring."""
@@ -231,12 +241,12 @@ def load_model(source: str, checkpoint: str = None, calibration: str = None,
         if not os.path.isfile(source):
             raise NncError(f"model file {source} does not exist", "", FILE_HELP)
         program = load_pt2(source)
-        return LoadedModel(_name_of(source), "pt2e", source, program, None)
+        return LoadedModel(name_of(source), "pt2e", source, program, None)
     if ".py:" in source or source.endswith(".py"):
         if ":" not in source:
             source += ":build"
         model, example = load_factory(source, calibration, progress)
-        return LoadedModel(_name_of(source), "pt2e", source, model, example)
+        return LoadedModel(name_of(source), "pt2e", source, model, example)
     from models import pt2e_zoo
     from models.registry import UnknownModel, get
     if source in pt2e_zoo.MODELS:
