@@ -16,8 +16,8 @@ import pytest
 from conftest import build_host_library, edge_and_random_inputs, quantize_ptq
 
 from nnc.frontend.torch_eager import import_torch_model, run_torch_int8
-from nnc.kernels import m7_kernels, m7_rowpair
-from nnc.kernels.m7_gemm import channel_blocks, pack_weights, pack_wide_weights
+from nnc.kernels import m7_gemm, m7_kernels, m7_rowpair
+from nnc.kernels.m7_gemm import channel_blocks, pack_weights, pack_wide_weights, unroll_factor
 from nnc.toolchains import CORTEX_M7_CC, HOST_CC, WARNING_FREE_FLAGS
 
 N_INPUTS = 1000
@@ -91,6 +91,58 @@ def test_packed_weights_give_the_dot_product(block):
         wide, kp2 = pack_wide_weights(w)
         assert wide.dtype == np.uint32 and kp2 == kp and wide.size == cout * kp // 2
         assert np.array_equal(_emulate_wide(wide, col, cout, kp // 4), want), (cout, k)
+
+
+def test_unroll_factor_divides_the_column_or_pays_for_its_code():
+    # a long, much-called column: the largest divisor up to MAX_UNROLL; a prime length: 2 with
+    # a remainder step; a short one: all of it; a rarely called one: 2 (its code would not pay)
+    assert unroll_factor(36, 4096, True) == 6 and unroll_factor(144, 1024, True) == 6
+    assert unroll_factor(37, 4096, True) == 2 and unroll_factor(7, 4096, True) == 7
+    assert unroll_factor(8, 10, False) == 2 and unroll_factor(9, 10 ** 6, False) == 3
+    for n4 in range(1, 80):
+        u = unroll_factor(n4, 10 ** 6, n4 % 2 == 0)
+        assert u == 2 or (u <= m7_gemm.MAX_UNROLL and n4 % u == 0), (n4, u)
+
+
+@pytest.mark.parametrize("multiplier", [0.5, 0.25, 0.0009765625, 0.00123456, 0.3333333])
+def test_magic_requant_equals_the_float_contract(multiplier, tmp_path):
+    """nnc_m7_requant_magic (the rounding by adding 1.5 * 2^23 + zp) against nearbyintf(f32(acc) *
+    m) + zp, saturated, for every accumulator whose product stays inside the bound it is used
+    for, at even zero points incl. -128 and a ReLU's lower bound above -128; multipliers 0.5 and
+    0.25 put exact ties (x.5) at every other / fourth accumulator."""
+    import ctypes
+    from conftest import compile_host_library
+    src = tmp_path / "requant.c"
+    src.write_text("#include <stdint.h>\n#include <math.h>\n" + m7_kernels.INTRINSICS + m7_kernels.REQUANT_MAGIC
+                   + "void run(const int32_t* acc, int32_t n, float m, float magic, int32_t lo, int8_t* out)"
+                   " { for (int32_t i = 0; i < n; ++i) out[i] = nnc_m7_requant_magic(acc[i], m, magic, lo); }\n")
+    compile_host_library(str(src), str(tmp_path / "requant.so"))
+    run = ctypes.CDLL(str(tmp_path / "requant.so")).run
+    m = np.float32(multiplier)
+    reach = int(m7_kernels.MAGIC_BOUND / multiplier)
+    acc = np.arange(-reach, reach + 1, dtype=np.int32)
+    for zp, lo in ((-128, -128), (0, -128), (126, -128), (-40, -40), (4, 4)):
+        got = np.zeros(acc.size, dtype=np.int8)
+        run(acc.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), ctypes.c_int32(acc.size), ctypes.c_float(m),
+            ctypes.c_float(1.5 * 2 ** 23 + zp), ctypes.c_int32(lo), got.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)))
+        want = np.clip(np.rint(acc.astype(np.float32) * m).astype(np.int64) + zp, lo, 127)
+        assert int(np.count_nonzero(got != want)) == 0, (zp, lo)
+
+
+def test_magic_requant_refuses_odd_zero_points_and_large_products():
+    from nnc.ir import Op, QParams, Tensor
+    w = np.full((2, 1, 3, 3), 100, dtype=np.int8)
+    params = {"weight": w, "bias": np.zeros(2, dtype=np.int32), "multiplier": np.full(2, 0.01, np.float32)}
+
+    def conv(zp, multiplier):
+        x = Tensor("x", (1, 1, 8, 8), qparams=QParams.make(0.1, 0))
+        y = Tensor("y", (1, 2, 8, 8), qparams=QParams.make(0.1, zp))
+        return Op("conv2d", "c", [x], [y], {"clamp": (-128, 127)},
+                  dict(params, multiplier=np.full(2, multiplier, np.float32)))
+    bias = np.zeros(2, dtype=np.int64)
+    assert m7_kernels.magic_requant_applies(conv(-128, 0.01), bias)    # |acc| <= 115,200: 1,152
+    assert not m7_kernels.magic_requant_applies(conv(-127, 0.01), bias)  # odd: ties would flip
+    assert not m7_kernels.magic_requant_applies(conv(-128, 0.3), bias)   # 34,560: past the bound
 
 
 def test_channel_blocks_cover_every_channel_once():
@@ -213,15 +265,17 @@ def make_grid_model(scheme: str, seed: int):
 def test_conv_grid_bit_exact(scheme, layout, tmp_path, monkeypatch):
     """Both weight layouts of the convolutions: int16 (every layer here is small enough) and, with
     the size limit at 0, the int8 layout that layers above WIDE_WEIGHTS_MAX keep; with the int8
-    layout the padded convolutions also take the border path of inputs too big to copy padded."""
+    layout the padded convolutions also take the border path of inputs too big to copy padded,
+    and every dot product's loop is unrolled as far as its length allows (unroll_factor)."""
     if layout == "int8":
         monkeypatch.setattr(m7_kernels, "WIDE_WEIGHTS_MAX", 0)
         monkeypatch.setattr(m7_kernels, "PADDED_COPY_MAX", 0)
+        monkeypatch.setattr(m7_gemm, "MIN_SAVED_PER_BYTE", 0)
     qmodel, example = make_grid_model(scheme, seed=7 if scheme == "per_tensor" else 11)
     graph = import_torch_model(qmodel, example, f"m7grid_{scheme}")
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grid_{scheme}")
     wide = {op.name for op in compiled.graph.ops if id(op) in compiled.kernels
-            and "nnc_m7_dot2x2w(" in compiled.kernels[id(op)].source}
+            and "nnc_m7_dot2x2w_u" in compiled.kernels[id(op)].source}
     assert wide == ({"c1+p1", "c2", "c3", "c4", "c6", "c7"} if layout == "wide" else set()), wide
     padding = "padded" if layout == "wide" else "border"
     assert all(padding in compiled.kernels[id(op)].source for op in compiled.graph.ops
@@ -278,6 +332,9 @@ def make_rowpair_model(scheme: str, seed: int):
 @pytest.mark.parametrize("layout", ["wide", "int8"])
 @pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
 def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
+    """Every layer's dot product unrolled as far as its length allows (unroll_factor: 3 to 7
+    steps here, or all of a short column)."""
+    monkeypatch.setattr(m7_gemm, "MIN_SAVED_PER_BYTE", 0)
     if layout == "int8":
         monkeypatch.setattr(m7_kernels, "WIDE_WEIGHTS_MAX", 0)
     qmodel, example = make_rowpair_model(scheme, seed=21 if scheme == "per_tensor" else 22)
@@ -288,7 +345,10 @@ def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
     for op in convs:
         k = compiled.kernels[id(op)]
         assert k.provider == "m7" and "m7_rowpair" in k.source, op.name
-        assert ("nnc_m7_dot2x2w(" in k.source) == (layout == "wide"), op.name
+        assert ("nnc_m7_dot2x2w_u" in k.source) == (layout == "wide"), op.name
+    # the ReLU layer (output zero point -128) requantizes by the float add, the others by vcvtr
+    magic = {op.name for op in convs if "nnc_m7_requant_magic(" in compiled.kernels[id(op)].source}
+    assert "a" in magic and len(magic) < len(convs), magic
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, ROWPAIR_SHAPE, 9, tmp_path, on_m7=True)
 
 
@@ -537,6 +597,86 @@ def test_add_and_avgpool_bit_exact(tmp_path):
     expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
     got = lib.run(x)
     assert int(np.count_nonzero(got != expected)) == 0
+
+
+def make_two_adds_model(seed: int):
+    """An add + ReLU (output zero point -128: the one-constant form) and a plain add (negative
+    ties: the signed form) over 3x11x11 = 363 elements (four per step and a tail of 3)."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.c1 = nn.Conv2d(1, 3, 3, padding=1)
+            self.r1 = nn.ReLU()
+            self.c2 = nn.Conv2d(3, 3, 3, padding=1)
+            self.add1 = torch.ao.nn.quantized.FloatFunctional()
+            self.add2 = torch.ao.nn.quantized.FloatFunctional()
+            self.fc = nn.Linear(3 * 11 * 11, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            y = self.r1(self.c1(x))
+            z = self.c2(y)
+            x = self.add2.add(self.add1.add_relu(y, z), z)
+            return self.dequant(self.fc(x.reshape(x.shape[0], -1)))
+
+        def fuse_model(self, qat=False):
+            torch.ao.quantization.fuse_modules(self, [["c1", "r1"]], inplace=True)
+
+    torch.manual_seed(seed)
+    model = quantize_ptq(Net(), "per_tensor", torch.randn(64, 1, 11, 11) * 1.5)
+    return model, torch.randn(1, 1, 11, 11)
+
+
+def test_two_adds_bit_exact(tmp_path):
+    qmodel, example = make_two_adds_model(seed=5)
+    graph = import_torch_model(qmodel, example, "m7adds")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, "m7adds")
+    adds = [op for op in compiled.graph.ops if op.kind == "add"]
+    assert [compiled.kernels[id(op)].provider for op in adds] == ["m7", "m7"]
+    x = edge_and_random_inputs((1, 1, 11, 11), N_INPUTS, seed=9)
+    expected = run_torch_int8(qmodel, [x], [graph.inputs[0].qparams])[0]
+    got = lib.run(x)
+    assert int(np.count_nonzero(got != expected)) == 0
+
+
+@pytest.mark.parametrize("scales, clamp, form", [
+    ((0.01, 0, 0.01, 0, 0.02, 0), (-128, 127), "signed"),          # x0 + x1 odd: ties both ways
+    ((0.01, 3, 0.013, -7, 0.02, -128), (-128, 127), "unsigned"),    # add + ReLU, zero point -128
+    ((0.01, 0, 0.01, 0, 0.02, -100), (-100, 127), "unsigned"),      # ReLU above -128: its clamp
+    ((0.02, -5, 0.01, 9, 0.015, 4), (-128, 127), "unsigned"),       # no pair lands on a tie
+])
+def test_add_forms_exhaustive(scales, clamp, form, tmp_path):
+    """The C of each folded form of the add, compiled on the host through the portable
+    intrinsics, against qnnpack's add for all 65,536 input pairs (and 3 more: the tail after
+    the steps of four)."""
+    import ctypes
+    from conftest import compile_host_library
+    from nnc import arith
+    from nnc.ir import Op, QParams, Tensor
+    from nnc.kernels.m7_pointwise import ADD_SIGNED_ROUND, add_form, emit_add
+    sa, za, sb, zb, so, zo = scales
+    n = 65536 + 3
+    a, b = Tensor("a", (1, n), qparams=QParams.make(sa, za)), Tensor("b", (1, n), qparams=QParams.make(sb, zb))
+    op = Op("add", "add", [a, b], [Tensor("o", (1, n), qparams=QParams.make(so, zo))],
+            {"requant": "qnnpack_add", "clamp": clamp})
+    assert add_form(op) == form
+    src = tmp_path / "add.c"
+    src.write_text("#include <stdint.h>\n#include <math.h>\n" + m7_kernels.INTRINSICS + ADD_SIGNED_ROUND
+                   + emit_add(op, "kernel") + "void run(const int8_t* a, const int8_t* b, int8_t* o)"
+                   " { kernel(a, b, o); }\n")
+    compile_host_library(str(src), str(tmp_path / "add.so"))
+    x0, x1 = (v.ravel().astype(np.int8) for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
+    x0, x1 = np.concatenate([x0, [-128, 127, 0]]).astype(np.int8), np.concatenate([x1, [127, -128, 0]]).astype(np.int8)
+    got = np.zeros(n, dtype=np.int8)
+    ptr = lambda v: v.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+    ctypes.CDLL(str(tmp_path / "add.so")).run(ptr(x0), ptr(x1), ptr(got))
+    p = arith.qnnpack_add_params(a.qparams, b.qparams, op.output.qparams)
+    assert int(np.count_nonzero(got != arith.qnnpack_add(x0, x1, p, clamp))) == 0
 
 
 def test_add_whose_folded_form_overflows_stays_portable():

@@ -15,8 +15,11 @@ values times a word of two int16 weights. Two weight layouts:
   read once per output position there; a dense layer reads each weight once per inference and
   keeps the int8 layout, four channels per pass sharing each column load).
 
-The loops are unrolled twice (`NNC_M7_UNROLL2`): the count is a constant once inlined, and the
-loop's own instructions (pointer increments, compare, branch) are then paid once per 32 MACs.
+The loops are unrolled: the count is a constant once inlined, and the loop's own instructions
+(a decrement and a branch; the pointers advance in the `ldrd`s) are paid once per pass. dot4
+(dense layers) repeats its step twice (`NNC_M7_UNROLL2`); the 2x2 dot product of the
+convolutions is generated per layer (`dot2x2`) with up to 7 steps per pass where that pays for
+its code (`unroll_factor`): ResNet-8's 3x3 layers run 6 steps (96 MACs) per pass.
 """
 from __future__ import annotations
 
@@ -33,14 +36,26 @@ DOT = """\
  * Inlined into each kernel, where n4 is a constant. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define NNC_M7_UNROLL2 _Pragma("GCC unroll 2")
+#define NNC_M7_PRAGMA(text) _Pragma(#text)
+#define NNC_M7_UNROLL(n) NNC_M7_PRAGMA(GCC unroll n)
 #else
 #define NNC_M7_UNROLL2
+#define NNC_M7_UNROLL(n)
 #endif
 /* lo, hi = the two 32-bit words at p (4-byte aligned); p advances by 8 bytes. One `ldrd` with
  * post-increment on the M7 (gcc splits or reorders plain loads, and spends an add per pointer). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
 #define NNC_M7_LOAD2(p, lo, hi) __asm__("ldrd %0, %1, [%2], #8" : "=r"(lo), "=r"(hi), "+r"(p) : : "memory")
+/* lo, hi stored as the two 32-bit words `off` bytes (a literal, a multiple of 4 up to 1020) past p
+ * (4-byte aligned): one `strd` (volatile: it has no output; gcc keeps two stores apart). */
+#define NNC_M7_STORE2_AT(p, off, lo, hi) \\
+    __asm__ volatile("strd %1, %2, [%0, #" #off "]" : : "r"(p), "r"(lo), "r"(hi) : "memory")
 #else
+#define NNC_M7_STORE2_AT(p, off, lo, hi) \\
+    do { \\
+        nnc_m7_store32((uint8_t*)(p) + (off), lo); \\
+        nnc_m7_store32((uint8_t*)(p) + (off) + 4, hi); \\
+    } while (0)
 #define NNC_M7_LOAD2(p, lo, hi) \\
     do { \\
         (lo) = nnc_m7_load32(p); \\
@@ -110,32 +125,43 @@ NNC_M7_INLINE void nnc_m7_dot4(const int16_t* col, const uint32_t* w, int32_t n4
     NNC_M7_STORE4(acc, a0, a1, a2, a3);
 }
 
-/* Two output channels, two columns a and b: each weight word is loaded and widened once for
- * both. acc = { w0 . a, w1 . a, w0 . b, w1 . b } (plus what acc held). */
-NNC_M7_INLINE void nnc_m7_dot2x2(const int16_t* a, const int16_t* b, const uint32_t* w, int32_t n4,
-                                 int32_t acc[4])
-{
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    for (int32_t g = 0; g < n4; ++g) {
-        uint32_t a01, a23, b01, b23, w0, w1;
-        NNC_M7_LOAD2(a, a01, a23);
-        NNC_M7_LOAD2(b, b01, b23);
-        NNC_M7_LOAD2(w, w0, w1);
-        uint32_t s = nnc_m7_sxtb16(w0);
-        a0 = nnc_m7_smlad(s, a01, a0);
-        b0 = nnc_m7_smlad(s, b01, b0);
-        s = nnc_m7_sxtb16_ror8(w0);
-        a0 = nnc_m7_smlad(s, a23, a0);
-        b0 = nnc_m7_smlad(s, b23, b0);
-        s = nnc_m7_sxtb16(w1);
-        a1 = nnc_m7_smlad(s, a01, a1);
-        b1 = nnc_m7_smlad(s, b01, b1);
-        s = nnc_m7_sxtb16_ror8(w1);
-        a1 = nnc_m7_smlad(s, a23, a1);
-        b1 = nnc_m7_smlad(s, b23, b1);
-    }
-    NNC_M7_STORE4(acc, a0, a1, b0, b1);
-}
+/* Two output channels, two columns a and b, one group of 4 values (their words a01, a23 and b01,
+ * b23 loaded; w advances): each weight word is loaded and widened once for both.
+ * a0, a1 += w0 . a, w1 . a; b0, b1 += w0 . b, w1 . b.
+ * The loops around it are generated per kernel (`dot2x2`), unrolled to fit their length. */
+#define NNC_M7_MAC2X2(w, a01, a23, b01, b23, a0, a1, b0, b1) \\
+    do { \\
+        uint32_t w0_, w1_, s_; \\
+        NNC_M7_LOAD2(w, w0_, w1_); \\
+        s_ = nnc_m7_sxtb16(w0_); \\
+        (a0) = nnc_m7_smlad(s_, (a01), (a0)); \\
+        (b0) = nnc_m7_smlad(s_, (b01), (b0)); \\
+        s_ = nnc_m7_sxtb16_ror8(w0_); \\
+        (a0) = nnc_m7_smlad(s_, (a23), (a0)); \\
+        (b0) = nnc_m7_smlad(s_, (b23), (b0)); \\
+        s_ = nnc_m7_sxtb16(w1_); \\
+        (a1) = nnc_m7_smlad(s_, (a01), (a1)); \\
+        (b1) = nnc_m7_smlad(s_, (b01), (b1)); \\
+        s_ = nnc_m7_sxtb16_ror8(w1_); \\
+        (a1) = nnc_m7_smlad(s_, (a23), (a1)); \\
+        (b1) = nnc_m7_smlad(s_, (b23), (b1)); \\
+    } while (0)
+
+/* The same with wide weights (pack_wide_weights): every loaded word is used twice. */
+#define NNC_M7_MAC2X2W(w, a01, a23, b01, b23, a0, a1, b0, b1) \\
+    do { \\
+        uint32_t w01_, w23_; \\
+        NNC_M7_LOAD2(w, w01_, w23_); \\
+        (a0) = nnc_m7_smlad(w01_, (a01), (a0)); \\
+        (b0) = nnc_m7_smlad(w01_, (b01), (b0)); \\
+        (a0) = nnc_m7_smlad(w23_, (a23), (a0)); \\
+        (b0) = nnc_m7_smlad(w23_, (b23), (b0)); \\
+        NNC_M7_LOAD2(w, w01_, w23_); \\
+        (a1) = nnc_m7_smlad(w01_, (a01), (a1)); \\
+        (b1) = nnc_m7_smlad(w01_, (b01), (b1)); \\
+        (a1) = nnc_m7_smlad(w23_, (a23), (a1)); \\
+        (b1) = nnc_m7_smlad(w23_, (b23), (b1)); \\
+    } while (0)
 
 /* Wide weights (pack_wide_weights): one output channel, one column. */
 NNC_M7_INLINE int32_t nnc_m7_dot1w(const int16_t* col, const uint32_t* w, int32_t n4, int32_t acc)
@@ -149,31 +175,50 @@ NNC_M7_INLINE int32_t nnc_m7_dot1w(const int16_t* col, const uint32_t* w, int32_
     }
     return acc;
 }
+"""
 
-/* Wide weights: two output channels, two columns a and b; every loaded word is used twice.
- * acc = { w0 . a, w1 . a, w0 . b, w1 . b } (plus what acc held). */
-NNC_M7_INLINE void nnc_m7_dot2x2w(const int16_t* a, const int16_t* b, const uint32_t* w, int32_t n4,
-                                  int32_t acc[4])
-{
+
+# The 2x2 dot product's loop body repeats its step (a group of 4 values: 16 MACs) up to this
+# many times. Each pass of the loop costs a decrement and a branch, each extra step 48 (wide
+# weights) or 60 bytes of code, and a network has 8 KB of model code: a layer unrolls beyond 2
+# only where that saves at least MIN_SAVED_PER_BYTE instructions per inference per byte.
+MAX_UNROLL = 7
+MIN_SAVED_PER_BYTE = 100
+
+
+def unroll_factor(n4: int, calls: int, wide: bool) -> int:
+    """How often the loop body repeats the step for columns of n4 groups of 4, in a layer that
+    calls the dot product `calls` times per inference: the largest divisor of n4 up to
+    MAX_UNROLL (no remainder code; a short column has no loop left) that pays for its code, else
+    2 (with a remainder step where n4 is odd)."""
+    def passes(u):
+        return 0 if u == n4 else -(-n4 // u)
+    step_bytes = 48 if wide else 60
+    for u in sorted((d for d in range(3, MAX_UNROLL + 1) if n4 % d == 0), reverse=True):
+        if 2 * calls * (passes(2) - passes(u)) >= MIN_SAVED_PER_BYTE * (u - 2) * step_bytes:
+            return u
+    return 2
+
+
+def dot2x2(wide: bool, n4: int, calls: int) -> tuple:
+    """(name, C source) of the dot product of two output channels x two columns a and b for
+    columns of n4 groups of 4, in the weight layout `wide` or int8, unrolled by unroll_factor:
+    acc = { w0 . a, w1 . a, w0 . b, w1 . b } (plus what acc held)."""
+    u = unroll_factor(n4, calls, wide)
+    name = f"nnc_m7_dot2x2{'w' if wide else ''}_u{u}"
+    return name, f"""\
+NNC_M7_INLINE void {name}(const int16_t* a, const int16_t* b, const uint32_t* w, int32_t n4, int32_t acc[4])
+{{
     int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    NNC_M7_UNROLL2
-    for (int32_t g = 0; g < n4; ++g) {
-        uint32_t a01, a23, b01, b23, w01, w23;
+    NNC_M7_UNROLL({u})
+    for (int32_t g = 0; g < n4; ++g) {{
+        uint32_t a01, a23, b01, b23;
         NNC_M7_LOAD2(a, a01, a23);
         NNC_M7_LOAD2(b, b01, b23);
-        NNC_M7_LOAD2(w, w01, w23);
-        a0 = nnc_m7_smlad(w01, a01, a0);
-        b0 = nnc_m7_smlad(w01, b01, b0);
-        a0 = nnc_m7_smlad(w23, a23, a0);
-        b0 = nnc_m7_smlad(w23, b23, b0);
-        NNC_M7_LOAD2(w, w01, w23);
-        a1 = nnc_m7_smlad(w01, a01, a1);
-        b1 = nnc_m7_smlad(w01, b01, b1);
-        a1 = nnc_m7_smlad(w23, a23, a1);
-        b1 = nnc_m7_smlad(w23, b23, b1);
-    }
+        {"NNC_M7_MAC2X2W" if wide else "NNC_M7_MAC2X2"}(w, a01, a23, b01, b23, a0, a1, b0, b1);
+    }}
     NNC_M7_STORE4(acc, a0, a1, b0, b1);
-}
+}}
 """
 
 
@@ -220,3 +265,16 @@ def pack_wide_weights(weight: np.ndarray) -> tuple:
     groups = words.reshape(len(words), kp // 4, 2)
     parts = [groups[oc:oc + n].transpose(1, 0, 2).ravel() for oc, n in channel_blocks(len(groups), 2)]
     return np.concatenate(parts).astype(np.uint32), kp
+
+
+def with_epilogue_constants(packed: np.ndarray, stride: int, bias: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+    """The weight words of a block layout (channel_blocks of 2; a channel's weights are `stride`
+    words) with, before each block, its channels' int32 biases and then their float32
+    multipliers (as their bits): one pointer walks a layer's constants in the order its kernel
+    reads them, so that none of its loop's registers holds a bias or multiplier pointer."""
+    bias = np.asarray(bias, dtype=np.int32).view(np.uint32)
+    multiplier = np.asarray(multiplier, dtype=np.float32).view(np.uint32)
+    parts = []
+    for oc, n in channel_blocks(len(bias), 2):
+        parts += [bias[oc:oc + n], multiplier[oc:oc + n], packed[oc * stride:(oc + n) * stride]]
+    return np.concatenate(parts).astype(np.uint32)

@@ -38,7 +38,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise, m7_rowpair
-from .m7_gemm import DOT, WIDE_WEIGHTS_MAX, channel_blocks, pack_weights, pack_wide_weights
+from .m7_gemm import (DOT, WIDE_WEIGHTS_MAX, channel_blocks, dot2x2, pack_weights, pack_wide_weights,
+                      with_epilogue_constants)
 from ..ir import Op, Tensor
 from .c_kernels import REQUANT_FLOAT, _signature
 from .m7_common import bias_folds as _bias_folds, folded_bias
@@ -71,6 +72,22 @@ static inline int32_t nnc_m7_ssat8(int32_t x)
     __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(x));
     return r;
 }
+/* acc + a * b (32 bits). */
+static inline int32_t nnc_m7_mla(int32_t a, int32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("mla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+/* The low halfword (as int16) saturated to the int8 range; the high one likewise, not used. */
+static inline uint32_t nnc_m7_ssat16_8(uint32_t x)
+{
+    uint32_t r;
+    __asm__("ssat16 %0, #8, %1" : "=r"(r) : "r"(x));
+    return r;
+}
+/* r = x >> n (arithmetic, n a literal 1..31) saturated to the int8 range, one instruction. */
+#define NNC_M7_SSAT8_ASR(r, x, n) __asm__("ssat %0, #8, %1, asr #" #n : "=r"(r) : "r"(x))
 static inline uint32_t nnc_m7_pkhbt16(uint32_t lo, uint32_t hi)
 {
     uint32_t r;
@@ -107,6 +124,18 @@ static inline int32_t nnc_m7_ssat8(int32_t x)
 {
     return x < -128 ? -128 : (x > 127 ? 127 : x);
 }
+/* The low halfword saturated to the int8 range (the high one is not used). */
+static inline uint32_t nnc_m7_ssat16_8(uint32_t x)
+{
+    const int32_t lo = (int16_t)(uint16_t)(x & 0xFFFFu);
+    return (uint32_t)(lo < -128 ? -128 : (lo > 127 ? 127 : lo));
+}
+/* acc + a * b, wrapping like the instruction. */
+static inline int32_t nnc_m7_mla(int32_t a, int32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)a * (uint32_t)b);
+}
+#define NNC_M7_SSAT8_ASR(r, x, n) ((r) = nnc_m7_ssat8((x) >> (n)))
 /* The low halfword of lo below the low halfword of hi. */
 static inline uint32_t nnc_m7_pkhbt16(uint32_t lo, uint32_t hi)
 {
@@ -152,6 +181,13 @@ static inline uint32_t nnc_m7_load32(const void* p)
     __builtin_memcpy(&v, b, 4);
     return v;
 }
+/* The float32 whose bits are `bits` (a multiplier stored among the weights). */
+static inline float nnc_m7_float_bits(uint32_t bits)
+{
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
 /* 32-bit store of any alignment (one STR on the Cortex-M7). */
 static inline void nnc_m7_store32(void* p, uint32_t v)
 {
@@ -180,6 +216,43 @@ NNC_M7_INLINE int8_t nnc_m7_requant(int32_t acc, float multiplier, int32_t zero_
 }
 """
 
+REQUANT_MAGIC = """\
+/* nnc_m7_requant for an even output zero point zp where every f32(acc) * multiplier of the layer
+ * is below 2^15 - 256 in magnitude (checked at export over the range of its accumulators):
+ * adding magic = 1.5 * 2^23 + zp rounds to an integer, half to even (an even addend keeps the
+ * parity of the tie-break), and leaves round(f32(acc) * multiplier) + zp in the low halfword of
+ * the float's bits; ssat16 saturates it. One instruction less than vcvtr + add + ssat. The
+ * product and the sum are separate statements: two roundings, never a fused multiply-add. */
+NNC_M7_INLINE int8_t nnc_m7_requant_magic(int32_t acc, float multiplier, float magic, int32_t lo)
+{
+    float y = (float)acc * multiplier;
+    y = y + magic;
+    uint32_t bits;
+    __builtin_memcpy(&bits, &y, 4);
+    const int32_t q = (int8_t)(uint8_t)(nnc_m7_ssat16_8(bits) & 0xFFu);
+    if (lo == -128) {
+        return (int8_t)q;
+    }
+    return (int8_t)(q < lo ? lo : q);
+}
+"""
+
+# |f32(acc) * multiplier| below this for every accumulator of a layer: nnc_m7_requant_magic.
+MAGIC_BOUND = 2 ** 15 - 256
+
+
+def magic_requant_applies(op, folded_bias_: np.ndarray) -> bool:
+    """An even output zero point and |acc * multiplier| below MAGIC_BOUND for every accumulator
+    the layer can produce: bias + sum(w * x) over x in the int8 range (padding is the input
+    zero point, inside it), with a margin for float32's rounding."""
+    if op.output.qparams.zero_point % 2:
+        return False
+    w = op.params["weight"].reshape(op.params["weight"].shape[0], -1).astype(np.int64)
+    reach = np.maximum(w * 127, w * -128).sum(axis=1), np.minimum(w * 127, w * -128).sum(axis=1)
+    extreme = np.maximum(np.abs(folded_bias_ + reach[0]), np.abs(folded_bias_ + reach[1]))
+    m = np.abs(op.params["multiplier"].astype(np.float64))
+    return bool(np.all(extreme * m * 1.001 < MAGIC_BOUND))
+
 
 # Window rows up to this long are copied with straight-line code.
 UNROLLED_ROW = 8
@@ -192,7 +265,7 @@ PADDED_COPY_MAX = 2048
 class _Shape:
     """The numbers every m7 kernel of one op is generated from."""
 
-    def __init__(self, op, kp: int, wide: bool, rowpair: bool = False, k: int = 0):
+    def __init__(self, op, kp: int, wide: bool, rowpair: bool = False, k: int = 0, groups: int = 1):
         w = op.params["weight"]
         self.kp, self.n4 = kp, kp // 4
         self.rowpair = rowpair         # the column fill of m7_rowpair (columns in its tap order)
@@ -200,19 +273,24 @@ class _Shape:
         # distance between two channels in its units
         self.wide = wide
         self.stride = kp // 2 if wide else kp // 4
-        self.dot2x2, self.dot1 = ("nnc_m7_dot2x2w", "nnc_m7_dot1w") if wide else ("nnc_m7_dot2x2", "nnc_m7_dot1")
-        self.k = k or int(np.prod(w.shape[1:]))    # column length (before the padding to kp)
+        self.dot1 = "nnc_m7_dot1w" if wide else "nnc_m7_dot1"
         self.cout = int(w.shape[0])
         self.even = self.cout // 2 * 2
         self.npos = int(np.prod(op.output.shape[2:])) if op.kind != "dense" else 1
+        if op.kind == "conv2d_maxpool2d":
+            self.ncols = int(np.prod(op.attrs["pool"]["kernel"]))
+            calls = self.npos * self.ncols // 2 * (self.even // 2)
+        else:
+            self.ncols = 1 if self.npos == 1 else 2
+            calls = (self.npos + 1) // 2 * (self.even // 2)
+        self.dot2x2, self.dot2x2_source = dot2x2(wide, self.n4, calls * groups)
+        self.k = k or int(np.prod(w.shape[1:]))    # column length (before the padding to kp)
         self.izp = op.inputs[0].qparams.zero_point
         self.zp = op.output.qparams.zero_point
         self.lo, self.hi = op.attrs["clamp"]
         self.ssat = self.hi == 127     # saturate with ssat, then apply a ReLU's lower bound
-        if op.kind == "conv2d_maxpool2d":
-            self.ncols = int(np.prod(op.attrs["pool"]["kernel"]))
-        else:
-            self.ncols = 1 if self.npos == 1 else 2
+        # the requantization's rounding by a float add (REQUANT_MAGIC), where it is exact
+        self.magic = self.ssat and op.kind != "dense" and magic_requant_applies(op, folded_bias(op))
         self.padded_shape = None       # (c, h, w) of the padded input copy, if the kernel makes one
         if op.kind != "dense" and any(op.attrs["padding"]) and not rowpair:
             _, c, h, w = op.inputs[0].shape
@@ -225,10 +303,18 @@ class _Shape:
         padded = int(np.prod(self.padded_shape)) if self.padded_shape else 0
         return 2 * self.ncols * self.kp + padded
 
-    def requant(self, acc: str, channel: str) -> str:
+    def dot2x2_call(self, a: str, w: str) -> str:
+        """C: the 2x2 dot product of columns a and a + kp into `acc`."""
+        return f"{self.dot2x2}({a}, {a} + {self.kp}, {w}, {self.n4}, acc)"
+
+    def requant(self, acc: str, channel: str, multiplier: str = "") -> str:
+        """C requantizing `acc` of output channel `channel` (or by the float `multiplier`)."""
+        m = multiplier or f"multiplier[{channel}]"
+        if self.magic:
+            return f"nnc_m7_requant_magic({acc}, {m}, {1.5 * 2 ** 23 + self.zp:.1f}f, {self.lo})"
         if self.ssat:
-            return f"nnc_m7_requant({acc}, multiplier[{channel}], {self.zp}, {self.lo})"
-        return f"nnc_requant_float({acc}, multiplier[{channel}], {self.zp}, {self.lo}, {self.hi})"
+            return f"nnc_m7_requant({acc}, {m}, {self.zp}, {self.lo})"
+        return f"nnc_requant_float({acc}, {m}, {self.zp}, {self.lo}, {self.hi})"
 
 
 class M7Kernels(KernelProvider):
@@ -285,13 +371,19 @@ class M7Kernels(KernelProvider):
                   "bias": np.concatenate([folded_bias(v) for v in views]),
                   "multiplier": np.concatenate([v.params["multiplier"] for v in views]).astype(np.float32)}
         op = views[0]
-        shape = _Shape(op, kp, wide, rowpair, k)
+        shape = _Shape(op, kp, wide, rowpair, k, groups)
         decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier",
                  "void* scratch"]
         if op.kind == "conv2d_maxpool2d":
             body, header = self._conv_pool(op, shape)
         elif one_position:
             body, header = self._one_position(op, shape)
+        elif groups == 1:
+            # each channel pair's bias and multipliers just before its weights
+            consts = {"weight": with_epilogue_constants(packed, shape.stride, consts["bias"],
+                                                        consts["multiplier"])}
+            decls = ["const uint32_t* weight", "void* scratch"]
+            body, header = self._position_pairs(op, shape, fused=True)
         else:
             body, header = self._position_pairs(op, shape)
         ncols = shape.ncols
@@ -324,10 +416,14 @@ NNC_M7_NOINLINE {signature}
 """
         args = ["in0", "out0"] + [f"const:{c}" for c in consts] + ["scratch"]
         prelude = dict(self._prelude)
+        if not one_position:
+            prelude[f"m7_1_{shape.dot2x2}"] = shape.dot2x2_source
         if rowpair:
             prelude["m7_4_row4"] = m7_rowpair.ROW4
         prelude["m7_3_requant" if shape.ssat else "requant_float"] = (
             REQUANT_SSAT if shape.ssat else REQUANT_FLOAT)
+        if shape.magic:
+            prelude["m7_3_requant_magic"] = REQUANT_MAGIC
         return Kernel(function, src, args, consts, self.name, prelude,
                       scratch_bytes=shape.scratch_bytes)
 
@@ -356,7 +452,7 @@ NNC_M7_NOINLINE {signature}
         prelude = dict(self._prelude, m7_3_requant=REQUANT_SSAT)
         if op.kind == "add":
             return Kernel(function, m7_pointwise.emit_add(op, function), ["in0", "in1", "out0"], {},
-                          self.name, prelude)
+                          self.name, dict(prelude, m7_6_add_round=m7_pointwise.ADD_SIGNED_ROUND))
         if op.kind == "maxpool2d":
             return Kernel(function, m7_pointwise.emit_maxpool(op, function), ["in0", "out0", "scratch"], {},
                           self.name, dict(prelude, m7_6_max4=m7_pointwise.MAX4),
@@ -423,9 +519,10 @@ NNC_M7_NOINLINE {signature}
 """
         return body, header
 
-    def _position_pairs(self, op, sh):
+    def _position_pairs(self, op, sh, fused: bool = False):
         """Convolutions: two output positions per pass (an odd last one is computed twice and
-        stored once)."""
+        stored once). `fused`: the weights carry each channel pair's biases and multipliers
+        (with_epilogue_constants)."""
         fill, header = self._conv_fill(op, sh.izp, " " * 12, sh.padded_shape)
         ow, npos, kp = op.output.shape[3], sh.npos, sh.kp
         if sh.rowpair:   # npos is even: p + 1 is the next column of the same row
@@ -440,11 +537,13 @@ NNC_M7_NOINLINE {signature}
             const int32_t pos = q ? pb : p, oy = pos / {ow}, ox = pos % {ow};
 {fill.replace("col[", "cb[")}        }}
 """
+        if fused:
+            return self._fused_pairs(sh, fill, npos, kp), header
         body = f"""\
     for (int32_t p = 0; p < {npos}; p += 2) {{
 {fill}        for (int32_t oc = 0; oc < {sh.even}; oc += 2) {{
             int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
-            {sh.dot2x2}(col, col + {kp}, weight + oc * {sh.stride}, {sh.n4}, acc);
+            {sh.dot2x2_call("col", f"weight + oc * {sh.stride}")};
             output[oc * {npos} + p] = {sh.requant("acc[0]", "oc")};
             output[(oc + 1) * {npos} + p] = {sh.requant("acc[1]", "oc + 1")};
             output[oc * {npos} + pb] = {sh.requant("acc[2]", "oc")};
@@ -459,6 +558,37 @@ NNC_M7_NOINLINE {signature}
         output[{last * npos} + pb] = {sh.requant(f"{sh.dot1}(col + {kp}, {w}, {sh.n4}, bias[{last}])", str(last))};
 """
         return body + "    }\n", header
+
+    @staticmethod
+    def _fused_pairs(sh, fill: str, npos: int, kp: int) -> str:
+        """The loops of _position_pairs over weights that carry each block's biases and
+        multipliers before its weights: w walks them in order."""
+        body = f"""\
+    for (int32_t p = 0; p < {npos}; p += 2) {{
+{fill}        const uint32_t* w = weight;
+        for (int32_t oc = 0; oc < {sh.even}; oc += 2, w += {4 + 2 * sh.stride}) {{
+            const int32_t b0 = (int32_t)w[0], b1 = (int32_t)w[1];
+            const float m0 = nnc_m7_float_bits(w[2]), m1 = nnc_m7_float_bits(w[3]);
+            int32_t acc[4] = {{ b0, b1, b0, b1 }};
+            {sh.dot2x2_call("col", "w + 4")};
+            int8_t* const out = output + oc * {npos};
+            out[p] = {sh.requant("acc[0]", "", "m0")};
+            out[{npos} + p] = {sh.requant("acc[1]", "", "m1")};
+            out[pb] = {sh.requant("acc[2]", "", "m0")};
+            out[{npos} + pb] = {sh.requant("acc[3]", "", "m1")};
+        }}
+"""
+        if sh.cout % 2:
+            last = sh.cout - 1
+            acc = "(int32_t)w[0]"
+            body += f"""\
+        {{
+            const float m = nnc_m7_float_bits(w[1]);
+            output[{last * npos} + p] = {sh.requant(f"{sh.dot1}(col, w + 2, {sh.n4}, {acc})", "", "m")};
+            output[{last * npos} + pb] = {sh.requant(f"{sh.dot1}(col + {kp}, w + 2, {sh.n4}, {acc})", "", "m")};
+        }}
+"""
+        return body + "    }\n"
 
     def _conv_pool(self, op, sh):
         """conv2d + max pool: per pooled position, the columns of the window's conv positions,
@@ -482,7 +612,7 @@ NNC_M7_NOINLINE {signature}
             int32_t max0 = INT32_MIN, max1 = INT32_MIN;
             for (int32_t q = 0; q < {win}; q += 2) {{
                 int32_t acc[4] = {{ bias[oc], bias[oc + 1], bias[oc], bias[oc + 1] }};
-                {sh.dot2x2}(col + q * {kp}, col + (q + 1) * {kp}, weight + oc * {sh.stride}, {sh.n4}, acc);
+                {sh.dot2x2_call(f"col + q * {kp}", f"weight + oc * {sh.stride}")};
                 max0 = nnc_m7_max3(max0, acc[0], acc[2]);
                 max1 = nnc_m7_max3(max1, acc[1], acc[3]);
             }}

@@ -6,10 +6,14 @@ add's rounding shift, the pool's per-element bounds checks). Same arithmetic as 
 - add: acc = a*(x0 - zp0) + b*(x1 - zp1) with qnnpack's 22-bit multipliers, then a right shift
   rounding half away from zero. Here the input zero points are folded into one constant and the
   rounding is `(acc + half + zp_out * 2^shift - (acc < 0)) >> shift` (the output zero point
-  added before the shift), three instructions instead of qnnpack's mask/compare and the add.
-  Whether this is exact (no int32 overflow on the way) depends on the multipliers, so it is not
-  argued but checked at export time over all 65,536 input pairs against `arith.qnnpack_add`;
-  an add that fails the check stays with the portable kernel.
+  added before the shift), three instructions instead of qnnpack's mask/compare and the add;
+  where no input pair lands on a negative tie the clamp would not hide (an add + ReLU with the
+  output zero point at -128: every negative sum clamps), the `- (acc < 0)` goes and all the
+  constants are one, added by the second `mla`. The shift and the int8 clamp are one `ssat`
+  (`ssat #8, asr #shift`); four elements per pair of word loads. Whether a form is exact (no
+  int32 overflow on the way, the ties) depends on the multipliers, so it is not argued but
+  checked at export time over all 65,536 input pairs against `arith.qnnpack_add`; an add that
+  fails the check stays with the portable kernel.
 - average pool without padding (every window inside the input, so one divisor): four int8 values
   per load, widened by `sxtb16` and summed by `smlad` with (1, 1); the zero point is subtracted
   once per window.
@@ -30,50 +34,101 @@ def _add_constants(op) -> dict:
     p = arith.qnnpack_add_params(op.inputs[0].qparams, op.inputs[1].qparams, op.output.qparams)
     half = 1 << (p["shift"] - 1)
     # the output zero point goes in before the shift: (s + zp * 2^shift) >> shift = (s >> shift) + zp
-    return {"a": p["a_mult"], "b": p["b_mult"], "shift": p["shift"], "half": half,
-            "k": -p["a_mult"] * p["a_zp"] - p["b_mult"] * p["b_zp"], "out_zp": p["out_zp"],
-            "round": half + p["out_zp"] * (1 << p["shift"]), "params": p}
+    k = -p["a_mult"] * p["a_zp"] - p["b_mult"] * p["b_zp"]
+    rnd = half + p["out_zp"] * (1 << p["shift"])
+    return {"a": p["a_mult"], "b": p["b_mult"], "shift": p["shift"], "half": half, "k": k,
+            "out_zp": p["out_zp"], "round": rnd, "k_round": k + rnd, "params": p}
+
+
+def add_form(op):
+    """Which folded form of the add below equals qnnpack's for every pair of int8 inputs, with
+    every intermediate of its C expression inside int32: "unsigned" (the zero points, the half
+    and the output zero point in one constant; the rounding is then half up, so it is taken only
+    where no pair lands on a negative tie that the clamp would not hide, e.g. an add + ReLU whose
+    output zero point is -128, where any negative sum clamps), "signed" (half away from zero by
+    the `acc >> 31` term) or None (the portable kernel)."""
+    if op.kind != "add" or op.attrs.get("requant") != "qnnpack_add" or op.attrs["clamp"][1] != 127:
+        return None
+    c = _add_constants(op)
+    x0, x1 = np.meshgrid(np.arange(-128, 128, dtype=np.int64), np.arange(-128, 128, dtype=np.int64))
+    lo, hi = op.attrs["clamp"]
+    want = arith.qnnpack_add(x0.astype(np.int8), x1.astype(np.int8), c["params"], (lo, hi))
+    # the evaluation order of the C expressions: mla(b, x1, mla(a, x0, constant))
+    unsigned = c["a"] * x0 + c["k_round"] + c["b"] * x1
+    first = c["a"] * x0 + c["k"]
+    acc = first + c["b"] * x1
+    with_round = acc + c["round"]
+    signed = with_round + np.where(acc < 0, -1, 0)
+    for form, steps, result in (("unsigned", (c["a"] * x0 + c["k_round"], unsigned), unsigned),
+                                ("signed", (first, acc, with_round, signed), signed)):
+        if not _inside_int32(c["a"] * x0, c["b"] * x1, *steps):
+            continue
+        if np.array_equal(np.clip(result >> c["shift"], lo, hi), want):
+            return form
+    return None
+
+
+def _inside_int32(*values) -> bool:
+    return all(v.min() >= -(1 << 31) and v.max() < (1 << 31) for v in values)
 
 
 def add_is_exact(op) -> bool:
-    """True if the folded add below equals qnnpack's for every pair of int8 inputs, with every
-    intermediate of the C expression inside int32."""
-    if op.kind != "add" or op.attrs.get("requant") != "qnnpack_add" or op.attrs["clamp"][1] != 127:
-        return False
-    c = _add_constants(op)
-    x0, x1 = np.meshgrid(np.arange(-128, 128, dtype=np.int64), np.arange(-128, 128, dtype=np.int64))
-    partial = c["a"] * x0 + c["b"] * x1            # evaluation order of the C expression
-    acc = partial + c["k"]
-    with_round = acc + c["round"]
-    rounded = with_round + np.where(acc < 0, -1, 0)
-    lo32, hi32 = -(1 << 31), (1 << 31) - 1
-    for v in (c["a"] * x0, c["b"] * x1, partial, acc, with_round, rounded):
-        if v.min() < lo32 or v.max() > hi32:
-            return False
-    lo, hi = op.attrs["clamp"]
-    got = np.clip(rounded >> c["shift"], lo, hi)
-    want = arith.qnnpack_add(x0.astype(np.int8), x1.astype(np.int8), c["params"], (lo, hi))
-    return bool(np.array_equal(got, want))
+    """True if one of the folded forms of `add_form` equals qnnpack's add for all int8 pairs."""
+    return add_form(op) is not None
 
 
 def emit_add(op, function: str) -> str:
     c = _add_constants(op)
+    form = add_form(op)
     n = op.output.size
     lo = op.attrs["clamp"][0]
+    if form == "unsigned":
+        how = (f"input zero points, the half and the output zero point (times 2^{c['shift']}) folded into "
+               f"{c['k_round']}: no pair rounds a negative tie differently (checked)")
+
+        def value(x0, x1):
+            return f"nnc_m7_mla({c['b']}, {x1}, nnc_m7_mla({c['a']}, {x0}, {c['k_round']}))"
+    else:
+        how = (f"input zero points folded into {c['k']}, the half and the output zero point (times "
+               f"2^{c['shift']}) into {c['round']}")
+
+        def value(x0, x1):
+            return (f"nnc_m7_add_signed_round(nnc_m7_mla({c['b']}, {x1}, nnc_m7_mla({c['a']}, {x0}, {c['k']})), "
+                    f"{c['round']})")
+
+    def one(x0: str, x1: str, dst: str, j: str) -> str:
+        clamp = "" if lo == -128 else f"{j}    q = q < {lo} ? {lo} : q;\n"
+        return (f"{j}{{\n{j}    int32_t q;\n{j}    NNC_M7_SSAT8_ASR(q, {value(x0, x1)}, {c['shift']});\n"
+                f"{clamp}{j}    {dst} = (int8_t)q;\n{j}}}\n")
+    words = "".join(one(f"(int32_t)(int8_t)(x0 >> {8 * j})", f"(int32_t)(int8_t)(x1 >> {8 * j})",
+                        f"output[i + {j}]", " " * 8) for j in range(4))
+    tail = ""
+    if n % 4:
+        tail = f"""\
+    for (int32_t i = {n // 4 * 4}; i < {n}; ++i) {{
+{one("(int32_t)input0[i]", "(int32_t)input1[i]", "output[i]", " " * 8)}    }}
+"""
     return f"""\
 /* {op.name}: add of {n} elements, qnnpack integer arithmetic: {c['a']} * (x0 - {c['params']['a_zp']})
- * + {c['b']} * (x1 - {c['params']['b_zp']}), shifted right by {c['shift']} rounding half away from zero
- * (the `acc >> 31` term: -1 below zero), plus {c['out_zp']}. Cortex-M7 kernel: input zero points folded
- * into {c['k']}, the half and the output zero point (times 2^{c['shift']}) into {c['round']}, clamp on
- * ssat; checked equal to qnnpack for all int8 pairs at export. */
+ * + {c['b']} * (x1 - {c['params']['b_zp']}), shifted right by {c['shift']} rounding half away from zero,
+ * plus {c['out_zp']}. Cortex-M7 kernel: {how};
+ * the shift and the clamp in one ssat; four elements per pair of word loads; checked equal to
+ * qnnpack for all int8 pairs at export. */
 NNC_M7_NOINLINE {_signature(function, [], 2)}
 {{
-    for (int32_t i = 0; i < {n}; ++i) {{
-        const int32_t acc = {c['a']} * (int32_t)input0[i] + {c['b']} * (int32_t)input1[i] + {c['k']};
-        const int32_t q = nnc_m7_ssat8((acc + {c['round']} + (acc >> 31)) >> {c['shift']});
-        output[i] = (int8_t){"q" if lo == -128 else f"(q < {lo} ? {lo} : q)"};
-    }}
-}}
+    for (int32_t i = 0; i < {n // 4 * 4}; i += 4) {{
+        const uint32_t x0 = nnc_m7_load32(input0 + i), x1 = nnc_m7_load32(input1 + i);
+{words}    }}
+{tail}}}
+"""
+
+
+ADD_SIGNED_ROUND = """\
+/* acc + round, minus 1 below zero: qnnpack's rounding half away from zero before the shift. */
+NNC_M7_INLINE int32_t nnc_m7_add_signed_round(int32_t acc, int32_t round)
+{
+    return acc + round + (acc >> 31);
+}
 """
 
 

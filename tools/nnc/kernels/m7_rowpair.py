@@ -6,8 +6,8 @@ The generic fill copies every window value with a sign-extending byte load and a
 rows: one 32-bit load brings the 4 bytes x0..x3 that both windows read in a row, and two
 `sxtb16` give P = (x0, x2) and Q = (x1, x3). Window a (x0, x1, x2) takes the word P and the
 half x1, window b (x1, x2, x3) the word Q and the half x2; the halves of two rows make one more
-word (`pkhbt`/`pkhtb`). So per two rows: 2 loads, 4 `sxtb16`, 2 packs and 6 word stores for 12
-column values, about 1 instruction per value.
+word (`pkhbt`/`pkhtb`). So per two rows: 2 loads, 4 `sxtb16`, 2 packs and 6 word stores (two
+pairs of them one `strd` each) for 12 column values, about 1 instruction per value.
 
 The columns are then not in (ic, ky, kx) order: `tap_order` gives the order, and the weights are
 permuted to it at export (the GEMM only needs columns and weight rows in the same order). Both
@@ -61,11 +61,9 @@ NNC_M7_NOINLINE static void nnc_m7_rowpair_border(const int8_t* input, int16_t* 
                 pending = 1;
                 continue;
             }
-            nnc_m7_store32(ca, p0);
-            nnc_m7_store32(ca + 2, p);
+            NNC_M7_STORE2_AT(ca, 0, p0, p);
             nnc_m7_store32(ca + 4, nnc_m7_pkhbt16(q0, q));
-            nnc_m7_store32(cb, q0);
-            nnc_m7_store32(cb + 2, q);
+            NNC_M7_STORE2_AT(cb, 0, q0, q);
             nnc_m7_store32(cb + 4, nnc_m7_pkhtb16(p, p0));
             ca += 6;
             cb += 6;
@@ -73,10 +71,8 @@ NNC_M7_NOINLINE static void nnc_m7_rowpair_border(const int8_t* input, int16_t* 
         }
     }
     if (pending) {
-        nnc_m7_store32(ca, p0);
-        nnc_m7_store32(ca + 2, q0 & 0xFFFFu);
-        nnc_m7_store32(cb, q0);
-        nnc_m7_store32(cb + 2, p0 >> 16);
+        NNC_M7_STORE2_AT(ca, 0, p0, q0 & 0xFFFFu);
+        NNC_M7_STORE2_AT(cb, 0, q0, p0 >> 16);
     }
 }
 """
@@ -128,11 +124,9 @@ def _rows_code(rows, load, j) -> tuple:
 {j}    const uint32_t v0 = {load(*rows[i])}, v1 = {load(*rows[i + 1])};
 {j}    const uint32_t p0 = nnc_m7_sxtb16(v0), q0 = nnc_m7_sxtb16_ror8(v0);
 {j}    const uint32_t p1 = nnc_m7_sxtb16(v1), q1 = nnc_m7_sxtb16_ror8(v1);
-{j}    nnc_m7_store32(ca + {2 * word}, p0);
-{j}    nnc_m7_store32(ca + {2 * word + 2}, p1);
+{j}    NNC_M7_STORE2_AT(ca, {4 * word}, p0, p1);
 {j}    nnc_m7_store32(ca + {2 * word + 4}, nnc_m7_pkhbt16(q0, q1));
-{j}    nnc_m7_store32(cb + {2 * word}, q0);
-{j}    nnc_m7_store32(cb + {2 * word + 2}, q1);
+{j}    NNC_M7_STORE2_AT(cb, {4 * word}, q0, q1);
 {j}    nnc_m7_store32(cb + {2 * word + 4}, nnc_m7_pkhtb16(p1, p0));
 {j}}}
 """)
@@ -142,10 +136,8 @@ def _rows_code(rows, load, j) -> tuple:
 {j}{{
 {j}    const uint32_t v0 = {load(*rows[-1])};
 {j}    const uint32_t p0 = nnc_m7_sxtb16(v0), q0 = nnc_m7_sxtb16_ror8(v0);
-{j}    nnc_m7_store32(ca + {2 * word}, p0);
-{j}    nnc_m7_store32(ca + {2 * word + 2}, q0 & 0xFFFFu);
-{j}    nnc_m7_store32(cb + {2 * word}, q0);
-{j}    nnc_m7_store32(cb + {2 * word + 2}, p0 >> 16);
+{j}    NNC_M7_STORE2_AT(ca, {4 * word}, p0, q0 & 0xFFFFu);
+{j}    NNC_M7_STORE2_AT(cb, {4 * word}, q0, p0 >> 16);
 {j}}}
 """)
         word += 2
