@@ -55,17 +55,19 @@ static void wait_a_little(void)
 int plat_getc(uint32_t timeout_ms)
 {
     uint8_t c;
-    uint32_t start = ztimer_now(ZTIMER_MSEC);
 #ifdef CPU_NATIVE
     while (!timeout_ms && stdio_available() <= 0) {
         wait_a_little();
     }
 #endif
-    while (timeout_ms && stdio_available() <= 0) {
-        if (ztimer_now(ZTIMER_MSEC) - start >= timeout_ms) {
-            return -1;
+    if (timeout_ms) {
+        uint32_t start = ztimer_now(ZTIMER_MSEC);
+        while (stdio_available() <= 0) {
+            if (ztimer_now(ZTIMER_MSEC) - start >= timeout_ms) {
+                return -1;
+            }
+            wait_a_little();
         }
-        wait_a_little();
     }
     while (stdio_read(&c, 1) != 1) {
     }
