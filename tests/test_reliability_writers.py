@@ -337,6 +337,28 @@ def test_load_checkpoint_refuses_code_and_garbage(tmp_path, evil):
         assert name in e.value.what and e.value.fix
 
 
+@pytest.mark.parametrize("key,value", [("quant.scale", float("nan")), ("quant.scale", 0.0),
+                                       ("conv1.scale", -1.0), ("conv1.bias", float("inf")),
+                                       ("fc1._packed_params._packed_params", "nan bias")])
+def test_checkpoint_with_nan_inf_or_bad_scales_is_refused(tmp_path, key, value):
+    """A NaN/inf weight, bias or scale (a diverged training run, a hand-edited file): torch quantizes
+    a NaN bias to an arbitrary int32 and compiled it without a word; refused, naming the tensor."""
+    from models import recipes
+    from models.registry import get
+    blob = torch.load(os.path.join(ROOT, "models", "checkpoints", "lenet5_int8.pt"), weights_only=True)
+    sd = blob["state_dict"]
+    if value == "nan bias":
+        weight, bias = sd[key]
+        sd[key] = (weight, torch.full_like(bias, float("nan")))
+    else:
+        sd[key] = torch.full_like(sd[key], value)
+    path = tmp_path / "bad.pt"
+    torch.save(blob, path)
+    with pytest.raises(recipes.CheckpointError, match="NaN or infinite") as e:
+        get("lenet5").load_quantized(str(path))
+    assert f"'{key}'" in e.value.what and str(path) in e.value.what
+
+
 def test_malicious_checkpoint_through_every_tool(tmp_path, evil):
     path, marker = evil
     runs = [run_tool("quantize.py", "--model", "ffn", "--float-checkpoint", path, "--out", tmp_path / "o.pt",
