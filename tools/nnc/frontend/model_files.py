@@ -226,22 +226,18 @@ def calibration_inputs(spec: str, example, n: int = 256):
                        "pass --calibration npy:FILE (float inputs, shape (N, ...) like the example "
                        "input) or --calibration digits")
     if spec.startswith("npy:"):
-        path = spec[4:]
-        try:
-            x = np.load(path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as e:
-            raise NncError(f"cannot read calibration data: {e}", f"file {path}",
-                           "save a float array with numpy.save") from None
+        from models.data import read_npy_inputs
+        x = read_npy_inputs(spec[4:], tuple(example.shape[1:]), n)
     elif spec == "digits":
         from models.registry import get
         x = get("lenet5").calibration_inputs(n).numpy()
+        per_sample = int(np.prod(example.shape))
+        if x.size % per_sample:
+            raise NncError(f"the digits (inputs of shape {x.shape[1:]}) do not fit inputs of shape "
+                           f"{tuple(example.shape)}", f"calibration {spec}", "pass --calibration npy:FILE")
     else:
         raise NncError(f"unknown calibration data {spec!r}", "", "use npy:FILE or digits")
-    per_sample = int(np.prod(example.shape))
-    if x.size % per_sample:
-        raise NncError(f"calibration data of shape {x.shape} does not hold inputs of shape "
-                       f"{tuple(example.shape)}", f"calibration {spec}", "save inputs shaped like the example")
-    return [torch.from_numpy(s).reshape(example.shape) for s in x.reshape(-1, per_sample)[:n]]
+    return [torch.from_numpy(s).reshape(example.shape) for s in x.reshape(-1, int(np.prod(example.shape)))[:n]]
 
 
 def load_factory_model(target: str):
