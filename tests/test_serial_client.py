@@ -184,7 +184,10 @@ MALFORMED = {
     "wrong_type": (dict(raw_infer=sc.make_frame(0x83, b"")), "expected reply type 0x81, got 0x83"),
     "bad_version": (dict(raw_infer=sc.MAGIC + b"\x07\x81\x00\x00" + struct.pack("<H", sc.crc16(b"\x07\x81\x00\x00"))),
                     "protocol version 7"),
-    "silence": (dict(raw_infer=b"no frame here"), "timeout"),
+    "no_frame": (dict(raw_infer=b"no frame here"), "within 2 s: it sent 13 bytes that start no frame"),
+    "garbage_flood": (dict(raw_infer=bytes(b % 0xA5 for b in range(20000))),
+                      "it sent 20000 bytes that start no frame"),
+    "silence": (dict(raw_infer=b""), "no reply frame from the device within 2 s: it sent nothing"),
 }
 
 
@@ -217,3 +220,29 @@ def test_malformed_text_result_is_a_clear_error():
     fw.send_raw = lambda data: None
     fw.timeout = 1
     assert fw.infer_text(np.zeros(4, dtype=np.uint8))["output"].tolist() == [1, 2]
+
+
+def _npy_header(shape, descr="<f4"):
+    head = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    head += " " * (118 - len(head)) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head.encode()
+
+
+@pytest.mark.parametrize("what", ["nan", "inf", "empty", "huge header", "npz"])
+def test_hostile_npy_inputs_are_refused(tmp_path, what):
+    """NaN and +inf images were quantized to -128 without a word; a header declaring 10^12
+    images was a MemoryError; an empty array sent nothing."""
+    path = tmp_path / "x.npy"
+    if what in ("nan", "inf"):
+        x = np.full((3, 4), 0.5, np.float32)
+        x[1, 2] = np.nan if what == "nan" else np.inf
+        np.save(path, x)
+    elif what == "empty":
+        np.save(path, np.zeros((0, 4), np.uint8))
+    elif what == "npz":
+        np.savez(open(path, "wb"), x=np.zeros((3, 4), np.uint8))
+    else:
+        path.write_bytes(_npy_header((10 ** 12, 4)) + bytes(64))
+    with pytest.raises(sc.UserError) as e:
+        sc.samples_from_npy(str(path), 4, {"input_scale": 1 / 255, "input_zero_point": -128})
+    assert str(path) in str(e.value) and ("image 1" in str(e.value) or what not in ("nan", "inf"))
