@@ -454,7 +454,10 @@ NNC_M7_NOINLINE {signature}
             prelude[f"m7_1_{shape.dot2x2}"] = shape.dot2x2_source
         if rowpair:
             prelude["m7_4_row4"] = m7_rowpair.ROW4
-            prelude["m7_5_rowpair_border"] = m7_rowpair.BORDER_PAIRS if shape.pairs else m7_rowpair.BORDER
+            if shape.pairs:
+                prelude["m7_5_rowpair_border_pairs"] = m7_rowpair.BORDER_PAIRS
+            else:
+                prelude["m7_5_rowpair_border"] = m7_rowpair.BORDER
         prelude["m7_3_requant" if shape.ssat else "requant_float"] = (
             REQUANT_SSAT if shape.ssat else REQUANT_FLOAT)
         if shape.magic:
