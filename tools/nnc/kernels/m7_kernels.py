@@ -14,6 +14,9 @@ How a layer runs:
 - The dot products and the weight layouts are in `m7_gemm`: a convolution's weights widened to
   int16 at export (two output channels x two positions per pass, no widening in the loop) unless
   they are large, then int8 (`sxtb16` in the loop); dense layers int8, four channels per pass.
+  With widened weights (groups 1, not fused with a pool) the two positions' columns are stored
+  interleaved and one assembly function computes every channel pair (`m7_pairs`); the kernel
+  requantizes its sums.
 - Requantization is `nearbyintf` as in the portable kernels; on the M7 one `vcvtr.s32.f32`
   (convert in the FPSCR rounding mode, round half to even: vrintr + vcvt in one instruction).
 - Dense layers are the same with a single position whose column is the input vector.
