@@ -643,12 +643,14 @@ NNC_M7_NOINLINE {signature}
         then each requantized by its multiplier (the weights carry each pair's biases and
         multipliers before its weights, with_epilogue_constants)."""
         block = 4 + 2 * sh.stride
+        # offsets in elements of the pointer's type (both are multiples of 4 bytes): a cast from
+        # a byte pointer would raise -Wcast-align, which RIOT's build turns on
         body = f"""\
-    int16_t* const cols = (int16_t*)((uint8_t*)scratch + {sh.interleaved_offset});
+    int16_t* const cols = (int16_t*)scratch + {sh.interleaved_offset // 2};
 """
         if sh.even:
             body += f"""\
-    int32_t* const sums = (int32_t*)((uint8_t*)scratch + {sh.sums_offset});
+    int32_t* const sums = (int32_t*)scratch + {sh.sums_offset // 4};
 """
         body += f"""\
     for (int32_t p = 0; p < {npos}; p += 2) {{
