@@ -246,3 +246,27 @@ def test_hostile_npy_inputs_are_refused(tmp_path, what):
     with pytest.raises(sc.UserError) as e:
         sc.samples_from_npy(str(path), 4, {"input_scale": 1 / 255, "input_zero_point": -128})
     assert str(path) in str(e.value) and ("image 1" in str(e.value) or what not in ("nan", "inf"))
+
+
+def _png(path, width, height):
+    """A grayscale PNG of zeros, written row by row: a few hundred KB for 400 million pixels."""
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z = zlib.compressobj(9)
+    rows = b"".join(z.compress(b"\x00" + bytes(width)) for _ in range(height)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_image_bombs_are_refused_before_decoding(tmp_path):
+    """A PNG declaring 20000x20000 pixels was PIL's DecompressionBombError, an internal error
+    (exit 3); 5000x5000 was decoded (25 MB) with PIL's warning. Both refused from the header."""
+    for w, h in ((20000, 20000), (5000, 5000)):
+        path = _png(tmp_path / f"{w}.png", w, h)
+        with pytest.raises(sc.UserError, match=f"{w}x{h} image, more than the 16,777,216 pixels|"
+                                              "400000000 pixels.*decompression bomb"):
+            sc.load_png(path, 784, (28, 28))
+    assert sc.load_png(_png(tmp_path / "ok.png", 56, 56), 784, (28, 28)).shape == (784,)

@@ -521,11 +521,23 @@ class Sample:
         self.name, self.pixels, self.tensor, self.label = name, pixels, tensor, label
 
 
+# An input image is scaled to the model's input (28x28 for the digits): 4096x4096 is plenty, and
+# bounds what a small file that declares a huge image (a decompression bomb) can make us decode.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
 def load_png(path: str, size: int, hw: tuple) -> np.ndarray:
+    import warnings
     from PIL import Image, UnidentifiedImageError
     try:
-        img = Image.open(path).convert("L")
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():   # PIL warns about large images: refused below, once
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)    # reads the header only
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise UserError(f"{path}: a {img.width}x{img.height} image, more than the {MAX_IMAGE_PIXELS:,} "
+                            "pixels an input may have; scale it down first")
+        img = img.convert("L")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise UserError(f"{path}: not a readable image ({e})") from None
     if img.size != (hw[1], hw[0]):
         img = img.resize((hw[1], hw[0]), Image.BILINEAR)
