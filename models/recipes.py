@@ -277,6 +277,8 @@ def load_checkpoint(path: str) -> dict:
     """Read a checkpoint with torch's safe loader only (`weights_only=True`: tensors, quantized
     tensors, plain containers). A file that needs Python's full unpickler could run any code while
     loading, so it is refused, never retried with `weights_only=False`."""
+    from nnc.frontend.model_files import check_unpacked_size
+    check_unpacked_size(path, "checkpoint")   # torch.load would inflate a zip bomb whole
     try:
         with quant.quiet():
             blob = torch.load(path, map_location="cpu", weights_only=True)

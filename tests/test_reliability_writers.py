@@ -359,6 +359,32 @@ def test_checkpoint_with_nan_inf_or_bad_scales_is_refused(tmp_path, key, value):
     assert f"'{key}'" in e.value.what and str(path) in e.value.what
 
 
+def test_checkpoint_zip_bomb_is_refused_by_its_declared_size(tmp_path):
+    """A 1 MB checkpoint whose tensor member inflates to 1.1 GiB: torch.load inflated it whole (a
+    2 GiB one took 2.3 GB of memory). Both readers refuse it from the zip's directory."""
+    import zipfile
+    from models import recipes
+    from nnc.errors import NncError
+    from nnc.frontend.model_files import load_state_dict
+    torch.save({"w": torch.zeros(4)}, tmp_path / "small.pt")
+    with zipfile.ZipFile(tmp_path / "small.pt") as z:
+        members = {i.filename: z.read(i.filename) for i in z.infolist()}
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w") as out:
+        for name, body in members.items():
+            if name.endswith("data/0"):
+                info = zipfile.ZipInfo(name)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with out.open(info, "w", force_zip64=True) as f:
+                    for _ in range(72):
+                        f.write(bytes(1 << 24))
+            else:
+                out.writestr(name, body)
+    for read in (recipes.load_checkpoint, load_state_dict):
+        with pytest.raises(NncError, match=r"unpacks to 1,207,959,\d{3} bytes, more than the 1,073,741,824"):
+            read(str(bomb))
+
+
 def test_malicious_checkpoint_through_every_tool(tmp_path, evil):
     path, marker = evil
     runs = [run_tool("quantize.py", "--model", "ffn", "--float-checkpoint", path, "--out", tmp_path / "o.pt",

@@ -81,9 +81,9 @@ _PICKLED_PREFIXES = ("custom_obj", "opaque_obj")
 # shared library dlopen()ed (its constructors run) before anything checks it; ExecuTorch/MTIA
 # programs are compiled artifacts too. An nnc model file never needs them.
 _NATIVE_CODE_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia")
-# The most an archive may unpack to: a zoo program is a few MB (ResNet-50, float weight copies
+# The most a model file or checkpoint (both zip archives) may unpack to: a zoo program is a few MB (ResNet-50, float weight copies
 # included, about 100 MB); a zip bomb declares far more. Everything is read in chunks of _CHUNK.
-MAX_PT2_BYTES = 1 << 30
+MAX_UNPACKED_BYTES = 1 << 30
 _CHUNK = 1 << 20
 # What a damaged or hostile zip makes zipfile raise (bad CRC, unknown compression method,
 # encryption, a size that lies, a deflate stream that is not one).
@@ -100,7 +100,7 @@ def _member_path(name: str) -> str:
 def check_pt2_archive(path: str, members: bool = True) -> None:
     """Refuse a .pt2 whose loading would run code (pickles beyond plain tensors, compiled native
     code), that is damaged (every member's checksum is verified: torch's reader does not) or that
-    unpacks to more than MAX_PT2_BYTES. members=False: only that it is a PT2 archive (no torch
+    unpacks to more than MAX_UNPACKED_BYTES. members=False: only that it is a PT2 archive (no torch
     import: a build reading a list of model files)."""
     where = f"file {path}"
     try:
@@ -116,10 +116,7 @@ def check_pt2_archive(path: str, members: bool = True) -> None:
                                "write it with torch.export.save")
             if not members:
                 return
-            total = sum(i.file_size for i in infos)
-            if total > MAX_PT2_BYTES:
-                raise NncError(f"the archive unpacks to {total:,} bytes, more than the {MAX_PT2_BYTES:,} "
-                               "a model file may hold (a zip bomb, or not a model)", where, _PT2_FIX)
+            _check_total(infos, path, "model file", _PT2_FIX)
             for info in infos:
                 n = info.filename
                 if _member_path(n).startswith(_NATIVE_CODE_DIRS):
@@ -138,6 +135,24 @@ def check_pt2_archive(path: str, members: bool = True) -> None:
                            "export the program again") from None
 
 
+def _check_total(infos, path: str, what: str, fix: str) -> None:
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNPACKED_BYTES:
+        raise NncError(f"{path} unpacks to {total:,} bytes, more than the {MAX_UNPACKED_BYTES:,} a {what} "
+                       f"may hold (a zip bomb, or not a {what})", f"file {path}", fix)
+
+
+def check_unpacked_size(path: str, what: str) -> None:
+    """A zip archive (a torch checkpoint) must not declare more than MAX_UNPACKED_BYTES: torch.load
+    inflates each member whole (a 2 MB checkpoint declaring 2 GiB took 2.3 GB of memory)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except _ZIP_ERRORS:
+        return   # not a zip (an old-format checkpoint, garbage): torch.load says what it is
+    _check_total(infos, path, what, "store plain tensors: torch.save(model.state_dict(), PATH)")
+
+
 def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit, where: str) -> bytes:
     """A member's bytes, read in chunks so that a size that lies cannot exhaust memory; at most
     `limit` bytes (None: the whole member, whose checksum zipfile then verifies)."""
@@ -148,8 +163,8 @@ def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit, where: str) -
             if not chunk:
                 break
             out += chunk
-            if len(out) > MAX_PT2_BYTES:
-                raise NncError(f"member {info.filename} unpacks to more than {MAX_PT2_BYTES:,} bytes",
+            if len(out) > MAX_UNPACKED_BYTES:
+                raise NncError(f"member {info.filename} unpacks to more than {MAX_UNPACKED_BYTES:,} bytes",
                                where, _PT2_FIX)
     return bytes(out)
 
@@ -208,6 +223,7 @@ def load_state_dict(path: str) -> dict:
     import torch
     if not os.path.isfile(path):
         raise NncError(f"checkpoint {path} does not exist", "", "check the path")
+    check_unpacked_size(path, "checkpoint")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, zipfile.BadZipFile) as e:
