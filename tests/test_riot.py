@@ -28,6 +28,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from fixtures import signal_at
 from fixtures.builds import build_lock
 from nnc.cli import serial_client as sc
 from nnc.toolchains import CORTEX_M7_CC, CORTEX_M7_FLAGS
@@ -377,6 +378,18 @@ def test_native64_process_stops_at_once(native_elf):
     assert nat.proc.returncode is not None
     assert nat.proc.returncode != -signal.SIGKILL and nat.proc.returncode != 128 + signal.SIGKILL, \
         "the native64 process had to be killed"
+
+
+def test_native64_client_stops_cleanly_whatever_moment_the_signal_comes(native_elf):
+    """As on the emulated M7: a signal at a spread of moments of a short run (the process started
+    but its pid not yet recorded, the pty being opened, a request, the clean-up itself, ...)
+    always ends in 128 + the signal with the native64 process and its helper gone."""
+    failures = signal_at.stop_everywhere(
+        ["--native", native_elf, "--random", "3", "--quiet"],
+        ["Popen._close_pipe_fds", "Native.connected", "ChildProcess.wait", "ChildProcess.stop",
+         "ChildProcess._kill_group", "Popen.communicate"],
+        [0.02, 0.3])
+    assert not failures, "\n".join(failures)
 
 
 def test_scons_native64_run(riotbase, native_elf):

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from nnc.cli import serial_client as sc
 from conftest import compile_host_library, edge_and_random_inputs  # noqa: E402
 from fixtures.builds import scons  # noqa: E402,F401  (the repository's SCons, one run at a time)
+from fixtures import signal_at  # noqa: E402
 from nnc.frontend.torch_eager import quantize_like_torch  # noqa: E402
 from nnc.reports.regression import record_test_result  # noqa: E402
 
@@ -328,6 +329,19 @@ def test_serial_client_stops_qemu_when_killed(lenet_build, sig):
     assert rc == 128 + sig and f"stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err, err
     left = [f"{pid} ({comm})" for pid, comm in below.items() if alive(pid)]
     assert not left, f"still running after the client stopped: {left}"
+
+
+def test_serial_client_stops_cleanly_whatever_moment_the_signal_comes(lenet_build):
+    """A signal at a spread of moments of a short run (QEMU started but its pid not yet recorded,
+    the port being opened, a request, numpy's first random images, the EXIT, the clean-up
+    itself, ...) always ends in 128 + the signal with QEMU gone. The Ctrl-C that landed in
+    numpy's import of its random module was swallowed there and the client ran on."""
+    failures = signal_at.stop_everywhere(
+        ["--qemu", lenet_build["elf"], "--random", "3", "--quiet"],
+        ["Popen._close_pipe_fds", "Firmware.__init__", "gather_samples", "ChildProcess.wait",
+         "ChildProcess.stop", "ChildProcess._kill_group", "Popen.communicate"],
+        [0.02, 0.15, 0.3, 0.45])
+    assert not failures, "\n".join(failures)
 
 
 def test_scons_run_alias(lenet_build):

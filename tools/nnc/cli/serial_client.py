@@ -27,12 +27,12 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 
-from nnc.errors import DeviceError, Interrupted, NncError
+from nnc.cli import stop_signals
+from nnc.errors import DeviceError, NncError
 
 MAGIC = b"\xa5\x5a"
 VERSION = 1
@@ -46,11 +46,6 @@ QEMU_ICOUNT_SHIFT = 7   # one instruction = 128 ns of virtual time = 3.2 ticks o
 
 class UserError(NncError):
     """Something the user can fix: printed without a traceback, exit status 2."""
-
-
-def _interrupt(signum, frame):
-    signal.signal(signum, signal.SIG_IGN)     # a second one must not cut the clean-up short
-    raise Interrupted(signum)
 
 
 class ProtocolError(DeviceError):
@@ -115,6 +110,7 @@ class Firmware:
         import serial
         buf = b""
         while len(buf) < n:
+            stop_signals.check()
             if time.monotonic() > deadline:
                 raise ProtocolError(f"timeout: got {len(buf)} of {n} bytes from the device")
             try:
@@ -389,20 +385,22 @@ class ChildProcess:
             return False
 
     def stop(self) -> str:
-        if self.proc is None:
-            return ""
-        if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)   # `timeout` passes it on
+        """Ends the process and its group (at most 15 s), whatever signal comes meanwhile."""
+        with stop_signals.deferred():   # an Interrupted in here would skip the kill
+            if self.proc is None:
+                return ""
+            if self.proc.poll() is None:
+                self.proc.send_signal(self.stop_signal)   # `timeout` passes it on
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._kill_group()          # its own process group: `timeout`, the firmware, their children
             try:
-                self.proc.wait(5)
+                _, err = self.proc.communicate(timeout=10)
             except subprocess.TimeoutExpired:
-                pass
-        self._kill_group()          # its own process group: `timeout`, the firmware, their children
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            err = b""
-        return (err or b"").decode(errors="replace")
+                err = b""
+            return (err or b"").decode(errors="replace")
 
 
 class Qemu(ChildProcess):
@@ -443,13 +441,16 @@ class Qemu(ChildProcess):
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            # its own process group: stop() can end `timeout` and QEMU together
-            self.proc = subprocess.Popen(self.command(port), stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            # its own process group: stop() can end `timeout` and QEMU together; no signal
+            # between the start and the recording of its pid (stop() would not know it)
+            with stop_signals.deferred():
+                self.proc = subprocess.Popen(self.command(port), stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
             deadline = time.monotonic() + 20
             err = b""
             while time.monotonic() < deadline and self.proc.poll() is None:
+                stop_signals.check()
                 ready, _, _ = select.select([self.proc.stderr], [], [], 0.1)
                 if ready:
                     chunk = os.read(self.proc.stderr.fileno(), 4096)
@@ -485,18 +486,21 @@ class Native(ChildProcess):
         """Start the process; returns the pty device for the serial port."""
         import pty
         import tty
-        master, slave = pty.openpty()
-        tty.setraw(slave)
-        tty.setraw(master)
         cmd = [self.elf]
         if shutil.which("timeout"):
             cmd = ["timeout", "--kill-after=5", str(int(self.time_limit))] + cmd
-        # RIOT native reads fd 0 and writes fd 1: both on the pty's master side, so that the
-        # client's slave device behaves like the board's serial line
-        self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-        self._master = master
-        self._slave = slave   # kept open until the client has opened the device (raw settings)
+        # no signal between the start and the recording of the pid and the pty (stop() ends
+        # and closes what is recorded)
+        with stop_signals.deferred():
+            master, slave = pty.openpty()
+            self._master = master
+            self._slave = slave   # kept open until the client has opened the device (raw settings)
+            tty.setraw(slave)
+            tty.setraw(master)
+            # RIOT native reads fd 0 and writes fd 1: both on the pty's master side, so that the
+            # client's slave device behaves like the board's serial line
+            self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=subprocess.PIPE,
+                                         start_new_session=True)
         return os.ttyname(slave)
 
     def connected(self):
@@ -506,11 +510,12 @@ class Native(ChildProcess):
             self._slave = None
 
     def stop(self) -> str:
-        err = super().stop()
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
+        with stop_signals.deferred():   # the pty is closed too, whatever signal comes
+            err = super().stop()
+            for fd in (self._master, self._slave):
+                if fd is not None:
+                    os.close(fd)
+            self._master = self._slave = None
         return err
 
 
@@ -683,12 +688,15 @@ def run(args) -> int:
         if qemu is not None:
             qemu.connected()
         info = fw.info()
+        # flushed: the sign that the firmware answers, for whoever reads this through a pipe
         print(f"firmware: model {info['model']} on {info['board']}, input {info['input_size']} int8, "
-              f"output {info['output_size']}, arena {info['workspace']} B, protocol {info['protocol']}")
+              f"output {info['output_size']}, arena {info['workspace']} B, protocol {info['protocol']}",
+              flush=True)
         samples = gather_samples(args, info)
         mismatches = errors = correct = labelled = 0
         costs, layer_costs = [], []
         for s in samples:
+            stop_signals.check()
             tensor = s.tensor if s.tensor is not None else pixels_to_tensor(s.pixels, info)
             try:
                 if args.text:
@@ -752,10 +760,11 @@ def run(args) -> int:
                                 + (": " + "\n".join(err.splitlines()[:4]) if err else "")) from None
         raise
     finally:
-        if fw is not None:
-            fw.close()
-        if qemu is not None:
-            qemu.stop()
+        with stop_signals.deferred():   # a signal now must not skip stopping the child
+            if fw is not None:
+                fw.close()
+            if qemu is not None:
+                qemu.stop()
 
 
 def write_bench(path, info, costs, layer_costs, shift):
@@ -774,7 +783,5 @@ def write_bench(path, info, costs, layer_costs, shift):
 def main(args) -> int:
     """SIGTERM/SIGINT/SIGHUP raise Interrupted (nnc.cli.main exits 128 + the signal), so that the
     emulator or native process this client started is stopped on the way out."""
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, _interrupt)
-    return run(args)
+    with stop_signals.handled():
+        return run(args)
