@@ -52,9 +52,11 @@ def load_splits(spec, data_spec=None, n_samples=None, seed=None):
     return spec.data(data_spec)
 
 
-def calibration_from(spec, train_split, n: int, calib_data: str | None = None) -> np.ndarray:
+def calibration_from(spec, train_split, n: int, calib_data: str | None = None,
+                     sample_shape: tuple | None = None) -> np.ndarray:
     """Calibration inputs: the training split (shifted copies beyond its size), or
-    'npy:FILE' (an array of inputs), or 'random' (uniform [0,1), only for untrained experiments)."""
+    'npy:FILE' (an array of inputs of sample_shape, by default the model's), or 'random'
+    (uniform [0,1), only for untrained experiments)."""
     from . import data
     if calib_data in (None, "", "train"):
         if spec.dataset == "ffn_synthetic":
@@ -65,15 +67,8 @@ def calibration_from(spec, train_split, n: int, calib_data: str | None = None) -
         rng = np.random.RandomState(0)
         return rng.uniform(0, 1, size=(n,) + tuple(spec.input_shape[1:])).astype(np.float32)
     if calib_data.startswith("npy:"):
-        path = calib_data[4:]
-        if not os.path.isfile(path):
-            raise UserError(f"calibration file {path!r} does not exist")
-        try:   # allow_pickle=False: an object array (a pickle) is refused, never unpickled
-            x = np.load(path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError, EOFError) as e:
-            raise UserError(f"calibration file {path!r} is not a readable numeric .npy array ({e}); "
-                            "save one with numpy.save(PATH, float32 array of inputs)") from None
-        return x[:n]
+        shape = tuple(sample_shape or spec.input_shape[1:])
+        return data.read_npy_inputs(calib_data[4:], shape, n)
     raise UserError(f"--calib-data {calib_data!r}: use 'train', 'random' or 'npy:FILE'")
 
 

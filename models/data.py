@@ -11,8 +11,10 @@ Data specs (the `--data` option of the CLIs):
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,20 +94,41 @@ def _find_idx(directory: str, base: str) -> str:
                     "or use --data digits")
 
 
-def read_idx(path: str) -> np.ndarray:
+# The most a data file may unpack to: the MNIST training images are 47 MB; a .gz bomb or a
+# header with huge dimensions declares far more, and is refused before anything is allocated.
+MAX_DATA_BYTES = 1 << 30
+
+
+def read_idx(path: str, ndim_expected: int = None) -> np.ndarray:
+    """An unsigned-byte IDX array; the header is checked before its payload is read, and only
+    the bytes it declares are read (a lying header or a .gz bomb cannot exhaust memory)."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4:
-        raise DataError(f"{path}: not an IDX file (too short)")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path}: header says {dims} but holds {data.size} bytes (truncated?)")
-    return data.reshape(dims)
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: not an IDX file (too short)")
+            zero, dtype_code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or dtype_code != 0x08:
+                raise DataError(f"{path}: not an unsigned-byte IDX file (magic {head.hex()})")
+            if ndim_expected is not None and ndim != ndim_expected:
+                raise DataError(f"{path}: an IDX file of {ndim} dimensions; {ndim_expected} expected "
+                                "(images: count, rows, columns; labels: count)")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: IDX header truncated ({len(raw_dims)} of {4 * ndim} dimension bytes)")
+            dims = struct.unpack(">" + "I" * ndim, raw_dims)
+            size = math.prod(dims)
+            if size > MAX_DATA_BYTES:
+                raise DataError(f"{path}: header says {dims}, {size:,} bytes: more than the "
+                                f"{MAX_DATA_BYTES:,} a data file may hold (damaged, or not MNIST)")
+            data = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as e:   # a damaged .gz, a folder, no permission
+        raise DataError(f"{path}: cannot read it as an IDX file ({type(e).__name__}: {e})") from None
+    if len(data) != size:
+        raise DataError(f"{path}: header says {dims} ({size:,} bytes) but holds "
+                        f"{'more' if len(data) > size else f'{len(data):,}'} bytes (truncated or damaged?)")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def mnist(directory: str, size: int = 28) -> tuple[Split, Split]:
@@ -114,10 +137,14 @@ def mnist(directory: str, size: int = 28) -> tuple[Split, Split]:
     splits = []
     for part in ("train", "test"):
         img_name, lbl_name = _IDX_NAMES[part]
-        imgs = read_idx(_find_idx(directory, img_name))
-        lbls = read_idx(_find_idx(directory, lbl_name))
-        if len(imgs) != len(lbls):
-            raise DataError(f"MNIST {part}: {len(imgs)} images but {len(lbls)} labels")
+        imgs = read_idx(_find_idx(directory, img_name), 3)
+        lbls = read_idx(_find_idx(directory, lbl_name), 1)
+        if len(imgs) != len(lbls) or not len(imgs) or not imgs.shape[1] or not imgs.shape[2]:
+            raise DataError(f"MNIST {part}: {imgs.shape} images and {len(lbls)} labels; the same "
+                            "number (at least one) of each, images of at least 1x1, expected")
+        if lbls.max() > 9:
+            raise DataError(f"MNIST {part}: label {int(lbls.max())} found, digits 0..9 expected "
+                            f"({_find_idx(directory, lbl_name)})")
         x = imgs.astype(np.float32)[:, None] / 255.0
         if size != x.shape[-1]:
             x = _resize_u8(imgs, size)
@@ -143,6 +170,36 @@ def image_data(spec: str, size: int = 28) -> tuple[Split, Split]:
         return mnist(os.path.expanduser(spec[len("mnist:"):]), size)
     raise DataError(f"unknown data spec {spec!r}: use 'digits' (sklearn's bundled digits, offline) "
                     "or 'mnist:DIR' (a directory with the MNIST IDX files)")
+
+
+def read_npy_inputs(path: str, sample_shape: tuple, n: int, what: str = "calibration") -> np.ndarray:
+    """The first n inputs of an .npy file of shape (N, *sample_shape) (or (N, 1, *sample_shape)) as
+    float32. Read without pickle and memory-mapped: only those n inputs are loaded, whatever the
+    header declares. Refused: no inputs, another shape, values that are not real numbers (strings,
+    complex, dates), NaN or infinite values."""
+    fix = f"save a float32 array of shape (N, {', '.join(map(str, sample_shape))}) with numpy.save(PATH, x)"
+    if not os.path.isfile(path):
+        raise DataError(f"{what} file {path!r} does not exist", f"file {path}", fix)
+    try:   # allow_pickle=False: an object array (a pickle) is refused, never unpickled
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{what} file {path!r} is not a readable numeric .npy array ({e})", f"file {path}", fix) from None
+    if not isinstance(a, np.ndarray):   # an .npz archive
+        raise DataError(f"{what} file {path!r} is an .npz archive, not one .npy array", f"file {path}", fix)
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{what} file {path!r} holds {a.dtype} values, not real numbers", f"file {path}", fix)
+    sample_shape = tuple(sample_shape)
+    if a.ndim < 1 or a.shape[1:] not in (sample_shape, (1,) + sample_shape):
+        raise DataError(f"{what} file {path!r} holds an array of shape {a.shape}; inputs of shape "
+                        f"{sample_shape} expected", f"file {path}", fix)
+    if not len(a):
+        raise DataError(f"{what} file {path!r} holds no inputs (shape {a.shape})", f"file {path}", fix)
+    x = np.asarray(a[:n], dtype=np.float32).reshape((-1,) + sample_shape)
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{what} file {path!r}: input {int(np.argmin(finite))} holds NaN or infinite "
+                        "values", f"file {path}", "replace them (e.g. numpy.nan_to_num) or leave those inputs out")
+    return x
 
 
 def shifted_variants(x: np.ndarray, n: int, seed: int = 1) -> np.ndarray:

@@ -277,6 +277,8 @@ def load_checkpoint(path: str) -> dict:
     """Read a checkpoint with torch's safe loader only (`weights_only=True`: tensors, quantized
     tensors, plain containers). A file that needs Python's full unpickler could run any code while
     loading, so it is refused, never retried with `weights_only=False`."""
+    from nnc.frontend.model_files import check_unpacked_size
+    check_unpacked_size(path, "checkpoint")   # torch.load would inflate a zip bomb whole
     try:
         with quant.quiet():
             blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -296,19 +298,48 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(_unreadable(path, e)) from None
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         # A bare state_dict (e.g. a user's own checkpoint).
-        return {"format": None, "model": None, "kind": "fp32", "state_dict": _plain(blob, path),
-                "extra": {}}
+        plain = _plain(blob, path)
+        _check_finite(plain, path)
+        return {"format": None, "model": None, "kind": "fp32", "state_dict": plain, "extra": {}}
     src, extra = blob.get("state_dict"), blob.get("extra")
     if not isinstance(src, dict) or not isinstance(extra, (dict, type(None))):
         raise CheckpointError(f"{path} is a damaged nnc checkpoint: its state_dict or extra is not a "
                               "dictionary", "write it again (nnc train, nnc quantize)")
     sd = OrderedDict((k, v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16 else v)
                      for k, v in src.items())
+    _check_finite(sd, path)
     if hasattr(src, "_metadata"):
         sd._metadata = src._metadata
     blob["state_dict"] = sd
     blob["extra"] = extra or {}
     return blob
+
+
+def _check_finite(state_dict: dict, path: str) -> None:
+    """Refuse NaN or infinite weights, biases and quantization scales: torch quantizes a NaN bias
+    to an arbitrary int32 and compiles without a word, so the C would compute garbage. Observer
+    statistics (min_val/max_val) are left alone: an observer that saw no data holds +-inf."""
+    def bad(value, positive=False) -> bool:
+        if isinstance(value, (tuple, list)):   # a quantized Linear's packed (weight, bias)
+            return any(bad(v) for v in value)
+        if not isinstance(value, torch.Tensor):
+            return False
+        if value.is_quantized:
+            scales = value.q_per_channel_scales() if value.qscheme() in (
+                torch.per_channel_affine, torch.per_channel_symmetric) else torch.tensor([value.q_scale()])
+            return not bool((torch.isfinite(scales) & (scales > 0)).all())
+        if not value.is_floating_point():
+            return False
+        ok = torch.isfinite(value)
+        if positive:
+            ok &= value > 0
+        return not bool(ok.all())
+    for key, value in state_dict.items():   # a converted module's output scale: 'conv1.scale'
+        if not key.endswith(("min_val", "max_val")) and bad(value, key.endswith(".scale")):
+            raise CheckpointError(f"{path} holds NaN or infinite values (or a quantization scale that is "
+                                  f"not positive) in '{key}'",
+                                  "train or quantize the model again: a NaN usually means training "
+                                  "diverged (lower the learning rate)")
 
 
 def _unreadable(path: str, err: Exception) -> str:

@@ -429,6 +429,80 @@ def test_bad_model_files(pt2_file, tmp_path):
     assert not os.path.exists(MARKER), "a pickle in a model file ran code"
 
 
+def _rewrite(good, out, edit=lambda name, body: body, extra=()):
+    """A copy of the archive `good` with members edited (edit returns None: left out) or added."""
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(out, "w") as zout:
+        for item in zin.infolist():
+            body = edit(item.filename, zin.read(item.filename))
+            if body is not None:
+                zout.writestr(item, body)
+        for name, body in extra:
+            zout.writestr(name, body)
+    return str(out)
+
+
+def _hostile_archives(tmp_path, good, marker):
+    """{what: path} of archives built to break the loader: each must be refused with NncError."""
+    root = zipfile.ZipFile(good).namelist()[0].split("/")[0]
+    so = tmp_path / "ctor.so"   # a shared library whose constructor leaves a marker file
+    (tmp_path / "ctor.c").write_text('#include <stdio.h>\n__attribute__((constructor)) static void ran(void)'
+                                     f' {{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n')
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(so), str(tmp_path / "ctor.c")], check=True)
+    metadata = json.dumps({"AOTI_DEVICE_KEY": "cpu"}).encode()
+    aoti = f"{root}/data/aotinductor/model/"
+    config = "model_weights_config.json"
+    files = {
+        "aotinductor library": _rewrite(good, tmp_path / "aoti.pt2", extra=[
+            (aoti + "model.wrapper.so", so.read_bytes()), (aoti + "model.wrapper_metadata.json", metadata),
+            (aoti + "model_metadata.json", metadata)]),
+        "config not json": _rewrite(good, tmp_path / "cfg1.pt2",
+                                    lambda n, b: b"{not json" if n.endswith(config) else b),
+        "config a list": _rewrite(good, tmp_path / "cfg2.pt2", lambda n, b: b"[1]" if n.endswith(config) else b),
+        "config entry a number": _rewrite(good, tmp_path / "cfg3.pt2",
+                                          lambda n, b: b'{"config": {"w": 5}}' if n.endswith(config) else b),
+    }
+    data = bytearray(open(good, "rb").read())   # one weight byte flipped: its CRC-32 no longer holds
+    info = zipfile.ZipFile(good).getinfo(f"{root}/data/weights/weight_0")
+    name_len, extra_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little"), \
+        int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    data[info.header_offset + 30 + name_len + extra_len] ^= 0x40
+    (tmp_path / "crc.pt2").write_bytes(data)
+    files["damaged weight"] = str(tmp_path / "crc.pt2")
+    for what, bit, offset in (("encrypted", 1, (6, 8)), ("unknown compression", None, (8, 10))):
+        data = bytearray(open(good, "rb").read())
+        for sig, off in zip((b"PK\x03\x04", b"PK\x01\x02"), offset):
+            at = data.find(sig)
+            while at >= 0:
+                if bit:
+                    data[at + off] |= bit
+                else:
+                    data[at + off:at + off + 2] = (99).to_bytes(2, "little")
+                at = data.find(sig, at + 4)
+        files[what] = str(tmp_path / f"{what.replace(' ', '_')}.pt2")
+        open(files[what], "wb").write(data)
+    bomb = tmp_path / "bomb.pt2"   # a few MB that declare 2 GiB: deflated zeros
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"{root}/archive_format", b"pt2")
+        with z.open(f"{root}/data/sample_inputs/model.pt", "w", force_zip64=True) as f:
+            for _ in range(128):
+                f.write(bytes(1 << 24))
+    files["zip bomb"] = str(bomb)
+    return files
+
+
+def test_hostile_archives_refused_before_loading(pt2_file, tmp_path):
+    """Archives that load torch.export.load's native code (AOTInductor: it dlopen()s the library,
+    running its constructors), damaged members torch's own reader does not check, configs that
+    are not what torch writes, encryption, unknown compression and a zip bomb: each one NncError
+    naming the file, nothing of it run, memory bounded (the bomb is refused by its declared size)."""
+    marker = tmp_path / "constructor-ran"
+    for what, path in _hostile_archives(tmp_path, pt2_file[1], marker).items():
+        with pytest.raises(NncError) as e:
+            load_model(path)
+        assert path in e.value.where, (what, str(e.value))
+        assert not marker.exists(), f"{what}: loading ran the archive's native code"
+
+
 def _scons(*args):
     from fixtures.builds import scons
     return scons(*args, timeout=1800)

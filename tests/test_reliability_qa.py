@@ -58,7 +58,8 @@ def test_quantize_calibration_npy_that_is_hostile_truncated_or_text(tmp_path):
         r = run_tool("quantize.py", "--model", "lenet5", "--calib-data", f"npy:{tmp_path / name}",
                      "--calib", "4", "--out", out, "--no-eval", "--quiet")
         assert r.returncode == 2, r.stderr
-        assert f"calibration file '{tmp_path / name}' is not a readable numeric .npy array" in r.stderr
+        assert f"calibration file '{tmp_path / name}' " in r.stderr   # says what: unreadable, strings
+        assert "is not a readable numeric .npy array" in r.stderr or "holds <U1 values" in r.stderr
         assert not out.exists() and not marker.exists()
 
 

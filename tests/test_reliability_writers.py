@@ -337,6 +337,54 @@ def test_load_checkpoint_refuses_code_and_garbage(tmp_path, evil):
         assert name in e.value.what and e.value.fix
 
 
+@pytest.mark.parametrize("key,value", [("quant.scale", float("nan")), ("quant.scale", 0.0),
+                                       ("conv1.scale", -1.0), ("conv1.bias", float("inf")),
+                                       ("fc1._packed_params._packed_params", "nan bias")])
+def test_checkpoint_with_nan_inf_or_bad_scales_is_refused(tmp_path, key, value):
+    """A NaN/inf weight, bias or scale (a diverged training run, a hand-edited file): torch quantizes
+    a NaN bias to an arbitrary int32 and compiled it without a word; refused, naming the tensor."""
+    from models import recipes
+    from models.registry import get
+    blob = torch.load(os.path.join(ROOT, "models", "checkpoints", "lenet5_int8.pt"), weights_only=True)
+    sd = blob["state_dict"]
+    if value == "nan bias":
+        weight, bias = sd[key]
+        sd[key] = (weight, torch.full_like(bias, float("nan")))
+    else:
+        sd[key] = torch.full_like(sd[key], value)
+    path = tmp_path / "bad.pt"
+    torch.save(blob, path)
+    with pytest.raises(recipes.CheckpointError, match="NaN or infinite") as e:
+        get("lenet5").load_quantized(str(path))
+    assert f"'{key}'" in e.value.what and str(path) in e.value.what
+
+
+def test_checkpoint_zip_bomb_is_refused_by_its_declared_size(tmp_path):
+    """A 1 MB checkpoint whose tensor member inflates to 1.1 GiB: torch.load inflated it whole (a
+    2 GiB one took 2.3 GB of memory). Both readers refuse it from the zip's directory."""
+    import zipfile
+    from models import recipes
+    from nnc.errors import NncError
+    from nnc.frontend.model_files import load_state_dict
+    torch.save({"w": torch.zeros(4)}, tmp_path / "small.pt")
+    with zipfile.ZipFile(tmp_path / "small.pt") as z:
+        members = {i.filename: z.read(i.filename) for i in z.infolist()}
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w") as out:
+        for name, body in members.items():
+            if name.endswith("data/0"):
+                info = zipfile.ZipInfo(name)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with out.open(info, "w", force_zip64=True) as f:
+                    for _ in range(72):
+                        f.write(bytes(1 << 24))
+            else:
+                out.writestr(name, body)
+    for read in (recipes.load_checkpoint, load_state_dict):
+        with pytest.raises(NncError, match=r"unpacks to 1,207,959,\d{3} bytes, more than the 1,073,741,824"):
+            read(str(bomb))
+
+
 def test_malicious_checkpoint_through_every_tool(tmp_path, evil):
     path, marker = evil
     runs = [run_tool("quantize.py", "--model", "ffn", "--float-checkpoint", path, "--out", tmp_path / "o.pt",

@@ -347,6 +347,12 @@ def test_native64_text_mode_needs_the_large_stdin_buffer(native_fw, native_host)
     good_frame_works(native_fw, native_host, seed=7)
 
 
+def test_native64_fuzz_traffic_shapes(native_fw, native_host):
+    """The emulator's traffic fuzz (tests/test_serial_fuzz.py, same seed) on native64."""
+    from test_serial_fuzz import run_traffic_shapes
+    run_traffic_shapes(native_fw, native_host, rounds=18, lossless=False)
+
+
 def test_native64_answers_thousands_of_back_to_back_requests(native_fw):
     """RIOT native's idle thread sleeps in pause() and loses a SIGIO (stdin) that lands just
     before it; a firmware that blocked in stdio_read() there slept for ever with a request unread

@@ -184,7 +184,10 @@ MALFORMED = {
     "wrong_type": (dict(raw_infer=sc.make_frame(0x83, b"")), "expected reply type 0x81, got 0x83"),
     "bad_version": (dict(raw_infer=sc.MAGIC + b"\x07\x81\x00\x00" + struct.pack("<H", sc.crc16(b"\x07\x81\x00\x00"))),
                     "protocol version 7"),
-    "silence": (dict(raw_infer=b"no frame here"), "timeout"),
+    "no_frame": (dict(raw_infer=b"no frame here"), "within 2 s: it sent 13 bytes that start no frame"),
+    "garbage_flood": (dict(raw_infer=bytes(b % 0xA5 for b in range(20000))),
+                      "it sent 20000 bytes that start no frame"),
+    "silence": (dict(raw_infer=b""), "no reply frame from the device within 2 s: it sent nothing"),
 }
 
 
@@ -217,3 +220,53 @@ def test_malformed_text_result_is_a_clear_error():
     fw.send_raw = lambda data: None
     fw.timeout = 1
     assert fw.infer_text(np.zeros(4, dtype=np.uint8))["output"].tolist() == [1, 2]
+
+
+def _npy_header(shape, descr="<f4"):
+    head = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    head += " " * (118 - len(head)) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head.encode()
+
+
+@pytest.mark.parametrize("what", ["nan", "inf", "empty", "huge header", "npz"])
+def test_hostile_npy_inputs_are_refused(tmp_path, what):
+    """NaN and +inf images were quantized to -128 without a word; a header declaring 10^12
+    images was a MemoryError; an empty array sent nothing."""
+    path = tmp_path / "x.npy"
+    if what in ("nan", "inf"):
+        x = np.full((3, 4), 0.5, np.float32)
+        x[1, 2] = np.nan if what == "nan" else np.inf
+        np.save(path, x)
+    elif what == "empty":
+        np.save(path, np.zeros((0, 4), np.uint8))
+    elif what == "npz":
+        np.savez(open(path, "wb"), x=np.zeros((3, 4), np.uint8))
+    else:
+        path.write_bytes(_npy_header((10 ** 12, 4)) + bytes(64))
+    with pytest.raises(sc.UserError) as e:
+        sc.samples_from_npy(str(path), 4, {"input_scale": 1 / 255, "input_zero_point": -128})
+    assert str(path) in str(e.value) and ("image 1" in str(e.value) or what not in ("nan", "inf"))
+
+
+def _png(path, width, height):
+    """A grayscale PNG of zeros, written row by row: a few hundred KB for 400 million pixels."""
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z = zlib.compressobj(9)
+    rows = b"".join(z.compress(b"\x00" + bytes(width)) for _ in range(height)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_image_bombs_are_refused_before_decoding(tmp_path):
+    """A PNG declaring 20000x20000 pixels was PIL's DecompressionBombError, an internal error
+    (exit 3); 5000x5000 was decoded (25 MB) with PIL's warning. Both refused from the header."""
+    for w, h in ((20000, 20000), (5000, 5000)):
+        path = _png(tmp_path / f"{w}.png", w, h)
+        with pytest.raises(sc.UserError, match=f"{w}x{h} image, more than the 16,777,216 pixels|"
+                                              "400000000 pixels.*decompression bomb"):
+            sc.load_png(path, 784, (28, 28))
+    assert sc.load_png(_png(tmp_path / "ok.png", 56, 56), 784, (28, 28)).shape == (784,)

@@ -8,6 +8,8 @@ GOOD_EVERY of them. Every malformed input must be answered with exactly the erro
 names for it (code and detail, or the text error line); every good request with the right
 answer (outputs equal to the host library).
 """
+import time
+
 import numpy as np
 import pytest
 
@@ -144,6 +146,90 @@ def test_fuzz_serial_protocol(lenet_build, host):
     assert all(seen.values()) and sum(seen.values()) == MALFORMED
     print(f"{MALFORMED} malformed inputs ({', '.join(f'{k} {n}' for k, n in seen.items())}) each answered "
           f"with its error; {good} good requests answered correctly")
+
+
+# -- the shape of the traffic: pauses inside a frame, several requests in one write, floods ----------
+PAUSE_MAX = 0.15         # s between the pieces of a split frame: under NNC_FRAME_TIMEOUT_MS (0.3 s)
+SHAPES = ["split_with_pauses", "pipelined", "flood", "nul_and_line_ends", "text_zero_padded",
+          "text_overlong_number"]
+ROUNDS = 36
+
+
+def error_reply(fw, timeout):
+    ftype, payload = fw.read_frame(timeout)
+    assert ftype == sc.T_ERROR, f"reply type {ftype:#x}, an error expected"
+    return sc.parse_error(payload)
+
+
+def _expected(host, t):
+    return host.run(t.reshape(host.inputs[0].shape))[0].ravel()
+
+
+def traffic_shape(fw, host, rng, kind, lossless=True):
+    """Sends one kind of odd but possible traffic and checks the firmware's answers. lossless=False:
+    a flood may lose bytes on the way (RIOT native's stdin drops what overflows its 4096-byte
+    buffer), so its error counts at most the bytes sent."""
+    if kind == "split_with_pauses":      # a good frame in 2..12 pieces, paused: answered as one
+        t = rng.integers(-128, 128, N_IN, dtype=np.int8)
+        frame = sc.make_frame(sc.T_INFER_I8, t.tobytes())
+        cuts = sorted(int(c) for c in rng.choice(np.arange(1, len(frame)), int(rng.integers(1, 12)), replace=False))
+        for a, b in zip([0] + cuts, cuts + [len(frame)]):
+            fw.send_raw(frame[a:b])
+            time.sleep(float(rng.uniform(0, PAUSE_MAX)))
+        assert np.array_equal(sc.parse_infer(fw.expect_reply(sc.T_INFER_I8))["output"], _expected(host, t))
+    elif kind == "pipelined":            # requests back to back in one write (< 4096 bytes): all answered in order
+        tensors = [rng.integers(-128, 128, N_IN, dtype=np.int8) for _ in range(int(rng.integers(1, 4)))]
+        n_info = int(rng.integers(1, 5))
+        fw.send_raw(b"".join([sc.make_frame(sc.T_INFO)] * n_info +
+                             [sc.make_frame(sc.T_INFER_I8, t.tobytes()) for t in tensors]))
+        for _ in range(n_info):
+            assert sc.parse_info(fw.expect_reply(sc.T_INFO))["model"] == "lenet5"
+        for t in tensors:
+            assert np.array_equal(sc.parse_infer(fw.expect_reply(sc.T_INFER_I8))["output"], _expected(host, t))
+    elif kind == "flood":                # bytes that start no frame, without a pause: one error for all
+        junk = bytes([rng.choice(list(NOT_TEXT_START))]) + rng.bytes(int(rng.integers(2000, 20000)))
+        fw.send_raw(junk)
+        e = error_reply(fw, 20)
+        assert e.code == E_GARBAGE and (e.detail == len(junk) or not lossless and 0 < e.detail < len(junk)), \
+            (e.code, e.detail, len(junk))
+    elif kind == "nul_and_line_ends":    # empty lines are skipped; NUL bytes are garbage
+        n = int(rng.integers(1, 200))
+        fw.send_raw(b"\r\n" * int(rng.integers(0, 300)) + bytes(n))
+        e = error_reply(fw, 10)
+        assert (e.code, e.detail) == (E_GARBAGE, n)
+    elif kind == "text_zero_padded":     # numbers with leading zeros are still 0..255
+        px = rng.integers(0, 256, N_IN, dtype=np.uint8)
+        fw.send_raw(" ".join(f"{int(v):04d}" for v in px).encode() + b"\n")
+        got = sc.parse_text_result(text_reply(fw))["output"]
+        assert np.array_equal(got, _expected(host, sc.pixels_to_tensor(px, fw.info())))
+    elif kind == "text_overlong_number":  # a number of 4..60 digits (leading digit not 0): value > 255
+        n = int(rng.integers(0, N_IN))
+        digits = str(int(rng.integers(1, 10))) + "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(3, 60))))
+        fw.send_raw((" ".join(str(int(v)) for v in rng.integers(0, 256, n)) + f" {digits} 5 6\n").encode())
+        assert text_reply(fw).startswith(f"error value > 255 ({n} numbers read")
+    else:
+        raise ValueError(kind)
+
+
+def run_traffic_shapes(fw, host, rounds=ROUNDS, lossless=True):
+    rng = np.random.default_rng(SEED + 1)
+    kinds = [SHAPES[i % len(SHAPES)] for i in range(rounds)]
+    rng.shuffle(kinds)
+    fw.info()
+    for i, kind in enumerate(kinds):
+        try:
+            traffic_shape(fw, host, rng, kind, lossless)
+            good_request(fw, host, rng, i)
+        except (AssertionError, sc.DeviceError) as e:
+            raise AssertionError(f"round {i} ({kind}): {e}") from None
+
+
+def test_fuzz_traffic_shapes(lenet_build, host):
+    """Seeded: frames split across writes with pauses, several requests in one write, floods of
+    garbage, NUL bytes among empty lines, zero-padded and overlong text numbers; every answer
+    right, and a good request after each."""
+    with emulated(lenet_build["elf"], timeout=30) as fw:
+        run_traffic_shapes(fw, host)
 
 
 if __name__ == "__main__":

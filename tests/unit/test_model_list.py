@@ -78,6 +78,7 @@ BAD = [
     ("det.py:buld", "det.py defines no function buld()", 1),
     ("det.py:2x", "'2x' is not a Python function name", 1),
     ("broken.py", "the factory file is not valid Python", 1),
+    ("deep.py", "nested too deeply for Python to parse", 1),
     ("kws.pt2 calibration=digits", "calibration= applies to a factory file", 1),
     ("det.py calib=digits", "'calib=digits' is not an option", 1),
     ("det.py calibration=imagenet", "unknown calibration data 'imagenet'", 1),
@@ -92,6 +93,7 @@ def test_a_bad_line_is_refused_with_the_list_and_line(team, text, what, line):
     pt2(str(team / "models" / "lenet5.pt2"))
     pt2(str(team / "models" / "inference.pt2"))
     (team / "models" / "broken.py").write_text("def build(:\n")
+    (team / "models" / "deep.py").write_text("x = " + "-" * 200_000 + "1\ndef build():\n    pass\n")
     with pytest.raises(NncError) as e:
         read(team, text + "\n")
     assert what in str(e.value.what), e.value.format()

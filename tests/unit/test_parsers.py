@@ -88,6 +88,18 @@ def test_config_missing_keys_overlap_and_half_state_pair(tmp_path):
         parse_config(write(tmp_path, VALID), {"NOPE": "1"})
 
 
+def test_config_that_is_a_device_a_fifo_or_huge_is_refused(tmp_path):
+    """--config naming /dev/zero (through a symlink) was a MemoryError, a FIFO blocked for ever."""
+    (tmp_path / "zero.cfg").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.cfg")
+    for name in ("zero.cfg", "fifo.cfg"):
+        with pytest.raises(ConfigError, match="is not a regular file"):
+            parse_config(str(tmp_path / name))
+    big = write(tmp_path, VALID + "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="longer than 1,048,576 characters"):
+        parse_config(big)
+
+
 def test_shipped_configurations_parse():
     folder = os.path.join(ROOT, "firmware", "imx681", "configs")
     names = sorted(n for n in os.listdir(folder) if n.endswith(".cfg"))

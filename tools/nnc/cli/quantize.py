@@ -117,7 +117,7 @@ def main(args) -> int:
         raise UserError(f"this checkpoint takes {shape[1]}-channel inputs; the digits do not fit. "
                         "Pass --calib-data npy:FILE (your own calibration images, float "
                         f"(N, {shape[1]}, H, W)) or --calib-data random")
-    calib = calibration_from(spec, train, args.calib, args.calib_data)
+    calib = calibration_from(spec, train, args.calib, args.calib_data, shape[1:])
     if custom_shape and args.calib_data == "random":
         import numpy as np
         calib = np.random.RandomState(0).uniform(0, 1, size=(args.calib,) + shape[1:]).astype("float32")

@@ -121,10 +121,22 @@ class Firmware:
 
     def read_frame(self, timeout: float | None = None):
         """-> (type, payload); bytes before the magic are kept in text_seen."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        wait = timeout or self.timeout
+        deadline = time.monotonic() + wait
         prev = b""
+        skipped = 0   # bytes before the frame: a banner, or garbage from a confused device
         while True:
-            c = self._read_exact(1, deadline)
+            try:
+                c = self._read_exact(1, deadline)
+            except ProtocolError as e:
+                if not str(e).startswith("timeout"):
+                    raise
+                # say what came instead of a frame, not "got 0 of 1 bytes"
+                raise ProtocolError(f"no reply frame from the device within {wait:g} s: " + (
+                    f"it sent {skipped} bytes that start no frame (the last: "
+                    f"{received(self.text_seen[-48:])}); is it running this firmware, at this baud rate?"
+                    if skipped else "it sent nothing")) from None
+            skipped += 1
             if prev == MAGIC[:1] and c == MAGIC[1:]:
                 self.text_seen = self.text_seen[:-1]
                 break
@@ -514,11 +526,23 @@ class Sample:
         self.name, self.pixels, self.tensor, self.label = name, pixels, tensor, label
 
 
+# An input image is scaled to the model's input (28x28 for the digits): 4096x4096 is plenty, and
+# bounds what a small file that declares a huge image (a decompression bomb) can make us decode.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
 def load_png(path: str, size: int, hw: tuple) -> np.ndarray:
+    import warnings
     from PIL import Image, UnidentifiedImageError
     try:
-        img = Image.open(path).convert("L")
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():   # PIL warns about large images: refused below, once
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)    # reads the header only
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise UserError(f"{path}: a {img.width}x{img.height} image, more than the {MAX_IMAGE_PIXELS:,} "
+                            "pixels an input may have; scale it down first")
+        img = img.convert("L")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise UserError(f"{path}: not a readable image ({e})") from None
     if img.size != (hw[1], hw[0]):
         img = img.resize((hw[1], hw[0]), Image.BILINEAR)
@@ -529,13 +553,19 @@ def load_png(path: str, size: int, hw: tuple) -> np.ndarray:
 
 
 def samples_from_npy(path: str, size: int, info: dict) -> list:
-    try:
-        a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    try:   # memory-mapped: a header that declares more than the file holds is an error, not a MemoryError
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
         raise UserError(f"{path}: not a readable .npy file ({e})") from None
-    if a.size % size:
-        raise UserError(f"{path}: {a.size} values is not a multiple of the model's input size {size}")
-    a = a.reshape(-1, size)
+    if not isinstance(a, np.ndarray):
+        raise UserError(f"{path}: an .npz archive; save one array with numpy.save")
+    if a.size % size or not a.size:
+        raise UserError(f"{path}: {a.size} values is not a positive multiple of the model's input size {size}")
+    a = np.asarray(a).reshape(-1, size)
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        # quantizing would turn NaN and +inf into -128 without a word
+        bad = int(np.argmin(np.isfinite(a).all(axis=1)))
+        raise UserError(f"{path}: image {bad} holds NaN or infinite values; images are floats in [0, 1]")
     base = os.path.basename(path)
     if a.dtype == np.uint8:
         return [Sample(f"{base}[{i}]", pixels=row) for i, row in enumerate(a)]

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -76,48 +77,120 @@ def name_of(path: str) -> str:
 
 # -- .pt2 archives -----------------------------------------------------------------------------
 _PICKLED_PREFIXES = ("custom_obj", "opaque_obj")
+# Members torch.export.load turns into native code: an AOTInductor folder is extracted and its
+# shared library dlopen()ed (its constructors run) before anything checks it; ExecuTorch/MTIA
+# programs are compiled artifacts too. An nnc model file never needs them.
+_NATIVE_CODE_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia")
+# The most a model file or checkpoint (both zip archives) may unpack to: a zoo program is a few MB (ResNet-50, float weight copies
+# included, about 100 MB); a zip bomb declares far more. Everything is read in chunks of _CHUNK.
+MAX_UNPACKED_BYTES = 1 << 30
+_CHUNK = 1 << 20
+# What a damaged or hostile zip makes zipfile raise (bad CRC, unknown compression method,
+# encryption, a size that lies, a deflate stream that is not one).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+               NotImplementedError, RuntimeError, zlib.error)
+_PT2_FIX = "give a file written by torch.export.save(torch.export.export(converted, (x,)), 'net.pt2')"
+
+
+def _member_path(name: str) -> str:
+    """A member's path below the archive's root folder (torch.export.save names it after the file)."""
+    return name.split("/", 1)[1] if "/" in name else name
 
 
 def check_pt2_archive(path: str, members: bool = True) -> None:
-    """Refuse a .pt2 whose loading would unpickle anything beyond plain tensors. members=False:
-    only that it is a PT2 archive (no torch import: a build reading a list of model files)."""
+    """Refuse a .pt2 whose loading would run code (pickles beyond plain tensors, compiled native
+    code), that is damaged (every member's checksum is verified: torch's reader does not) or that
+    unpacks to more than MAX_UNPACKED_BYTES. members=False: only that it is a PT2 archive (no torch
+    import: a build reading a list of model files)."""
     where = f"file {path}"
     try:
         z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise NncError(f"not a PT2 archive ({e})", where,
-                       "give a file written by torch.export.save(torch.export.export(converted, (x,)), "
-                       "'net.pt2')") from None
+    except _ZIP_ERRORS as e:
+        raise NncError(f"not a PT2 archive ({e})", where, _PT2_FIX) from None
     with z:
         try:
-            names = z.namelist()
-            formats = [n for n in names if n.endswith("/archive_format")]
-            if not formats or z.read(formats[0]).strip() != b"pt2":
+            infos = z.infolist()
+            formats = [i for i in infos if i.filename.endswith("/archive_format")]
+            if not formats or _read_member(z, formats[0], 16, where).strip() != b"pt2":
                 raise NncError("not a PT2 archive (no archive_format 'pt2')", where,
                                "write it with torch.export.save")
-            for n in names if members else ():
+            if not members:
+                return
+            _check_total(infos, path, "model file", _PT2_FIX)
+            for info in infos:
+                n = info.filename
+                if _member_path(n).startswith(_NATIVE_CODE_DIRS):
+                    raise NncError("the archive holds compiled native code, which loading would run",
+                                   f"{where}, member {n}",
+                                   "save the converted program with torch.export.save, not an "
+                                   "AOTInductor package; never load archives from untrusted sources")
+                data = _read_member(z, info, None, where)   # also verifies the checksum
                 base = os.path.basename(n)
                 if n.endswith("_config.json") and "/data/" in n:
-                    config = json.loads(z.read(n)).get("config", {})
-                    for fqn, meta in config.items():
-                        if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(_PICKLED_PREFIXES):
-                            raise NncError(f"the archive stores '{fqn}' as a pickled object, which loading "
-                                           "would execute", f"{where}, member {n}",
-                                           "save plain tensors only (torch.export.save of a converted "
-                                           "program does); never load archives from untrusted sources")
+                    _check_config(data, f"{where}, member {n}")
                 elif n.endswith(".pt") or n.endswith(".pkl") or base.endswith("data.pkl"):
-                    _check_weights_only(z.read(n), f"{where}, member {n}")
-        except zipfile.BadZipFile as e:
-            raise NncError(f"the archive is damaged or truncated ({e})", where,
+                    _check_weights_only(data, f"{where}, member {n}")
+        except _ZIP_ERRORS as e:
+            raise NncError(f"the archive is damaged or truncated ({type(e).__name__}: {e})", where,
                            "export the program again") from None
 
 
+def _check_total(infos, path: str, what: str, fix: str) -> None:
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNPACKED_BYTES:
+        raise NncError(f"{path} unpacks to {total:,} bytes, more than the {MAX_UNPACKED_BYTES:,} a {what} "
+                       f"may hold (a zip bomb, or not a {what})", f"file {path}", fix)
+
+
+def check_unpacked_size(path: str, what: str) -> None:
+    """A zip archive (a torch checkpoint) must not declare more than MAX_UNPACKED_BYTES: torch.load
+    inflates each member whole (a 2 MB checkpoint declaring 2 GiB took 2.3 GB of memory)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except _ZIP_ERRORS:
+        return   # not a zip (an old-format checkpoint, garbage): torch.load says what it is
+    _check_total(infos, path, what, "store plain tensors: torch.save(model.state_dict(), PATH)")
+
+
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit, where: str) -> bytes:
+    """A member's bytes, read in chunks so that a size that lies cannot exhaust memory; at most
+    `limit` bytes (None: the whole member, whose checksum zipfile then verifies)."""
+    out = bytearray()
+    with z.open(info) as f:
+        while limit is None or len(out) < limit:
+            chunk = f.read(_CHUNK if limit is None else limit - len(out))
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > MAX_UNPACKED_BYTES:
+                raise NncError(f"member {info.filename} unpacks to more than {MAX_UNPACKED_BYTES:,} bytes",
+                               where, _PT2_FIX)
+    return bytes(out)
+
+
+def _check_config(data: bytes, where: str) -> None:
+    """A weights/constants config must store tensors, never pickled objects."""
+    try:
+        config = json.loads(data).get("config", {})
+        entries = list(config.items())
+        if not all(isinstance(meta, dict) for _, meta in entries):
+            raise TypeError("an entry is not an object")
+    except (ValueError, AttributeError, TypeError) as e:
+        raise NncError(f"the archive's tensor configuration is damaged ({e})", where,
+                       "export the program again") from None
+    for fqn, meta in entries:
+        if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(_PICKLED_PREFIXES):
+            raise NncError(f"the archive stores '{fqn}' as a pickled object, which loading would execute",
+                           where, "save plain tensors only (torch.export.save of a converted program "
+                                  "does); never load archives from untrusted sources")
+
+
 def _check_weights_only(data: bytes, where: str) -> None:
-    import pickle
     import torch
     try:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as e:
+    except Exception as e:  # noqa: BLE001 -- a gate: whatever the safe loader cannot read is refused
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise NncError(f"a member holds more than plain tensors and would run code when loaded: {first}",
                        where, "save plain tensors only; never load files from untrusted sources") from None
@@ -150,6 +223,7 @@ def load_state_dict(path: str) -> dict:
     import torch
     if not os.path.isfile(path):
         raise NncError(f"checkpoint {path} does not exist", "", "check the path")
+    check_unpacked_size(path, "checkpoint")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -168,22 +242,18 @@ def calibration_inputs(spec: str, example, n: int = 256):
                        "pass --calibration npy:FILE (float inputs, shape (N, ...) like the example "
                        "input) or --calibration digits")
     if spec.startswith("npy:"):
-        path = spec[4:]
-        try:
-            x = np.load(path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as e:
-            raise NncError(f"cannot read calibration data: {e}", f"file {path}",
-                           "save a float array with numpy.save") from None
+        from models.data import read_npy_inputs
+        x = read_npy_inputs(spec[4:], tuple(example.shape[1:]), n)
     elif spec == "digits":
         from models.registry import get
         x = get("lenet5").calibration_inputs(n).numpy()
+        per_sample = int(np.prod(example.shape))
+        if x.size % per_sample:
+            raise NncError(f"the digits (inputs of shape {x.shape[1:]}) do not fit inputs of shape "
+                           f"{tuple(example.shape)}", f"calibration {spec}", "pass --calibration npy:FILE")
     else:
         raise NncError(f"unknown calibration data {spec!r}", "", "use npy:FILE or digits")
-    per_sample = int(np.prod(example.shape))
-    if x.size % per_sample:
-        raise NncError(f"calibration data of shape {x.shape} does not hold inputs of shape "
-                       f"{tuple(example.shape)}", f"calibration {spec}", "save inputs shaped like the example")
-    return [torch.from_numpy(s).reshape(example.shape) for s in x.reshape(-1, per_sample)[:n]]
+    return [torch.from_numpy(s).reshape(example.shape) for s in x.reshape(-1, int(np.prod(example.shape)))[:n]]
 
 
 def load_factory_model(target: str):

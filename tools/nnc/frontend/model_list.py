@@ -160,6 +160,9 @@ def _check_factory(path: str, function: str, where: str) -> None:
     try:
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), path)
+    except (MemoryError, RecursionError):   # CPython's parser gives up on very deep nesting this way
+        raise NncError("the factory file is nested too deeply for Python to parse", f"{where} ({path})",
+                       "fix the factory file") from None
     except (SyntaxError, UnicodeDecodeError, ValueError) as e:
         at = f", line {e.lineno}" if getattr(e, "lineno", None) else ""
         raise NncError(f"the factory file is not valid Python: {e.msg if hasattr(e, 'msg') else e}",

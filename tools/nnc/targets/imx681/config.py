@@ -161,11 +161,22 @@ def _convert(key: str, text: str, where: str):
     return text
 
 
+# The shipped configurations are about 2 KB; this bounds what a wrong --config reads.
+MAX_CONFIG_CHARS = 1 << 20
+
+
 def parse_config(path: str, overrides: dict | None = None) -> Config:
     """Parse and check a configuration file. `overrides` {KEY: text} come from the command line."""
     try:
+        if os.path.exists(path) and not os.path.isfile(path):   # a FIFO would block, /dev/zero never end
+            raise ConfigError(f"configuration file {path} is not a regular file", "--config",
+                              "give the path of a KEY VALUE file (see firmware/imx681/configs/)")
         with open(path, encoding="utf-8-sig") as f:   # a byte order mark is not part of a key
-            text = f.read()
+            text = f.read(MAX_CONFIG_CHARS + 1)
+        if len(text) > MAX_CONFIG_CHARS:
+            raise ConfigError(f"configuration file {path} is longer than {MAX_CONFIG_CHARS:,} characters: "
+                              "not a configuration", "--config",
+                              "give the path of a KEY VALUE file (see firmware/imx681/configs/)")
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist", "--config",
                           "give the path of a KEY VALUE file (see firmware/imx681/configs/)") from None
