@@ -97,3 +97,42 @@ def test_scons_unknown_model_fails_cleanly():
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "unknown model 'nope'" in r.stdout + r.stderr
+
+
+class SampleMixing(nn.Module):
+    """One sample in, but an op makes a tensor without a batch axis of size 1."""
+    def __init__(self, how):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.f = torch.ao.nn.quantized.FloatFunctional()
+        self.dequant = torch.ao.quantization.DeQuantStub()
+        self.how = how
+
+    def forward(self, x):
+        y = self.conv(self.quant(x))
+        if self.how == "cat":
+            y = self.f.cat([y, y], dim=0)
+        elif self.how == "flatten":
+            y = y.flatten()
+        return self.dequant(y)
+
+
+@pytest.mark.parametrize("how, layer, what", [("cat", "cat", "batch size 2"),
+                                               ("flatten", "flatten", "no batch axis")])
+def test_op_that_leaves_batch_one_is_refused(how, layer, what):
+    """cat along dim 0 of one sample made an output of batch 2, flatten() one without a batch axis:
+    the C wrote 2x (or 72x) the header's per-sample output size into the caller's buffer and the
+    reference raised a ValueError. Now an NncError names the layer, at import and at compile."""
+    from nnc.compiler import compile_graph
+    from nnc.ir import check_batch_one
+    from nnc.targets.cpu import CpuTarget
+    q = quantize(SampleMixing(how), (4, 1, 5, 5))
+    with pytest.raises(NncError) as e:
+        import_torch_model(q, torch.rand(1, 1, 5, 5), "mix")
+    assert f"layer '{layer}'" in e.value.format() and what in str(e.value) and "dim 0" in e.value.fix
+    ok = import_torch_model(quantize(SampleMixing("none"), (4, 1, 5, 5)), torch.rand(1, 1, 5, 5), "ok")
+    check_batch_one(ok)
+    ok.ops[-1].outputs[0].shape = (2,) + tuple(ok.ops[-1].outputs[0].shape)[1:]
+    with pytest.raises(NncError):
+        compile_graph(ok, CpuTarget())
