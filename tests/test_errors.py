@@ -122,8 +122,8 @@ class SampleMixing(nn.Module):
                                                ("flatten", "flatten", "no batch axis")])
 def test_op_that_leaves_batch_one_is_refused(how, layer, what):
     """cat along dim 0 of one sample made an output of batch 2, flatten() one without a batch axis:
-    the C wrote 2x (or 72x) the header's per-sample output size into the caller's buffer and the
-    reference raised a ValueError. Now an NncError names the layer, at import and at compile."""
+    the C wrote the whole tensor per run into hostlib's buffer of one sample's size (shape[1:]),
+    and the reference raised a ValueError. Now an NncError names the layer, at import and at compile."""
     from nnc.compiler import compile_graph
     from nnc.ir import check_batch_one
     from nnc.targets.cpu import CpuTarget
