@@ -136,3 +136,29 @@ def test_op_that_leaves_batch_one_is_refused(how, layer, what):
     ok.ops[-1].outputs[0].shape = (2,) + tuple(ok.ops[-1].outputs[0].shape)[1:]
     with pytest.raises(NncError):
         compile_graph(ok, CpuTarget())
+
+
+class ConvThenLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 6 * 6, 3)
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.fc(self.conv(self.quant(x)).flatten(1)))
+
+
+@pytest.mark.parametrize("side", [5, 7])
+def test_linear_given_the_wrong_number_of_features(side):
+    """torch's quantized Linear (qnnpack) runs on 50 or 98 features where it has weights for 72
+    (reading the first 72, or past the end): an example input of the wrong size exported C that
+    computed on truncated (or out-of-bounds) data. Now the import names the layer and both sizes."""
+    q = quantize(ConvThenLinear(), (4, 1, 6, 6))
+    with pytest.raises(NncError) as e:
+        import_torch_model(q, torch.rand(1, 1, side, side), "wrong_size")
+    msg = e.value.format()
+    assert f"Linear with 72 input features is given {2 * side * side}" in msg and "fx node 'fc'" in msg
+    assert "test_errors.py" in msg                     # the user's forward() line
+    import_torch_model(q, torch.rand(1, 1, 6, 6), "right_size")
