@@ -274,9 +274,12 @@ def test_conv_grid_bit_exact(scheme, layout, tmp_path, monkeypatch):
     qmodel, example = make_grid_model(scheme, seed=7 if scheme == "per_tensor" else 11)
     graph = import_torch_model(qmodel, example, f"m7grid_{scheme}")
     compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7grid_{scheme}")
-    wide = {op.name for op in compiled.graph.ops if id(op) in compiled.kernels
-            and "nnc_m7_dot2x2w_u" in compiled.kernels[id(op)].source}
-    assert wide == ({"c1+p1", "c2", "c3", "c4", "c6", "c7"} if layout == "wide" else set()), wide
+    def calling(name):
+        return {op.name for op in compiled.graph.ops if id(op) in compiled.kernels
+                and name in compiled.kernels[id(op)].source}
+    # widened weights: the fused conv + pool on the 2x2 dot product, the others on m7_pairs
+    assert calling("nnc_m7_dot2x2w_u") == ({"c1+p1"} if layout == "wide" else set())
+    assert calling("nnc_m7_gemm_pairs(cols") == ({"c2", "c3", "c4", "c6", "c7"} if layout == "wide" else set())
     padding = "padded" if layout == "wide" else "border"
     assert all(padding in compiled.kernels[id(op)].source for op in compiled.graph.ops
                if op.name in ("c1+p1", "c2", "c3", "c6", "c7")), padding
@@ -345,11 +348,71 @@ def test_rowpair_fill_bit_exact(scheme, layout, tmp_path, monkeypatch):
     for op in convs:
         k = compiled.kernels[id(op)]
         assert k.provider == "m7" and "m7_rowpair" in k.source, op.name
-        assert ("nnc_m7_dot2x2w_u" in k.source) == (layout == "wide"), op.name
+        assert ("nnc_m7_gemm_pairs(cols" in k.source) == (layout == "wide"), op.name
     # the ReLU layer (output zero point -128) requantizes by the float add, the others by vcvtr
     magic = {op.name for op in convs if "nnc_m7_requant_magic(" in compiled.kernels[id(op)].source}
     assert "a" in magic and len(magic) < len(convs), magic
     assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, ROWPAIR_SHAPE, 9, tmp_path, on_m7=True)
+
+
+PAIRS_SHAPE = (1, 1, 24, 24)
+
+
+def make_pairs_model(scheme: str, seed: int):
+    """Convolutions on m7_pairs whose columns have 1 to 16 groups of 4 values: every remainder
+    of the 8 times unrolled loop (the entry in its middle), one to two passes, odd channel
+    counts (the last channel on the interleaved columns alone), odd numbers of positions (the
+    last pair computes one position twice), the rowpair fill and the copied columns."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.convs = nn.ModuleList([
+                nn.Conv2d(1, 4, 3, padding=1),               # 24x24, rowpair fill, 3 groups
+                nn.Conv2d(4, 7, 1, stride=2),                # -> 12x12, 1 group
+                nn.Conv2d(7, 8, 3, stride=2, padding=1),     # -> 6x6, 16 groups
+                nn.Conv2d(8, 5, 2),                          # -> 5x5, 8 groups, 25 positions
+                nn.Conv2d(5, 6, (1, 2)),                     # -> 5x4, 3 groups
+                nn.Conv2d(6, 4, 3, padding=1),               # rowpair fill, 14 groups
+                nn.Conv2d(4, 5, 2, padding=1),               # -> 6x5, 4 groups
+                nn.Conv2d(5, 7, 2),                          # -> 5x4, 5 groups
+                nn.Conv2d(7, 6, 2),                          # -> 4x3, 7 groups
+                nn.Conv2d(6, 11, 1, stride=2),               # -> 2x2, 2 groups
+                nn.Conv2d(11, 6, 2, padding=1),              # -> 3x3, 11 groups
+            ])
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(6 * 3 * 3, 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            x = self.quant(x)
+            for i, conv in enumerate(self.convs):
+                x = conv(x)
+                if i == 4:
+                    x = self.relu(x)
+            return self.dequant(self.fc(x.reshape(x.shape[0], -1)))
+
+        def fuse_model(self, qat=False):
+            pass
+
+    torch.manual_seed(seed)
+    model = quantize_ptq(Net(), scheme, torch.randn(64, *PAIRS_SHAPE[1:]) * 1.5 + 0.5)
+    return model, torch.randn(*PAIRS_SHAPE)
+
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_gemm_pairs_every_column_length_bit_exact(scheme, tmp_path):
+    qmodel, example = make_pairs_model(scheme, seed=31 if scheme == "per_tensor" else 32)
+    graph = import_torch_model(qmodel, example, f"m7pairs_{scheme}")
+    compiled, lib, source = build(copy.deepcopy(graph), tmp_path, f"m7pairs_{scheme}")
+    groups = sorted(int(m.group(1)) for op in compiled.graph.ops if id(op) in compiled.kernels
+                    for m in [re.search(r"nnc_m7_gemm_pairs\(cols, weight, sums, (\d+),",
+                                        compiled.kernels[id(op)].source)] if m)
+    assert groups == [1, 2, 3, 3, 4, 5, 7, 8, 11, 14, 16], groups
+    assert_bit_exact_and_m7_clean(qmodel, graph, lib, source, PAIRS_SHAPE, 13, tmp_path, on_m7=True)
 
 
 POOL_SHAPE = (1, 1, 13, 11)

@@ -121,8 +121,12 @@ def emit_source(graph: Graph, plan: MemoryPlan, kernels: dict, extra_source: str
     preludes = {}
     for op in graph.ops:
         k = kernels.get(id(op))
-        if k is not None:
-            preludes.update(k.prelude)
+        if k is None:
+            continue
+        for key, text in k.prelude.items():
+            # kernels share a prelude by its key: two texts under one key would drop one silently
+            if preludes.setdefault(key, text) != text:
+                raise AssertionError(f"kernel prelude {key!r} of {op.name} differs from another kernel's")
     out += [preludes[key] for key in sorted(preludes)]
     for op in graph.ops:
         k = kernels.get(id(op))

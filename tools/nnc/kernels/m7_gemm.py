@@ -18,8 +18,10 @@ values times a word of two int16 weights. Two weight layouts:
 The loops are unrolled: the count is a constant once inlined, and the loop's own instructions
 (a decrement and a branch; the pointers advance in the `ldrd`s) are paid once per pass. dot4
 (dense layers) repeats its step twice (`NNC_M7_UNROLL2`); the 2x2 dot product of the
-convolutions is generated per layer (`dot2x2`) with up to 7 steps per pass where that pays for
-its code (`unroll_factor`): ResNet-8's 3x3 layers run 6 steps (96 MACs) per pass.
+convolutions that keep int8 weights or run fused with a max pool is generated per layer
+(`dot2x2`) with up to 7 steps per pass where that pays for its code (`unroll_factor`). The other
+convolutions (widened weights) run `m7_pairs`: both columns interleaved, all channel pairs in one
+assembly function.
 """
 from __future__ import annotations
 

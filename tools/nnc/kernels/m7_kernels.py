@@ -14,6 +14,9 @@ How a layer runs:
 - The dot products and the weight layouts are in `m7_gemm`: a convolution's weights widened to
   int16 at export (two output channels x two positions per pass, no widening in the loop) unless
   they are large, then int8 (`sxtb16` in the loop); dense layers int8, four channels per pass.
+  With widened weights (groups 1, not fused with a pool) the two positions' columns are stored
+  interleaved and one assembly function computes every channel pair (`m7_pairs`); the kernel
+  requantizes its sums.
 - Requantization is `nearbyintf` as in the portable kernels; on the M7 one `vcvtr.s32.f32`
   (convert in the FPSCR rounding mode, round half to even: vrintr + vcvt in one instruction).
 - Dense layers are the same with a single position whose column is the input vector.
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Kernel, KernelProvider, m7_depthwise, m7_pointwise, m7_rowpair
+from . import Kernel, KernelProvider, m7_depthwise, m7_pairs, m7_pointwise, m7_rowpair
 from .m7_gemm import (DOT, WIDE_WEIGHTS_MAX, channel_blocks, dot2x2, pack_weights, pack_wide_weights,
                       with_epilogue_constants)
 from ..ir import Op, Tensor
@@ -265,10 +268,14 @@ PADDED_COPY_MAX = 2048
 class _Shape:
     """The numbers every m7 kernel of one op is generated from."""
 
-    def __init__(self, op, kp: int, wide: bool, rowpair: bool = False, k: int = 0, groups: int = 1):
+    def __init__(self, op, kp: int, wide: bool, rowpair: bool = False, k: int = 0, groups: int = 1,
+                 pairs: bool = False):
         w = op.params["weight"]
         self.kp, self.n4 = kp, kp // 4
         self.rowpair = rowpair         # the column fill of m7_rowpair (columns in its tap order)
+        # every channel pair in one call of m7_pairs on interleaved columns (which the rowpair
+        # fill writes directly, other fills through a copy), the sums requantized after it
+        self.pairs = pairs
         # weight layout (m7_gemm): the dot products that read it, the pointer type and the
         # distance between two channels in its units
         self.wide = wide
@@ -299,9 +306,27 @@ class _Shape:
                 self.padded_shape = (c, h + 2 * ph, w + 2 * pw)
 
     @property
+    def interleaved_offset(self) -> int:
+        """Bytes into the scratch of the interleaved columns (m7_pairs): the columns themselves
+        where the rowpair fill writes them so, else after the separate columns."""
+        return 0 if self.rowpair else 2 * self.ncols * self.kp
+
+    @property
+    def sums_offset(self) -> int:
+        """Bytes into the scratch of the sums of nnc_m7_gemm_pairs (4 int32 per channel pair)."""
+        return self.interleaved_offset + 4 * self.kp
+
+    @property
+    def padded_offset(self) -> int:
+        """Bytes into the scratch of the padded input copy."""
+        if self.pairs:
+            return self.sums_offset + 8 * self.even
+        return 2 * self.ncols * self.kp
+
+    @property
     def scratch_bytes(self) -> int:
         padded = int(np.prod(self.padded_shape)) if self.padded_shape else 0
-        return 2 * self.ncols * self.kp + padded
+        return self.padded_offset + padded
 
     def dot2x2_call(self, a: str, w: str) -> str:
         """C: the 2x2 dot product of columns a and a + kp into `acc`."""
@@ -371,7 +396,10 @@ class M7Kernels(KernelProvider):
                   "bias": np.concatenate([folded_bias(v) for v in views]),
                   "multiplier": np.concatenate([v.params["multiplier"] for v in views]).astype(np.float32)}
         op = views[0]
-        shape = _Shape(op, kp, wide, rowpair, k, groups)
+        # the fused loop (groups 1) over widened weights runs m7_pairs
+        pairs = (wide and groups == 1 and not one_position and op.kind == "conv2d"
+                 and int(np.prod(op.output.shape[2:])) > 1)
+        shape = _Shape(op, kp, wide, rowpair, k, groups, pairs)
         decls = ["const uint32_t* weight", "const int32_t* bias", "const float* multiplier",
                  "void* scratch"]
         if op.kind == "conv2d_maxpool2d":
@@ -388,7 +416,10 @@ class M7Kernels(KernelProvider):
             body, header = self._position_pairs(op, shape)
         ncols = shape.ncols
         zero_tail = ""
-        if kp > shape.k:   # the padding of each column to a multiple of 4 stays zero
+        if kp > shape.k and shape.pairs and rowpair:   # the fill writes the interleaved columns
+            slots = [m7_pairs.interleaved_slot(v, c) for c in range(2) for v in range(shape.k, kp)]
+            zero_tail = "".join(f"    col[{i}] = 0;\n" for i in slots)
+        elif kp > shape.k:   # the padding of each column to a multiple of 4 stays zero
             zero_tail = f"""\
     for (int32_t q = 0; q < {ncols}; ++q) {{
         for (int32_t i = {shape.k}; i < {kp}; ++i) {{
@@ -416,10 +447,20 @@ NNC_M7_NOINLINE {signature}
 """
         args = ["in0", "out0"] + [f"const:{c}" for c in consts] + ["scratch"]
         prelude = dict(self._prelude)
-        if not one_position:
+        if shape.pairs:
+            prelude["m7_1_gemm_pairs"] = m7_pairs.GEMM_PAIRS
+            if shape.cout % 2:
+                prelude["m7_1_dot1w_pairs"] = m7_pairs.DOT1_PAIRS
+            if not rowpair:
+                prelude["m7_1_interleave"] = m7_pairs.INTERLEAVE
+        elif not one_position:
             prelude[f"m7_1_{shape.dot2x2}"] = shape.dot2x2_source
         if rowpair:
             prelude["m7_4_row4"] = m7_rowpair.ROW4
+            if shape.pairs:
+                prelude["m7_5_rowpair_border_pairs"] = m7_rowpair.BORDER_PAIRS
+            else:
+                prelude["m7_5_rowpair_border"] = m7_rowpair.BORDER
         prelude["m7_3_requant" if shape.ssat else "requant_float"] = (
             REQUANT_SSAT if shape.ssat else REQUANT_FLOAT)
         if shape.magic:
@@ -467,7 +508,7 @@ NNC_M7_NOINLINE {signature}
         _, hp, wp = sh.padded_shape
         return f"""\
     /* the input with its padding at the zero point (real 0): every window lies inside it */
-    int8_t* const padded = (int8_t*)scratch + {2 * sh.ncols * sh.kp};
+    int8_t* const padded = (int8_t*)scratch + {sh.padded_offset};
     for (int32_t i = 0; i < {c * hp * wp}; ++i) {{
         padded[i] = {sh.izp};
     }}
@@ -528,7 +569,7 @@ NNC_M7_NOINLINE {signature}
         if sh.rowpair:   # npos is even: p + 1 is the next column of the same row
             fill = f"""\
         const int32_t pb = p + 1, oy = p / {ow}, ox = p % {ow};
-{m7_rowpair.emit_fill(op, kp)}"""
+{m7_rowpair.emit_fill(op, kp, interleaved=sh.pairs)}"""
         else:
             fill = f"""\
         const int32_t pb = p + 1 < {npos} ? p + 1 : p;
@@ -537,6 +578,12 @@ NNC_M7_NOINLINE {signature}
             const int32_t pos = q ? pb : p, oy = pos / {ow}, ox = pos % {ow};
 {fill.replace("col[", "cb[")}        }}
 """
+            if sh.pairs:
+                fill += f"""\
+        nnc_m7_interleave(col, col + {kp}, cols, {sh.n4});
+"""
+        if sh.pairs:
+            return self._pairs(sh, fill, npos), header
         if fused:
             return self._fused_pairs(sh, fill, npos, kp), header
         body = f"""\
@@ -586,6 +633,51 @@ NNC_M7_NOINLINE {signature}
             const float m = nnc_m7_float_bits(w[1]);
             output[{last * npos} + p] = {sh.requant(f"{sh.dot1}(col, w + 2, {sh.n4}, {acc})", "", "m")};
             output[{last * npos} + pb] = {sh.requant(f"{sh.dot1}(col + {kp}, w + 2, {sh.n4}, {acc})", "", "m")};
+        }}
+"""
+        return body + "    }\n"
+
+    @staticmethod
+    def _pairs(sh, fill: str, npos: int) -> str:
+        """The loops of _position_pairs on m7_pairs: the sums of every channel pair in one call,
+        then each requantized by its multiplier (the weights carry each pair's biases and
+        multipliers before its weights, with_epilogue_constants)."""
+        block = 4 + 2 * sh.stride
+        # offsets in elements of the pointer's type (both are multiples of 4 bytes): a cast from
+        # a byte pointer would raise -Wcast-align, which RIOT's build turns on
+        body = f"""\
+    int16_t* const cols = (int16_t*)scratch + {sh.interleaved_offset // 2};
+"""
+        if sh.even:
+            body += f"""\
+    int32_t* const sums = (int32_t*)scratch + {sh.sums_offset // 4};
+"""
+        body += f"""\
+    for (int32_t p = 0; p < {npos}; p += 2) {{
+{fill}"""
+        if sh.even:
+            body += f"""\
+        nnc_m7_gemm_pairs(cols, weight, sums, {sh.n4}, {sh.even // 2});
+        const uint32_t* w = weight;
+        const int32_t* s = sums;
+        for (int32_t oc = 0; oc < {sh.even}; oc += 2, w += {block}, s += 4) {{
+            const float m0 = nnc_m7_float_bits(w[2]), m1 = nnc_m7_float_bits(w[3]);
+            int8_t* const out = output + oc * {npos};
+            out[p] = {sh.requant("s[0]", "", "m0")};
+            out[{npos} + p] = {sh.requant("s[1]", "", "m1")};
+            out[pb] = {sh.requant("s[2]", "", "m0")};
+            out[{npos} + pb] = {sh.requant("s[3]", "", "m1")};
+        }}
+"""
+        if sh.cout % 2:
+            last = sh.cout - 1
+            w = f"weight + {sh.even // 2 * block}"
+            body += f"""\
+        {{
+            const uint32_t* const w1 = {w};
+            const float m = nnc_m7_float_bits(w1[1]);
+            output[{last * npos} + p] = {sh.requant(f"nnc_m7_dot1w_pairs(cols, 0, w1 + 2, {sh.n4}, (int32_t)w1[0])", "", "m")};
+            output[{last * npos} + pb] = {sh.requant(f"nnc_m7_dot1w_pairs(cols, 1, w1 + 2, {sh.n4}, (int32_t)w1[0])", "", "m")};
         }}
 """
         return body + "    }\n"

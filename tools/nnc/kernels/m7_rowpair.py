@@ -41,6 +41,9 @@ NNC_M7_INLINE uint32_t nnc_m7_row4(const int8_t* plane, int32_t iy, int32_t ix0,
     return nnc_m7_load32(row + ix0);
 }
 
+"""
+
+BORDER = """\
 /* Both columns of a pass whose windows touch the padding: the rows (ic, ky) in order, paired as
  * in the straight-line code of the kernels, one row per iteration. One function for all layers
  * (these passes are a minority; code size is not). */
@@ -73,6 +76,39 @@ NNC_M7_NOINLINE static void nnc_m7_rowpair_border(const int8_t* input, int16_t* 
     if (pending) {
         NNC_M7_STORE2_AT(ca, 0, p0, q0 & 0xFFFFu);
         NNC_M7_STORE2_AT(cb, 0, q0, p0 >> 16);
+    }
+}
+"""
+
+BORDER_PAIRS = """\
+/* nnc_m7_rowpair_border for columns interleaved word by word (m7_pairs). */
+NNC_M7_NOINLINE static void nnc_m7_rowpair_border_pairs(const int8_t* input, int16_t* cols, int32_t cin,
+                                                        int32_t kh, int32_t h, int32_t w, int32_t iy0,
+                                                        int32_t ix0, uint32_t zp4)
+{
+    uint32_t p0 = 0, q0 = 0;
+    int32_t pending = 0;
+    for (int32_t ic = 0; ic < cin; ++ic) {
+        const int8_t* const plane = input + ic * h * w;
+        for (int32_t ky = 0; ky < kh; ++ky) {
+            const uint32_t v = nnc_m7_row4(plane, iy0 + ky, ix0, h, w, zp4);
+            const uint32_t p = nnc_m7_sxtb16(v), q = nnc_m7_sxtb16_ror8(v);
+            if (!pending) {
+                p0 = p;
+                q0 = q;
+                pending = 1;
+                continue;
+            }
+            NNC_M7_STORE2_AT(cols, 0, p0, q0);
+            NNC_M7_STORE2_AT(cols, 8, p, q);
+            NNC_M7_STORE2_AT(cols, 16, nnc_m7_pkhbt16(q0, q), nnc_m7_pkhtb16(p, p0));
+            cols += 12;
+            pending = 0;
+        }
+    }
+    if (pending) {
+        NNC_M7_STORE2_AT(cols, 0, p0, q0);
+        NNC_M7_STORE2_AT(cols, 8, q0 & 0xFFFFu, p0 >> 16);
     }
 }
 """
@@ -114,9 +150,22 @@ def reorder(weight2d: np.ndarray, order: list) -> np.ndarray:
     return out
 
 
-def _rows_code(rows, load, j) -> tuple:
+def _rows_code(rows, load, j, interleaved: bool) -> tuple:
     """C that fills the words of `rows` ((channel offset, ky) pairs, in column order) into both
-    columns at `ca`, `cb`; returns it and the number of words written."""
+    columns (at `ca` and `cb`, or interleaved at `c`, m7_pairs); returns it and the number of
+    words written to each column."""
+    def store(word, a_words, b_words):
+        """Words a_words of column a and b_words of column b from column word `word` on."""
+        if interleaved:
+            return "".join(f"{j}    NNC_M7_STORE2_AT(c, {8 * (word + i)}, {a}, {b});\n"
+                           for i, (a, b) in enumerate(zip(a_words, b_words)))
+        code = ""
+        for col, words in (("ca", a_words), ("cb", b_words)):
+            code += f"{j}    NNC_M7_STORE2_AT({col}, {4 * word}, {words[0]}, {words[1]});\n"
+            if len(words) == 3:
+                code += f"{j}    nnc_m7_store32({col} + {2 * word + 4}, {words[2]});\n"
+        return code
+
     lines, word = [], 0
     for i in range(0, len(rows) - 1, 2):
         lines.append(f"""\
@@ -124,11 +173,7 @@ def _rows_code(rows, load, j) -> tuple:
 {j}    const uint32_t v0 = {load(*rows[i])}, v1 = {load(*rows[i + 1])};
 {j}    const uint32_t p0 = nnc_m7_sxtb16(v0), q0 = nnc_m7_sxtb16_ror8(v0);
 {j}    const uint32_t p1 = nnc_m7_sxtb16(v1), q1 = nnc_m7_sxtb16_ror8(v1);
-{j}    NNC_M7_STORE2_AT(ca, {4 * word}, p0, p1);
-{j}    nnc_m7_store32(ca + {2 * word + 4}, nnc_m7_pkhbt16(q0, q1));
-{j}    NNC_M7_STORE2_AT(cb, {4 * word}, q0, q1);
-{j}    nnc_m7_store32(cb + {2 * word + 4}, nnc_m7_pkhtb16(p1, p0));
-{j}}}
+{store(word, ["p0", "p1", "nnc_m7_pkhbt16(q0, q1)"], ["q0", "q1", "nnc_m7_pkhtb16(p1, p0)"])}{j}}}
 """)
         word += 3
     if len(rows) % 2:
@@ -136,17 +181,15 @@ def _rows_code(rows, load, j) -> tuple:
 {j}{{
 {j}    const uint32_t v0 = {load(*rows[-1])};
 {j}    const uint32_t p0 = nnc_m7_sxtb16(v0), q0 = nnc_m7_sxtb16_ror8(v0);
-{j}    NNC_M7_STORE2_AT(ca, {4 * word}, p0, q0 & 0xFFFFu);
-{j}    NNC_M7_STORE2_AT(cb, {4 * word}, q0, p0 >> 16);
-{j}}}
+{store(word, ["p0", "q0 & 0xFFFFu"], ["q0", "p0 >> 16"])}{j}}}
 """)
         word += 2
     return "".join(lines), word
 
 
-def emit_fill(op, kp: int) -> str:
-    """C (indent 8) that fills the columns `col` (position p) and `col + kp` (p + 1) for the output
-    row `oy`, column `ox` (even)."""
+def emit_fill(op, kp: int, interleaved: bool = False) -> str:
+    """C (indent 8) that fills the columns `col` (position p) and `col + kp` (p + 1), or both
+    interleaved at `col` (m7_pairs), for the output row `oy`, column `ox` (even)."""
     _, cin, h, w = op.inputs[0].shape
     kh = int(op.params["weight"].shape[2])
     sh = op.attrs["stride"][0]
@@ -160,28 +203,34 @@ def emit_fill(op, kp: int) -> str:
         return f"nnc_m7_load32(xc + {dc * h * w + ky * w})"
 
     def loops(j):
-        unit, words = _rows_code(pairs, load, j + "    ")
+        unit, words = _rows_code(pairs, load, j + "    ", interleaved)
+        advance = f"c += {4 * words}" if interleaved else f"ca += {2 * words}, cb += {2 * words}"
         code = ""
         if cin >= 2:
             code += f"""\
-{j}for (int32_t ic = 0; ic < {cin // 2 * 2}; ic += 2, ca += {2 * words}, cb += {2 * words}) {{
+{j}for (int32_t ic = 0; ic < {cin // 2 * 2}; ic += 2, {advance}) {{
 {j}    const int8_t* const xc = x + ic * {h * w};
 {unit}{j}}}
 """
         if cin % 2:
             code += f"{j}{{\n{j}    const int8_t* const xc = x + {(cin - 1) * h * w};\n"
-            code += _rows_code(last, load, j + "    ")[0] + f"{j}}}\n"
+            code += _rows_code(last, load, j + "    ", interleaved)[0] + f"{j}}}\n"
         return code
 
     iy0 = "oy" if sh == 1 else f"oy * {sh}"
+    if interleaved:
+        pointers = "int16_t* c = col;"
+        border = f"nnc_m7_rowpair_border_pairs(input, col, {cin}, {kh}, {h}, {w}, iy0, ix0, 0x{zp4:08X}u);"
+    else:
+        pointers = f"int16_t* ca = col;\n            int16_t* cb = col + {kp};"
+        border = f"nnc_m7_rowpair_border(input, col, col + {kp}, {cin}, {kh}, {h}, {w}, iy0, ix0, 0x{zp4:08X}u);"
     return f"""\
         /* both windows' rows, 4 input bytes per load (m7_rowpair) */
         const int32_t iy0 = {iy0} - {ph}, ix0 = ox - {pw};
         if (iy0 >= 0 && iy0 <= {h - kh} && ix0 >= 0 && ix0 <= {w - 4}) {{
             const int8_t* x = input + iy0 * {w} + ix0;
-            int16_t* ca = col;
-            int16_t* cb = col + {kp};
+            {pointers}
 {loops(" " * 12)}        }} else {{   /* a window touches the padding */
-            nnc_m7_rowpair_border(input, col, col + {kp}, {cin}, {kh}, {h}, {w}, iy0, ix0, 0x{zp4:08X}u);
+            {border}
         }}
 """
