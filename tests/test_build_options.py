@@ -84,6 +84,19 @@ def test_deploy_path_with_spaces(tmp_path):
     assert json.loads((out / "metadata.json").read_text())["library"] == f"lib{MODEL}.so"
 
 
+def test_deploy_of_a_float_factory_passes_the_calibration(tmp_path):
+    """`./scons host model=net.py:build calibration=npy:FILE deploy=DIR`: the export got the
+    calibration and the deploy step did not (it failed asking for it). A dry run (-n) shows the
+    deploy command without running it."""
+    (tmp_path / "net.py").write_text("import torch\ndef build():\n"
+                                     "    return torch.nn.Linear(4, 2).eval(), torch.rand(1, 4)\n")
+    r = scons("-n", "host", f"model={tmp_path}/net.py:build", f"calibration=npy:{tmp_path}/c.npy",
+              f"deploy={tmp_path}/d")
+    deploy = [line for line in r.stdout.splitlines() if " -m nnc deploy " in line]
+    assert r.returncode == 0 and len(deploy) == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert deploy[0].endswith(f"--calibration npy:{tmp_path}/c.npy"), deploy[0]
+
+
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
     """A private copy of the project: these tests change what the build made, while other test

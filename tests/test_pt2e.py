@@ -377,6 +377,92 @@ def test_factory_file_with_calibration(tmp_path):
     assert not (tmp_path / "g2").exists()
 
 
+EAGER_FACTORY = """
+import torch, torch.nn as nn
+tq = torch.ao.quantization
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.conv, self.relu, self.fc = nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Linear(5 * 6 * 6, 7)
+    def forward(self, x):
+        return self.dequant(self.fc(self.relu(self.conv(self.quant(x))).flatten(1)))
+def build():
+    torch.manual_seed(0)
+    torch.backends.quantized.engine = "qnnpack"
+    m = Net().eval()
+    m.qconfig = tq.get_default_qconfig("qnnpack")
+    p = tq.prepare(m)
+    p(torch.randn(32, 3, 6, 6))
+    return tq.convert(p), torch.randn(1, 3, 6, 6)
+"""
+
+
+def test_factory_returning_an_eager_quantized_model(tmp_path):
+    """A factory may return a torch.ao.quantization converted model: it is imported as it is (like
+    a zoo model), not taken for a float model to quantize again (which asked for calibration data
+    and then failed inside torch). Its C equals the reference and torch qnnpack, 0 mismatches."""
+    (tmp_path / "eager_net.py").write_text(EAGER_FACTORY)
+    m = load_model(f"{tmp_path}/eager_net.py:build", progress=False)
+    assert m.kind == "eager"
+    graph = m.graph()
+    x = edge_and_random_inputs(graph.inputs[0].shape, 1000, 3)
+    ref = reference.run(graph, [x])[0]
+    assert np.array_equal(ref, m.run_int8([x])[0])
+    for kernels in ("c", "m7"):
+        _, lib, _ = build_host_library(graph, kernels, tmp_path, f"eager_net_{kernels}")
+        assert int(np.count_nonzero(lib.run(x) != ref)) == 0, kernels
+
+
+BAD_FACTORIES = {   # factory body -> what the error must name
+    "raises": ("def build():\n    raise ValueError('no weights here')\n",
+               ["build() in", "ValueError: no weights here"]),
+    "fails on its example": (
+        "import torch, torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 2, 5)\n"
+        "    def forward(self, x):\n"
+        "        return self.conv(x)\n"
+        "def build():\n"
+        "    return Net().eval(), torch.rand(1, 1, 3, 3)\n",
+        ["fails on the example input", "line 7, in forward: return self.conv(x)"]),
+    "data-dependent control flow": (
+        "import torch, torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 2, 3)\n"
+        "    def forward(self, x):\n"
+        "        if x.sum() > 0:\n"
+        "            x = x * 2\n"
+        "        return self.conv(x)\n"
+        "def build():\n"
+        "    return Net().eval(), torch.rand(1, 1, 6, 6)\n",
+        ["torch.export cannot capture the model", "line 7, in forward: if x.sum() > 0:", "control flow"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FACTORIES))
+def test_factory_failures_are_user_errors(case, tmp_path, capsys):
+    """A factory that raises, a model that fails on its own example input, a forward() that
+    torch.export cannot capture: exit 2 naming the user's file and line, not "internal error (a
+    bug in nnc)" with exit 3, and nothing written."""
+    from nnc.cli.main import main
+    body, expected = BAD_FACTORIES[case]
+    (tmp_path / "net.py").write_text(body)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((8, 1, 6, 6), dtype=np.float32))
+    out = tmp_path / "gen"
+    status = main(["export", "--quiet", "--model", f"{tmp_path}/net.py:build", "--calibration",
+                   f"npy:{tmp_path}/calib.npy", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith("error: ") and "internal error" not in err and "Traceback" not in err, err
+    assert "net.py" in err and all(e in err for e in expected), err
+    assert not out.exists()
+
+
 class _RunsCode:
     def __reduce__(self):
         return (os.system, (f"touch {MARKER}",))

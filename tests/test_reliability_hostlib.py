@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import (BUILD, ROOT, build_host_library, compile_host_library, edge_and_random_inputs,
-                      generated_dir, host_library_path, load_host_library, quantize_ptq)
+                      generated_dir, host_library_path, inference_app, load_host_library, quantize_ptq)
 
 import hostlib
 from hostlib import HostLibError
@@ -431,3 +431,39 @@ def test_divergence_errors_are_clean(tmp_path, deployment):
     for what, (args, message) in cases.items():
         r = subprocess.run(tool + args, capture_output=True, text=True)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, f"{what}: {r.stderr}"
+
+
+# -- deploy and divergence of factory files (not zoo models) ---------------------------------------
+CONV_FACTORY = ("import torch, torch.nn as nn\n"
+                "def build():\n"
+                "    torch.manual_seed(0)\n"
+                "    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 4, 5))\n"
+                "    return m.eval(), torch.rand(1, 3, 5, 6)\n")
+MLP_FACTORY = ("import torch, torch.nn as nn\n"
+               "def build():\n"
+               "    torch.manual_seed(0)\n"
+               "    return nn.Sequential(nn.Linear(13, 7), nn.Tanh(), nn.Linear(7, 3)).eval(), torch.rand(1, 13)\n")
+
+
+@pytest.mark.parametrize("which", ["conv", "mlp"])
+def test_deploy_and_divergence_of_a_float_factory_in_nhwc(which, tmp_path, capsys):
+    """A float factory needs --calibration, which deploy and divergence accept as export does (they
+    told the user to pass it and had no such option); an NHWC deployment of a model file gets a
+    sample input in its layout (it was transposed a second time, and a 2-D input, which NHWC
+    leaves as it is, was transposed at all: internal errors); divergence --c-source takes the
+    factory that made the deployment (it asked for the deployment's name)."""
+    from nnc.cli.main import main
+    (tmp_path / "net.py").write_text(CONV_FACTORY if which == "conv" else MLP_FACTORY)
+    shape = (64, 3, 5, 6) if which == "conv" else (64, 13)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random(shape, dtype=np.float32))
+    model, calib, out = f"{tmp_path}/net.py:build", f"npy:{tmp_path}/calib.npy", tmp_path / "deploy"
+    assert main(["deploy", "--model", model, "--calibration", calib, "--layout", "nhwc", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["inputs"][0]["shape"] == ([1, 5, 6, 3] if which == "conv" else [1, 13])
+    assert np.fromfile(out / "input0.bin", dtype=np.int8).size == int(np.prod(shape[1:]))
+    r = subprocess.run([inference_app(), str(out), "--runs", "1"], capture_output=True, text=True)
+    assert r.returncode == 0 and "result: bit-exact" in r.stdout, r.stdout + r.stderr
+    capsys.readouterr()
+    assert main(["divergence", "--debug", "--model", model, "--calibration", calib, "--c-source", str(out)]) == 0, capsys.readouterr().err
+    assert "no divergence" in capsys.readouterr().out

@@ -55,3 +55,26 @@ class Interrupted(BaseException):
         import signal
         self.signum = signum
         super().__init__(signal.Signals(signum).name)
+
+
+def user_line_of(exc: BaseException) -> str:
+    """The innermost line of an exception's traceback that is the user's code, not torch's,
+    torchao's or nnc's ('File "net.py", line 14, in forward: x = ...'), or '': an error raised
+    deep inside torch then points at the user's own line."""
+    import os
+    import traceback
+    nnc_dir = os.path.dirname(os.path.abspath(__file__))
+    libs = (f"{os.sep}torch{os.sep}", f"{os.sep}torchao{os.sep}", f"{os.sep}site-packages{os.sep}")
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = os.path.abspath(frame.filename)
+        if frame.filename.startswith("<") or path.startswith(nnc_dir + os.sep) or any(s in path for s in libs):
+            continue
+        return f'File "{frame.filename}", line {frame.lineno}, in {frame.name}' + \
+            (f": {frame.line.strip()}" if frame.line else "")
+    return ""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line (torch's messages run over many)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

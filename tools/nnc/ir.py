@@ -193,6 +193,20 @@ def check_batch_one(graph: Graph) -> None:
                            "trace the model with an example input of batch size 1 (e.g. x[:1]); to run "
                            "a batch, call run() once per sample (hostlib's run() takes (N, ...) arrays "
                            "and does that)")
+    # An op that moves data into the batch axis (cat or stack along dim 0, a reshape to (4, ...))
+    # or drops it (flatten() to 1-D) makes a tensor the one-sample run() cannot hold: a caller's
+    # output buffer of the header's per-sample size would be overrun, and the reference, which
+    # runs N samples along dim 0, would mix them.
+    for op in graph.ops:
+        for t in op.outputs:
+            if len(t.shape) < 2 or t.shape[0] != 1:
+                what = f"batch size {t.shape[0]}" if len(t.shape) >= 2 else "no batch axis"
+                raise NncError(f"layer '{op.name}' ({op.kind}) makes a tensor with {what} (shape "
+                               f"{tuple(t.shape)}) from one sample; nnc compiles one sample per run()",
+                               f"model '{graph.name}', layer '{op.name}'",
+                               "keep the batch axis (dim 0) of size 1: concatenate along another "
+                               "dimension (e.g. dim=1), flatten(1) instead of flatten(), reshape to "
+                               "(1, ...)")
 
 
 def c_identifier(name: str) -> str:

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from nnc.cli.export import compile_model, model_summary, quiet_torch_warnings
+from nnc.cli.export import add_calibration_argument, compile_model, model_summary, quiet_torch_warnings
 from nnc.errors import NncError
 from nnc.outdir import check_target, output_dir, write_json
 from nnc.toolchains import HOST_CFLAGS, host_shared_library
@@ -28,31 +28,38 @@ REFERENCE_PT2E = "nnc.reference (numpy) of the imported PT2E program"
 
 def sample_input(spec, graph, layout: str, seed: int) -> np.ndarray:
     """Held-out/training sample number `seed` of the model's data set, quantized as its QuantStub
-    does; a model file without a data set gets seeded uniform int8."""
+    does; a model file without a data set gets seeded uniform int8. In the input's layout."""
     from nnc.frontend.torch_eager import quantize_like_torch
-    if spec is None:
+    if spec is None:   # graph.inputs[0] is already in `layout` (apply_input_layout ran)
         xi = np.random.default_rng(seed).integers(-128, 128, (1,) + tuple(graph.inputs[0].shape[1:]))
-        xi = xi.astype(np.int8)
-        return np.ascontiguousarray(xi.transpose(0, 2, 3, 1)) if layout == "nhwc" else xi
+        return xi.astype(np.int8)
     x = spec.calibration_inputs(seed + 1)[seed:seed + 1].float().numpy()
-    xi = quantize_like_torch(x, graph.inputs[0].qparams)
-    return np.ascontiguousarray(xi.transpose(0, 2, 3, 1)) if layout == "nhwc" else xi
+    return to_layout(quantize_like_torch(x, graph.inputs[0].qparams), layout)
+
+
+def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """An NCHW input in `layout`: like nnc.passes.apply_input_layout, only 4-D inputs change."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == "nhwc" and x.ndim == 4 else x
+
+
+def to_nchw(x: np.ndarray, layout: str) -> np.ndarray:
+    """The inverse of to_layout."""
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" and x.ndim == 4 else x
 
 
 def deploy(model: str, out: str, layout: str = "nchw", kernels: str = "c", seed: int = 0,
-           checkpoint: str = None, out_label: str = "--out") -> dict:
+           checkpoint: str = None, out_label: str = "--out", calibration: str = None) -> dict:
     from nnc import reference
 
     t0 = time.time()
     check_target(out, out_label)        # before the work, not after it
-    loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint)
+    loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint, calibration)
     model = loaded.name
     compile_seconds = time.time() - t0
     x = sample_input(loaded.spec, graph, layout, seed)
     golden = reference.run(graph, [x])
     if loaded.kind == "eager":
-        x_nchw = x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
-        refs = loaded.run_int8([np.ascontiguousarray(x_nchw)])
+        refs = loaded.run_int8([to_nchw(x, layout)])
         for r, g in zip(refs, golden):
             if not np.array_equal(r, g):
                 raise NncError("the numpy reference disagrees with torch on the deployment input",
@@ -90,6 +97,7 @@ def add_parser(subparsers, name, parents):
     ap.add_argument("--model", required=True,
                     help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see nnc export --help)")
     ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (safe loader only)")
+    add_calibration_argument(ap)
     ap.add_argument("--out", required=True, help="deployment directory to (re)create: new, empty, or made by nnc")
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw", help="input layout")
     ap.add_argument("--kernels", choices=("c", "tvm", "m7"), default="c", help="kernel generator")
@@ -103,7 +111,7 @@ def add_parser(subparsers, name, parents):
 def run(args) -> int:
     quiet_torch_warnings()
     meta = deploy(args.model, args.out, args.layout, args.kernels, args.seed, args.checkpoint,
-                  args.out_label)
+                  args.out_label, args.calibration)
     print(f"deployed {args.model} ({args.layout}) to {args.out}: compile {meta['compile_seconds']} s, "
           f"arena {meta['arena_bytes']} B, weights {meta['weight_bytes']} B")
     return 0

@@ -18,8 +18,9 @@ import numpy as np
 
 from hostlib import HostLibError
 from hostlib.deployment import read_metadata
-from nnc.cli.export import compile_model, quiet_torch_warnings
+from nnc.cli.export import add_calibration_argument, compile_model, quiet_torch_warnings
 from nnc.errors import NncError
+from nnc.frontend.model_files import name_of
 from nnc.toolchains import host_shared_library
 
 HOOK = "-DTVMGEN_LAYER_OUTPUT_HOOK(i,d,n)=nnc_debug_capture(i,d,n)"
@@ -62,13 +63,14 @@ def c_intermediates(c_source: str, header: str, x: np.ndarray) -> dict:
     return captured
 
 
-def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys.stdout,
-                    checkpoint: str = None):
+def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=None,
+                    checkpoint: str = None, calibration: str = None):
     import torch
-    from nnc.cli.deploy import sample_input
+    from nnc.cli.deploy import sample_input, to_nchw
     from nnc import reference
     from nnc.frontend.torch_eager import torch_intermediates
 
+    out = out or sys.stdout   # at call time: a default bound at import outlives a redirected stdout
     layout, kernels = "nchw", "c"
     if c_source_dir:
         if not os.path.isdir(c_source_dir):
@@ -80,13 +82,17 @@ def find_divergence(model: str, c_source_dir: str = None, seed: int = 0, out=sys
                 meta = read_metadata(c_source_dir)
             except HostLibError as e:
                 raise NncError(str(e), f"--c-source {c_source_dir}") from None
-            if meta["name"] != model:
+            # a deployment is named after the model (a model file's base name: name_of)
+            if meta["name"] != name_of(model):
                 raise NncError(f"{c_source_dir} is a deployment of {meta['name']!r}, not {model!r}",
-                               "--model / --c-source", f"run with --model {meta['name']}")
+                               "--model / --c-source",
+                               f"run with the --model the deployment was made from ({meta['name']!r}, "
+                               f"or the model file of that name)")
             layout, kernels = meta["layout"], meta["kernels"]   # compile as the deployment was
-    loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint=checkpoint)
+    loaded, graph, compiled = compile_model(model, kernels, layout, checkpoint=checkpoint,
+                                            calibration=calibration)
     x = sample_input(loaded.spec, graph, layout, seed)
-    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" else x
+    x_nchw = to_nchw(x, layout)
     q = graph.inputs[0].qparams
     x_float = torch.from_numpy((x_nchw.astype(np.float32) - q.zero_point) * np.float32(q.scale))
     # PT2E programs have no per-layer int8 torch kernels: their column stays '-'.
@@ -144,6 +150,7 @@ def add_parser(subparsers, name, parents):
     ap.add_argument("--model", required=True,
                     help="a zoo name, a PT2E zoo variant, a .pt2 program or net.py:build (see nnc export --help)")
     ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (safe loader only)")
+    add_calibration_argument(ap)
     ap.add_argument("--c-source", help="directory holding the tvmgen_<model>.c to check "
                                        "(default: freshly generated)")
     ap.add_argument("--seed", type=int, default=0, help="which data-set sample to run")
@@ -154,5 +161,6 @@ def run(args) -> int:
     if args.seed < 0:
         raise NncError(f"--seed must be 0 or more, got {args.seed}", "--seed", "give a sample number >= 0")
     quiet_torch_warnings()
-    _, first = find_divergence(args.model, args.c_source, args.seed, checkpoint=args.checkpoint)
+    _, first = find_divergence(args.model, args.c_source, args.seed, checkpoint=args.checkpoint,
+                               calibration=args.calibration)
     return 1 if first else 0

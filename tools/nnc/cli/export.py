@@ -89,6 +89,12 @@ def export(model_name: str, out_dir: str, kernels: str = "c", quiet: bool = Fals
     return summary
 
 
+def add_calibration_argument(ap) -> None:
+    """--calibration, for every command that takes a model (a float factory needs it)."""
+    ap.add_argument("--calibration", help="calibration data when a factory returns a float model: "
+                                          "npy:FILE (float inputs) or digits")
+
+
 def add_parser(subparsers, name, parents):
     from nnc.cli.main import add_subparser
     ap = add_subparser(subparsers, name, parents, __doc__)
@@ -99,8 +105,7 @@ def add_parser(subparsers, name, parents):
                          "(model, example_input)")
     ap.add_argument("--checkpoint", help="converted int8 weights for a zoo model (plain tensors, read "
                                          "with torch.load(weights_only=True))")
-    ap.add_argument("--calibration", help="calibration data when a factory returns a float model: "
-                                          "npy:FILE (float inputs) or digits")
+    add_calibration_argument(ap)
     ap.add_argument("--out", required=True,
                     help="output folder for tvmgen_<model>.h/.c and model.json: new, empty, or made "
                          "by nnc (it is replaced as a whole)")

@@ -272,23 +272,57 @@ def load_factory_model(target: str):
     if not callable(fn):
         raise NncError(f"{path} has no function {fn_name}()", f"model {target}",
                        "define e.g. `def build(): return model, example_input`")
-    result = fn()
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 -- the user's factory failed: say where, not "a bug in nnc"
+        raise NncError(f"{fn_name}() in {path} failed: {type(e).__name__}: {e}", f"model {target}",
+                       "fix the factory function") from None
     if not (isinstance(result, tuple) and len(result) == 2):
         raise NncError(f"{fn_name}() must return (model, example_input)", f"model {target}", "")
     return result
 
 
 def load_factory(target: str, calibration: str = None, progress: bool = True):
-    """A factory's program; a float model is quantized with NncQuantizer on `calibration`."""
+    """A factory's (kind, program, example): an eager-quantized module (torch.ao.quantization
+    convert) is imported as it is, like a zoo model; a converted PT2E program too; a float model
+    is quantized with NncQuantizer on `calibration`."""
     import torch
     model, example = load_factory_model(target)
+    if _is_eager_quantized(model):
+        return "eager", model, example
     if isinstance(model, torch.export.ExportedProgram) or _is_converted(model):
-        return model, example
+        return "pt2e", model, example
     if not isinstance(model, torch.nn.Module):
         raise NncError(f"the factory returned a {type(model).__name__}, not a torch model",
                        f"model {target}", "return an nn.Module or a converted PT2E program")
+    _check_runs(model, example, target)
     from .pt2e_quantizer import quantize_pt2e
-    return quantize_pt2e(model, example, calibration_inputs(calibration, example), True, progress), example
+    return "pt2e", quantize_pt2e(model, example, calibration_inputs(calibration, example), True,
+                                 progress), example
+
+
+def _check_runs(model, example, target: str) -> None:
+    """The float model must run on its own example input; otherwise the failure would surface
+    inside torch.export or the quantizer as if it were nnc's."""
+    import torch
+    from ..errors import first_line, user_line_of
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except Exception as e:  # noqa: BLE001 -- the user's model failed: say where
+        where = user_line_of(e)
+        raise NncError(f"the model fails on the example input build() returns: {first_line(e)}",
+                       f"model {target}" + (f", at {where}" if where else ""),
+                       "fix forward() or the example input (its shape is the model's input shape, "
+                       "batch size 1)") from None
+
+
+def _is_eager_quantized(model) -> bool:
+    """torch.ao.quantization.convert made it: its QuantStubs became Quantize modules. Quantizing
+    it again as a float model would fail far from the cause (or quantize the dequantized copy)."""
+    import torch
+    return isinstance(model, torch.nn.Module) and not isinstance(model, torch.fx.GraphModule) and any(
+        isinstance(m, torch.ao.nn.quantized.Quantize) for m in model.modules())
 
 
 def _is_converted(model) -> bool:
@@ -315,8 +349,8 @@ def load_model(source: str, checkpoint: str = None, calibration: str = None,
     if ".py:" in source or source.endswith(".py"):
         if ":" not in source:
             source += ":build"
-        model, example = load_factory(source, calibration, progress)
-        return LoadedModel(name_of(source), "pt2e", source, model, example)
+        kind, model, example = load_factory(source, calibration, progress)
+        return LoadedModel(name_of(source), kind, source, model, example)
     from models import pt2e_zoo
     from models.registry import UnknownModel, get
     if source in pt2e_zoo.MODELS:

@@ -250,8 +250,22 @@ def quantize_pt2e(model, example, calibration, per_channel: bool = True, progres
 def _export_for_calibration(model, example, batch: int = 32):
     """Export with a dynamic batch dimension so calibration runs in batches; a model whose
     forward() fixes the batch size is exported as it is and calibrated one input at a time."""
-    try:
-        dim = torch.export.Dim("batch", min=1, max=4096)
-        return torch.export.export(model, (example,), dynamic_shapes=({0: dim},)).module(), batch
-    except Exception:  # noqa: BLE001 -- any export constraint failure: fall back to the static shape
-        return torch.export.export(model, (example,)).module(), 1
+    import contextlib
+    import io
+    # a failed attempt prints its whole graph to stderr: the error raised below says what matters
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            dim = torch.export.Dim("batch", min=1, max=4096)
+            return torch.export.export(model, (example,), dynamic_shapes=({0: dim},)).module(), batch
+        except Exception:  # noqa: BLE001 -- any export constraint failure: fall back to the static shape
+            pass
+        try:
+            return torch.export.export(model, (example,)).module(), 1
+        except Exception as e:  # noqa: BLE001 -- the user's model cannot be captured: say why and where
+            from ..errors import NncError, first_line, user_line_of
+            raise NncError(f"torch.export cannot capture the model: {first_line(e)}",
+                           user_line_of(e) or f"model {type(model).__name__}",
+                           "PT2E needs a forward() without data-dependent control flow (no `if` or "
+                           "loop on tensor values) and with ops torch.export traces; rewrite "
+                           "forward(), or return a torch.ao.quantization (eager) converted model "
+                           "from the factory") from None

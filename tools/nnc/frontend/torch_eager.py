@@ -362,6 +362,13 @@ class _GraphBuilder(EagerOpsMixin):
         x = self.input_of(node, node.args[0])
         if len(x.shape) != 2:
             raise _unsupported(node, f"Linear on a {len(x.shape)}-D tensor {x.shape} (only [N, features])", m)
+        if x.shape[1] != params["weight"].shape[1]:
+            # torch's quantized Linear does not check this: it reads the first in_features values
+            # (or past the end of a shorter input), so torch "runs" a model that cannot be right
+            raise NncError(f"Linear with {params['weight'].shape[1]} input features is given "
+                           f"{x.shape[1]} (input shape {tuple(x.shape)})", _where(node, m),
+                           "fix the example input's shape or the Linear's in_features: the float "
+                           "model raises on this input, only torch's quantized kernel does not check")
         attrs = {"requant": "float", "weight_scheme": scheme, "relu": relu,
                  "clamp": self.clamp_of(node, relu)}
         self.add_op("dense", node, [x], attrs, params)
