@@ -89,8 +89,10 @@ def export_model(env, name, kernels, source=None, calibration=None, inputs=()):
                                      cwd=ROOT),
                          Action(_record_signatures, None)])
     # SCons deletes a target before rebuilding it: without its marker the exporter would refuse to
-    # replace the folder (which holds the host library's object too)
-    env.Precious(nodes[3])
+    # replace the folder (which holds the host library's object too), and a test or a compiler
+    # reading the C while another build process repeats the export would find it missing. The
+    # exporter replaces its files all at once itself (nnc.outdir), and not at all when unchanged.
+    env.Precious(nodes)
     rebuild_if_edited(nodes)
     return nodes
 

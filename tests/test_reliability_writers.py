@@ -104,6 +104,25 @@ def test_output_dir_new_then_replaced(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_output_dir_left_as_it_is_when_a_run_writes_the_same_files(tmp_path):
+    """A repeated export (another build process, a cache) must not make the files vanish under a
+    reader, even for an instant: the same inode, and the build's own files in it stay. Any
+    difference replaces the folder as a whole."""
+    out = tmp_path / "gen"
+    fill(out, {"a.c": "1", "b.h": "2"})
+    outdir.write_file(os.path.join(out, "a.os"), "object the build put here")
+    inode = os.stat(out).st_ino
+    fill(out, {"a.c": "1", "b.h": "2"})
+    assert os.stat(out).st_ino == inode
+    assert sorted(os.listdir(out)) == [outdir.MARKER, "a.c", "a.os", "b.h"]
+    fill(out, {"a.c": "1", "b.h": "2 changed"})
+    assert os.stat(out).st_ino != inode
+    assert sorted(os.listdir(out)) == [outdir.MARKER, "a.c", "b.h"]
+    fill(out, {"a.c": "1"})          # a file fewer is a difference too
+    assert sorted(os.listdir(out)) == [outdir.MARKER, "a.c"]
+    assert leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
 def test_output_dir_modes_follow_umask(tmp_path, mask):
     old = os.umask(mask)

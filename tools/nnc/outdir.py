@@ -10,6 +10,10 @@ One rule for every writer (export, deploy, the IMX681 and DIANA compilers, the b
 * The current directory or a folder containing it, the repository, $HOME and `/` are never an
   output folder, marker or not.
 * Files get the modes the user's umask gives, not the private 0600/0700 of `tempfile`.
+* A run that writes what the folder already holds, byte for byte, leaves the folder as it is:
+  a build that repeats an export (a second SCons process whose signature database is behind, a
+  shared cache) must not make the files vanish, even for an instant, under a compiler or a test
+  reading them, nor make everything after them rebuild.
 
 Problems the user can fix are `NncError`s saying what, where (the option or configuration key)
 and how to fix it.
@@ -136,8 +140,9 @@ def output_dir(path: str, where: str):
         with output_dir(out, "--out") as tmp:
             ... write files into tmp ...
 
-    On success `path` holds exactly what was written into `tmp`, plus the marker; on any error
-    the previous `path` is untouched and nothing new remains. Refuses what `check_target` refuses.
+    On success `path` holds exactly what was written into `tmp`, plus the marker (or, when it
+    already held all of that byte for byte, is left as it was); on any error the previous `path`
+    is untouched and nothing new remains. Refuses what `check_target` refuses.
     """
     real = check_target(path, where)
     parent = os.path.dirname(real)
@@ -156,12 +161,44 @@ def output_dir(path: str, where: str):
                 raise _write_error(path, where, e) from None
             raise
         check_target(path, where)          # still ours: nothing appeared meanwhile
+        if _already_holds(real, staging):
+            return
         try:
             _put_in_place(staging, real)
         except OSError as e:
             raise _write_error(path, where, e) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _files_below(folder: str) -> set:
+    return {os.path.relpath(os.path.join(dirpath, name), folder)
+            for dirpath, _, names in os.walk(folder) for name in names}
+
+
+def _is_build_file(relpath: str) -> bool:
+    """A file the build puts into an output folder next to what nnc wrote: an object file of the
+    generated C, or a hidden record (the build's export signatures)."""
+    name = os.path.basename(relpath)
+    return name.startswith(".") or name.endswith((".o", ".os"))
+
+
+def _already_holds(real: str, staging: str) -> bool:
+    """Whether the output folder `real` (ours) holds exactly the files of `staging`, byte for byte,
+    apart from the build's own files (_is_build_file), which then stay."""
+    if not (os.path.isdir(real) and is_ours(real)):
+        return False
+    new_files, old_files = _files_below(staging), _files_below(real)
+    if not new_files <= old_files or any(not _is_build_file(f) for f in old_files - new_files):
+        return False
+    for relpath in new_files:
+        old, new = os.path.join(real, relpath), os.path.join(staging, relpath)
+        if os.path.islink(old) or os.path.getsize(old) != os.path.getsize(new):
+            return False
+        with open(old, "rb") as a, open(new, "rb") as b:
+            if a.read() != b.read():
+                return False
+    return True
 
 
 def _put_in_place(staging: str, real: str) -> None:
