@@ -618,12 +618,7 @@ NNC_M7_NOINLINE {signature}
             const float m0 = nnc_m7_float_bits(w[2]), m1 = nnc_m7_float_bits(w[3]);
             int32_t acc[4] = {{ b0, b1, b0, b1 }};
             {sh.dot2x2_call("col", "w + 4")};
-            int8_t* const out = output + oc * {npos};
-            out[p] = {sh.requant("acc[0]", "", "m0")};
-            out[{npos} + p] = {sh.requant("acc[1]", "", "m1")};
-            out[pb] = {sh.requant("acc[2]", "", "m0")};
-            out[{npos} + pb] = {sh.requant("acc[3]", "", "m1")};
-        }}
+{_store_channel_pair(sh, npos, "acc")}        }}
 """
         if sh.cout % 2:
             last = sh.cout - 1
@@ -662,12 +657,7 @@ NNC_M7_NOINLINE {signature}
         const int32_t* s = sums;
         for (int32_t oc = 0; oc < {sh.even}; oc += 2, w += {block}, s += 4) {{
             const float m0 = nnc_m7_float_bits(w[2]), m1 = nnc_m7_float_bits(w[3]);
-            int8_t* const out = output + oc * {npos};
-            out[p] = {sh.requant("s[0]", "", "m0")};
-            out[{npos} + p] = {sh.requant("s[1]", "", "m1")};
-            out[pb] = {sh.requant("s[2]", "", "m0")};
-            out[{npos} + pb] = {sh.requant("s[3]", "", "m1")};
-        }}
+{_store_channel_pair(sh, npos, "s")}        }}
 """
         if sh.cout % 2:
             last = sh.cout - 1
@@ -782,6 +772,18 @@ NNC_M7_NOINLINE {signature}
 {rows("ky_lo", "ky_hi", "kx_lo", "kx_hi", i)}{i}}}
 """
         return fill, header
+
+
+def _store_channel_pair(sh, npos: int, sums: str) -> str:
+    """C (indent 12): the 4 sums of channels oc, oc + 1 at positions p, pb (a0, a1, b0, b1 at
+    `sums`) requantized by the multipliers m0, m1 into the NCHW output."""
+    return f"""\
+            int8_t* const out = output + oc * {npos};
+            out[p] = {sh.requant(f"{sums}[0]", "", "m0")};
+            out[{npos} + p] = {sh.requant(f"{sums}[1]", "", "m1")};
+            out[pb] = {sh.requant(f"{sums}[2]", "", "m0")};
+            out[{npos} + pb] = {sh.requant(f"{sums}[3]", "", "m1")};
+"""
 
 
 def _group_view(op, g: int, groups: int) -> Op:

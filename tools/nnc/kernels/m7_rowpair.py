@@ -43,75 +43,63 @@ NNC_M7_INLINE uint32_t nnc_m7_row4(const int8_t* plane, int32_t iy, int32_t ix0,
 
 """
 
-BORDER = """\
-/* Both columns of a pass whose windows touch the padding: the rows (ic, ky) in order, paired as
- * in the straight-line code of the kernels, one row per iteration. One function for all layers
- * (these passes are a minority; code size is not). */
-NNC_M7_NOINLINE static void nnc_m7_rowpair_border(const int8_t* input, int16_t* ca, int16_t* cb, int32_t cin,
-                                                  int32_t kh, int32_t h, int32_t w, int32_t iy0, int32_t ix0,
-                                                  uint32_t zp4)
-{
+def _border(name: str, comment: str, columns: str, pair_stores: list, advance: list, lone_stores: list) -> str:
+    """C of the function that fills both columns of a pass whose windows touch the padding: the
+    rows (ic, ky) in order, paired as in the straight-line code of the kernels, one row per
+    iteration. `columns`: its column parameters; `pair_stores` / `lone_stores`: the statements
+    that store the words of two rows (p0, q0 then p, q) / of a last lone row, `advance` the
+    pointer steps after two rows."""
+    def lines(statements, indent):
+        return "".join(f"{indent}{x}\n" for x in statements)
+    pad = " " * len(f"NNC_M7_NOINLINE static void {name}(")
+    signature = (f"NNC_M7_NOINLINE static void {name}(const int8_t* input, {columns}, int32_t cin,\n"
+                 f"{pad}int32_t kh, int32_t h, int32_t w,\n{pad}int32_t iy0, int32_t ix0, uint32_t zp4)")
+    return f"""\
+{comment}
+{signature}
+{{
     uint32_t p0 = 0, q0 = 0;
     int32_t pending = 0;
-    for (int32_t ic = 0; ic < cin; ++ic) {
+    for (int32_t ic = 0; ic < cin; ++ic) {{
         const int8_t* const plane = input + ic * h * w;
-        for (int32_t ky = 0; ky < kh; ++ky) {
+        for (int32_t ky = 0; ky < kh; ++ky) {{
             const uint32_t v = nnc_m7_row4(plane, iy0 + ky, ix0, h, w, zp4);
             const uint32_t p = nnc_m7_sxtb16(v), q = nnc_m7_sxtb16_ror8(v);
-            if (!pending) {
+            if (!pending) {{
                 p0 = p;
                 q0 = q;
                 pending = 1;
                 continue;
-            }
-            NNC_M7_STORE2_AT(ca, 0, p0, p);
-            nnc_m7_store32(ca + 4, nnc_m7_pkhbt16(q0, q));
-            NNC_M7_STORE2_AT(cb, 0, q0, q);
-            nnc_m7_store32(cb + 4, nnc_m7_pkhtb16(p, p0));
-            ca += 6;
-            cb += 6;
-            pending = 0;
-        }
-    }
-    if (pending) {
-        NNC_M7_STORE2_AT(ca, 0, p0, q0 & 0xFFFFu);
-        NNC_M7_STORE2_AT(cb, 0, q0, p0 >> 16);
-    }
-}
+            }}
+{lines(pair_stores + advance, " " * 12)}            pending = 0;
+        }}
+    }}
+    if (pending) {{
+{lines(lone_stores, " " * 8)}    }}
+}}
 """
 
-BORDER_PAIRS = """\
-/* nnc_m7_rowpair_border for columns interleaved word by word (m7_pairs). */
-NNC_M7_NOINLINE static void nnc_m7_rowpair_border_pairs(const int8_t* input, int16_t* cols, int32_t cin,
-                                                        int32_t kh, int32_t h, int32_t w, int32_t iy0,
-                                                        int32_t ix0, uint32_t zp4)
-{
-    uint32_t p0 = 0, q0 = 0;
-    int32_t pending = 0;
-    for (int32_t ic = 0; ic < cin; ++ic) {
-        const int8_t* const plane = input + ic * h * w;
-        for (int32_t ky = 0; ky < kh; ++ky) {
-            const uint32_t v = nnc_m7_row4(plane, iy0 + ky, ix0, h, w, zp4);
-            const uint32_t p = nnc_m7_sxtb16(v), q = nnc_m7_sxtb16_ror8(v);
-            if (!pending) {
-                p0 = p;
-                q0 = q;
-                pending = 1;
-                continue;
-            }
-            NNC_M7_STORE2_AT(cols, 0, p0, q0);
-            NNC_M7_STORE2_AT(cols, 8, p, q);
-            NNC_M7_STORE2_AT(cols, 16, nnc_m7_pkhbt16(q0, q), nnc_m7_pkhtb16(p, p0));
-            cols += 12;
-            pending = 0;
-        }
-    }
-    if (pending) {
-        NNC_M7_STORE2_AT(cols, 0, p0, q0);
-        NNC_M7_STORE2_AT(cols, 8, q0 & 0xFFFFu, p0 >> 16);
-    }
-}
-"""
+
+# Separate columns a at ca and b at cb. One function for all layers (these passes are a minority;
+# code size is not).
+BORDER = _border(
+    "nnc_m7_rowpair_border",
+    "/* Both columns of a pass whose windows touch the padding (m7_rowpair). */",
+    "int16_t* ca, int16_t* cb",
+    ["NNC_M7_STORE2_AT(ca, 0, p0, p);", "nnc_m7_store32(ca + 4, nnc_m7_pkhbt16(q0, q));",
+     "NNC_M7_STORE2_AT(cb, 0, q0, q);", "nnc_m7_store32(cb + 4, nnc_m7_pkhtb16(p, p0));"],
+    ["ca += 6;", "cb += 6;"],
+    ["NNC_M7_STORE2_AT(ca, 0, p0, q0 & 0xFFFFu);", "NNC_M7_STORE2_AT(cb, 0, q0, p0 >> 16);"])
+
+# The columns interleaved word by word at cols (m7_pairs).
+BORDER_PAIRS = _border(
+    "nnc_m7_rowpair_border_pairs",
+    "/* Both columns, interleaved word by word (m7_pairs), of a pass whose windows touch the padding. */",
+    "int16_t* cols",
+    ["NNC_M7_STORE2_AT(cols, 0, p0, q0);", "NNC_M7_STORE2_AT(cols, 8, p, q);",
+     "NNC_M7_STORE2_AT(cols, 16, nnc_m7_pkhbt16(q0, q), nnc_m7_pkhtb16(p, p0));"],
+    ["cols += 12;"],
+    ["NNC_M7_STORE2_AT(cols, 0, p0, q0);", "NNC_M7_STORE2_AT(cols, 8, q0 & 0xFFFFu, p0 >> 16);"])
 
 
 def applies(op) -> bool:
