@@ -20,6 +20,7 @@ and how to fix it.
 """
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -191,14 +192,9 @@ def _already_holds(real: str, staging: str) -> bool:
     new_files, old_files = _files_below(staging), _files_below(real)
     if not new_files <= old_files or any(not _is_build_file(f) for f in old_files - new_files):
         return False
-    for relpath in new_files:
-        old, new = os.path.join(real, relpath), os.path.join(staging, relpath)
-        if os.path.islink(old) or os.path.getsize(old) != os.path.getsize(new):
-            return False
-        with open(old, "rb") as a, open(new, "rb") as b:
-            if a.read() != b.read():
-                return False
-    return True
+    return all(not os.path.islink(os.path.join(real, f))
+               and filecmp.cmp(os.path.join(real, f), os.path.join(staging, f), shallow=False)
+               for f in new_files)
 
 
 def _put_in_place(staging: str, real: str) -> None:
